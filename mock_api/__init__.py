@@ -1,0 +1,1 @@
+"""Ad Platform API simulator used by adcrawler's demo, tests and benchmarks."""

@@ -1,0 +1,254 @@
+"""The simulator must reproduce the platform faithfully, or crawler tests prove nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import aiohttp
+import pytest
+
+from mock_api.campaigns import HOSTILE_NAMES
+from mock_api.process import MockProcess
+from tests.conftest import QUIET
+from tests.http import basic, bearer, call, token
+
+PASSWORD = "SuperSecret123!"
+
+
+def test_starts_fast_prints_url_first_and_hides_password():
+    began = time.monotonic()
+    server = MockProcess("--time-scale", "0.01").start()
+    try:
+        assert time.monotonic() - began < 3
+        assert server.url.startswith("http://127.0.0.1:")
+        health = call("GET", server.url + "/health").json()
+        assert health["status"] == "ok" and "uptime" in health and "timestamp" in health
+    finally:
+        output = server.stop()
+    assert "admin@mixoads.com" in output
+    assert PASSWORD not in output
+
+
+def test_auth_issues_bearer_token(quiet_mock):
+    reply = call("POST", quiet_mock.url + "/auth/token", basic("admin@mixoads.com", PASSWORD))
+    body = reply.json()
+    assert reply.status == 200
+    assert body["token_type"] == "Bearer" and body["access_token"]
+    assert body["expires_in"] == 36  # 3600 s at time scale 0.01
+    assert abs(body["issued_at"] - time.time()) < 5
+
+
+@pytest.mark.parametrize("headers, message", [
+    ({}, "Missing or non-Basic Authorization header"),
+    ({"Authorization": "Bearer abc"}, "Missing or non-Basic Authorization header"),
+    ({"Authorization": "Basic !!!not-base64"}, "Malformed Basic credentials"),
+    (basic("admin@mixoads.com", "wrong"), "Invalid credentials"),
+    (basic("nobody@example.com", PASSWORD), "Invalid credentials"),
+])
+def test_auth_rejects_bad_credentials_with_json_401(quiet_mock, headers, message):
+    reply = call("POST", quiet_mock.url + "/auth/token", headers)
+    assert reply.status == 401
+    assert reply.json() == {"error": "Unauthorized", "message": message}
+
+
+def test_several_accounts_are_accepted(mock_factory):
+    server = mock_factory(*QUIET, env={"MOCK_API_ACCOUNTS": "a@x.io:pw-a,b@x.io:pw-b"})
+    assert token(server.url, "a@x.io", "pw-a") and token(server.url, "b@x.io", "pw-b")
+    assert call("POST", server.url + "/auth/token", basic("admin@mixoads.com", PASSWORD)).status == 401
+
+
+def test_three_kinds_of_401_on_api_calls(mock_factory):
+    server = mock_factory(*QUIET, "--time-scale", "0.0001")  # token lives 0.36 s
+    url = server.url + "/api/campaigns"
+    missing = call("GET", url)
+    assert missing.status == 401 and missing.json()["error"] == "Unauthorized"
+    unknown = call("GET", url, bearer("forged-token"))
+    assert unknown.status == 401 and unknown.json()["error"] == "Unauthorized"
+    tok = token(server.url)
+    assert call("GET", url, bearer(tok)).status == 200
+    time.sleep(0.5)
+    expired = call("GET", url, bearer(tok))
+    body = expired.json()
+    assert expired.status == 401
+    assert body["error"] == "Token expired" and body["expired_at"].endswith("Z")
+
+
+def test_eleventh_call_in_a_window_gets_one_429_with_retry_after(quiet_mock):
+    tok = token(quiet_mock.url)
+    replies = [call("GET", quiet_mock.url + "/api/campaigns", bearer(tok, "acme")) for _ in range(11)]
+    statuses = [r.status for r in replies]
+    assert statuses == [200] * 10 + [429]
+    assert replies[-1].headers["Retry-After"] == "0.6"
+    assert replies[-1].json() == {"error": "Rate limit exceeded", "message": "Too many requests: 10 per 60s",
+                                  "retry_after": 0.6}
+    # Another client has its own budget, and the window rolls on.
+    assert call("GET", quiet_mock.url + "/api/campaigns", bearer(tok, "other")).status == 200
+    time.sleep(0.65)
+    assert call("GET", quiet_mock.url + "/api/campaigns", bearer(tok, "acme")).status == 200
+    assert quiet_mock.stats()["total_429"] == 1
+
+
+def test_failed_and_hanging_requests_still_spend_budget(mock_factory):
+    server = mock_factory("--time-scale", "0.01", "--list-503-rate", "1", "--list-hang-rate", "0",
+                          "--sync-503-rate", "0", "--sync-hang-rate", "0")
+    tok = token(server.url)
+    statuses = [call("GET", server.url + "/api/campaigns", bearer(tok)).status for _ in range(11)]
+    assert statuses == [503] * 10 + [429]
+
+
+def test_quirks_mode_reproduces_the_inherited_simulator(mock_factory):
+    server = mock_factory("--quirks", "--time-scale", "0.01")
+    tok = "anything-goes"  # tokens are not validated
+    url = server.url + "/api/campaigns"
+    replies = [call("GET", f"{url}?page=1&limit=1000", bearer(tok)) for _ in range(11)]
+    assert [r.status for r in replies] == [200, 200, 200, 200, 503, 200, 200, 200, 200, 503, 429]
+    assert "Retry-After" not in replies[-1].headers
+    assert replies[-1].json()["retry_after"] == 0.6
+    page = replies[0].json()
+    assert len(page["data"]) == 100  # limit unbounded
+    assert page["pagination"]["has_more"] is True  # page < 10, whatever the total
+
+
+def test_limit_is_capped_and_has_more_follows_total(mock_factory):
+    server = mock_factory(*QUIET, "--max-page-size", "30", "--rate-limit", "100")
+    tok = token(server.url)
+    pages = [call("GET", f"{server.url}/api/campaigns?page={p}&limit=500", bearer(tok)).json() for p in (1, 4, 5)]
+    assert [len(p["data"]) for p in pages] == [30, 10, 0]
+    assert [p["pagination"]["has_more"] for p in pages] == [True, False, False]
+    assert pages[0]["pagination"] == {"page": 1, "limit": 30, "total": 100, "has_more": True}
+    default = call("GET", f"{server.url}/api/campaigns", bearer(tok)).json()
+    assert [c["id"] for c in default["data"]] == [f"campaign_{n}" for n in range(1, 11)]
+
+
+@pytest.mark.parametrize("query", ["page=abc", "page=0", "limit=-1", "limit=ten"])
+def test_malformed_page_or_limit_is_400(quiet_mock, query):
+    tok = token(quiet_mock.url)
+    reply = call("GET", f"{quiet_mock.url}/api/campaigns?{query}", bearer(tok))
+    assert reply.status == 400 and reply.json()["error"] == "Bad Request"
+
+
+def test_sync_answers_and_is_counted_per_campaign(quiet_mock):
+    tok = token(quiet_mock.url)
+    url = quiet_mock.url + "/api/campaigns/campaign_7/sync"
+    first = call("POST", url, bearer(tok, "acme"))
+    body = first.json()
+    assert first.status == 200 and body["success"] is True and body["campaign_id"] == "campaign_7"
+    assert body["synced_at"].endswith("Z")
+    call("POST", url, bearer(tok, "acme"))
+    assert call("POST", quiet_mock.url + "/api/campaigns/campaign_999/sync", bearer(tok, "acme")).status == 404
+    assert call("POST", quiet_mock.url + "/api/campaigns/nope/sync", bearer(tok, "acme")).status == 404
+    stats = quiet_mock.stats()
+    assert stats["syncs"] == {"acme": {"campaign_7": 2}}
+    assert stats["requests"]["acme"]["sync"] == {"200": 2, "404": 2}
+    quiet_mock.reset()
+    assert quiet_mock.stats()["syncs"] == {}
+
+
+def test_sync_takes_the_scaled_delay(mock_factory):
+    server = mock_factory(*QUIET, "--time-scale", "0.1")  # 2 s -> 0.2 s
+    tok = token(server.url)
+    began = time.monotonic()
+    assert call("POST", server.url + "/api/campaigns/campaign_1/sync", bearer(tok)).status == 200
+    assert time.monotonic() - began >= 0.2
+
+
+def test_campaigns_are_deterministic_and_metrics_grow(quiet_mock):
+    tok = token(quiet_mock.url)
+    url = quiet_mock.url + "/api/campaigns?limit=100"
+    first, second = (call("GET", url, bearer(tok, "acme")).json()["data"] for _ in range(2))
+    other = call("GET", url, bearer(tok, "globex")).json()["data"]
+    c1, c2 = first[0], second[0]
+    assert set(c1) == {"id", "name", "status", "budget", "impressions", "clicks", "conversions", "created_at"}
+    assert c1["id"] == "campaign_1" and c1["name"] == "Campaign 1" and c1["status"] == "active"
+    assert (c1["budget"], c1["created_at"]) == (c2["budget"], c2["created_at"])
+    assert c2["impressions"] > c1["impressions"]
+    assert other[0]["budget"] != c1["budget"]
+    assert all(0 <= c["conversions"] <= c["clicks"] <= c["impressions"] for c in first + second)
+
+
+def test_hostile_names_and_malformed_records(mock_factory):
+    server = mock_factory(*QUIET, "--hostile-names", "7", "--malformed", "5")
+    tok = token(server.url)
+    data = call("GET", server.url + "/api/campaigns?limit=100", bearer(tok)).json()["data"]
+    assert [c["name"] for c in data[:7]] == HOSTILE_NAMES
+    assert data[7]["name"] == "Campaign 8"
+    bad = data[95:]
+    assert [c["clicks"] for c in bad[:2]] == [-5, 10**9]
+    assert bad[2]["budget"] == "lots" and bad[3]["created_at"] == "yesterday-ish"
+    assert bad[4]["status"] == "exploded"
+
+
+def test_list_garbage_is_not_json(mock_factory):
+    server = mock_factory(*QUIET, "--list-garbage-rate", "1")
+    reply = call("GET", server.url + "/api/campaigns", bearer(token(server.url)))
+    assert reply.status == 200 and reply.body.startswith(b"<html>")
+
+
+def _statuses(server: MockProcess, client: str, n: int) -> list[int | str]:
+    tok = token(server.url)
+    out: list[int | str] = []
+    for _ in range(n):
+        try:
+            out.append(call("GET", server.url + "/api/campaigns", bearer(tok, client), timeout=0.3).status)
+        except OSError:
+            out.append("timeout")
+    return out
+
+
+def test_same_seed_gives_same_faults(mock_factory):
+    args = ("--time-scale", "0.01", "--rate-limit", "1000", "--list-hang-rate", "0.1", "--list-503-rate", "0.3")
+    a = _statuses(mock_factory(*args, "--seed", "42"), "acme", 30)
+    b = _statuses(mock_factory(*args, "--seed", "42"), "acme", 30)
+    c = _statuses(mock_factory(*args, "--seed", "7"), "acme", 30)
+    assert a == b
+    assert a != c
+    assert {503, 200, "timeout"} <= set(a)
+
+
+def test_fault_rates_follow_their_knobs(mock_factory):
+    server = mock_factory("--time-scale", "0.01", "--rate-limit", "10000", "--seed", "1",
+                          "--list-503-rate", "0.2", "--list-hang-rate", "0", "--sync-503-rate", "0",
+                          "--sync-hang-rate", "0")
+    statuses = _statuses(server, "acme", 400)
+    assert 0.14 < statuses.count(503) / 400 < 0.26
+    tok = token(server.url)
+    assert all(call("POST", f"{server.url}/api/campaigns/campaign_{n}/sync", bearer(tok)).status == 200
+               for n in range(1, 21))
+
+
+def test_hanging_request_does_not_block_others(mock_factory):
+    server = mock_factory(*QUIET, "--list-hang-rate", "1")
+    tok = token(server.url)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            hung = asyncio.create_task(session.get(server.url + "/api/campaigns", headers=bearer(tok)))
+            await asyncio.sleep(0.1)
+            async with session.post(server.url + "/api/campaigns/campaign_1/sync", headers=bearer(tok)) as r:
+                status = r.status
+            assert not hung.done()
+            hung.cancel()
+            return status
+
+    assert asyncio.run(scenario()) == 200
+    assert server.stats()["requests"]["default"]["list"] == {"hang": 1}
+
+
+def test_a_thousand_concurrent_connections(mock_factory):
+    server = mock_factory(*QUIET, "--time-scale", "0.5", "--rate-limit", "100000")  # each sync holds 1 s
+    tok = token(server.url)
+
+    async def scenario():
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as s:
+            async def one(n):
+                async with s.post(f"{server.url}/api/campaigns/campaign_{n % 100 + 1}/sync",
+                                  headers=bearer(tok, f"c{n // 100}")) as r:
+                    return r.status
+            return await asyncio.gather(*(one(n) for n in range(1000)))
+
+    statuses = asyncio.run(scenario())
+    assert statuses.count(200) == 1000
+    assert server.stats()["peak_concurrency"] >= 900
