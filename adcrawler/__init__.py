@@ -1,0 +1,1 @@
+"""adcrawler: sync Ad Platform campaign data into SQLite or PostgreSQL with Scrapy."""

@@ -1,0 +1,91 @@
+"""The client registry: which clients exist and where their credentials live.
+
+``clients.toml`` (setting ``ADCRAWLER_CLIENTS_FILE``) maps a slug to the
+platform's ``X-Client-ID`` and to the *names* of the environment variables that
+hold the client's credentials; secrets themselves never live in the file::
+
+    [clients.acme]
+    client_id = "acme-corp"          # default: the slug
+    email_env = "ACME_EMAIL"         # default: AD_PLATFORM_EMAIL
+    password_env = "ACME_PASSWORD"   # default: AD_PLATFORM_PASSWORD
+
+A slug that is not in the registry is its own client id and uses the default
+credential variables. ``all`` means every client in the registry.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from decouple import UndefinedValueError, config
+
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ClientConfigError(ValueError):
+    """The registry or the -a client argument is wrong; the message says how."""
+
+
+@dataclass(frozen=True)
+class Client:
+    slug: str
+    client_id: str
+    email_env: str = "AD_PLATFORM_EMAIL"
+    password_env: str = "AD_PLATFORM_PASSWORD"
+
+    def credentials(self) -> tuple[str, str]:
+        """Read (email, password) from the environment or ``.env``."""
+        try:
+            return config(self.email_env), config(self.password_env)
+        except UndefinedValueError:
+            raise ClientConfigError(
+                f"client {self.slug!r}: set {self.email_env} and {self.password_env} "
+                "in the environment or .env"
+            ) from None
+
+
+@dataclass
+class Registry:
+    clients: dict[str, Client] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Registry":
+        path = Path(path)
+        if not path.exists():
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ClientConfigError(f"{path}: not valid TOML: {exc}") from None
+        clients = {}
+        for slug, entry in (data.get("clients") or {}).items():
+            if not SLUG.match(slug) or not isinstance(entry, dict):
+                raise ClientConfigError(f"{path}: bad client entry {slug!r}")
+            unknown = set(entry) - {"client_id", "email_env", "password_env"}
+            if unknown:
+                raise ClientConfigError(f"{path}: client {slug!r} has unknown keys {sorted(unknown)}")
+            clients[slug] = Client(slug=slug, client_id=str(entry.get("client_id", slug)),
+                                   **{k: str(entry[k]) for k in ("email_env", "password_env") if k in entry})
+        return cls(clients)
+
+    def select(self, argument: str) -> list[Client]:
+        """Resolve ``-a client=...``: one slug, a comma-separated list, or ``all``."""
+        argument = (argument or "").strip()
+        if not argument:
+            raise ClientConfigError("no client given: use -a client=<slug>, -a client=a,b or -a client=all")
+        if argument == "all":
+            if not self.clients:
+                raise ClientConfigError("-a client=all needs clients in the registry file")
+            return list(self.clients.values())
+        chosen: dict[str, Client] = {}
+        for slug in (s.strip() for s in argument.split(",")):
+            if not SLUG.match(slug):
+                raise ClientConfigError(f"invalid client slug {slug!r}")
+            chosen[slug] = self.clients.get(slug) or Client(slug=slug, client_id=slug)
+        ids = [c.client_id for c in chosen.values()]
+        if len(set(ids)) != len(ids):
+            raise ClientConfigError("two slugs map to the same client id")
+        return list(chosen.values())

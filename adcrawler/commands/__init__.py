@@ -1,0 +1,1 @@
+"""Project commands (override Scrapy's ``crawl`` to set the exit status)."""

@@ -1,0 +1,1 @@
+"""Scrapy extensions: log redaction, per-run stats dump, Prometheus metrics."""

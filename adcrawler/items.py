@@ -1,0 +1,36 @@
+"""Items the spider yields and the pipeline stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass
+class CampaignItem:
+    """One campaign of one client, with the outcome of this run's sync call."""
+
+    client_id: str
+    campaign_id: str
+    name: str
+    status: str
+    budget: Decimal
+    impressions: int
+    clicks: int
+    conversions: int
+    created_at: datetime
+    fetched_at: datetime
+    sync_status: str  # "synced" or "failed"
+    synced_at: datetime | None = None
+    sync_error: str | None = None
+
+
+@dataclass
+class RejectedRecord:
+    """A payload that failed validation: kept verbatim with the reason."""
+
+    client_id: str
+    reason: str
+    payload: str  # the raw JSON text of the record
+    seen_at: datetime

@@ -1,0 +1,14 @@
+"""Downloader middlewares: rate budget and 429s, bearer token, retries with backoff.
+
+Request ``meta`` keys they share (set by the spider):
+
+- ``adcrawler_client``: the platform client id; selects the budget and token.
+  Requests without it (the token request) are neither budgeted nor authorised.
+"""
+
+CLIENT = "adcrawler_client"
+AUTH_REQUEST = "adcrawler_auth_request"
+
+
+def client_of(request) -> str | None:
+    return request.meta.get(CLIENT)

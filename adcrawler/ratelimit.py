@@ -1,0 +1,74 @@
+"""Rolling-window request budget for one client (pure logic, injected clock).
+
+The platform admits ``limit`` requests per rolling ``window`` seconds per client
+and counts a request when it arrives. We cannot see arrival times, so a request
+holds its place in the budget from the moment it is admitted until ``window``
+seconds after it *finished*: its arrival lies somewhere in between, so the
+platform's window can never hold more of our requests than ours does. The price
+is one request latency per window, a few percent with the platform's 2 s sync
+calls against a 60 s window, and in exchange no clock skew, queueing delay or
+network latency can cause a 429.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class RollingWindowBudget:
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if window <= 0:
+            raise ValueError("window must be > 0")
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self.in_flight = 0
+        self._finished: deque[float] = deque()  # finish times, oldest first
+        self._paused_until = 0.0
+
+    def _expire(self, now: float) -> None:
+        while self._finished and self._finished[0] + self.window <= now:
+            self._finished.popleft()
+
+    def wait_time(self) -> float:
+        """Seconds until one more request may be sent (0 = now)."""
+        now = self.clock()
+        self._expire(now)
+        wait = max(0.0, self._paused_until - now)
+        if self.in_flight + len(self._finished) < self.limit:
+            return wait
+        if not self._finished:
+            # Every place is held by a request still in flight: it frees a place
+            # only ``window`` after it finishes, so check again a bit later.
+            return max(wait, self.window / self.limit)
+        return max(wait, self._finished[0] + self.window - now)
+
+    def acquire(self) -> None:
+        """Record that a request is being sent now (call only when ``wait_time()`` is 0)."""
+        self.in_flight += 1
+
+    def release(self) -> None:
+        """Record that a request admitted by ``acquire`` has finished (any outcome)."""
+        self.in_flight = max(0, self.in_flight - 1)
+        self._finished.append(self.clock())
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (the platform said so with a 429)."""
+        self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+    @property
+    def used(self) -> int:
+        self._expire(self.clock())
+        return self.in_flight + len(self._finished)
+
+
+def lower_bound_seconds(requests: int, limit: int, window: float) -> float:
+    """Least wall time the platform's budget allows for ``requests`` requests of
+    one client: ``limit`` go at once, each later group of ``limit`` waits a window."""
+    if requests <= 0:
+        return 0.0
+    return (-(-requests // limit) - 1) * window

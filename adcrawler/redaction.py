@@ -1,0 +1,62 @@
+"""Keep secrets out of every log line.
+
+Secrets are registered as soon as they are read (passwords, Basic headers,
+bearer tokens); a logging filter on every root handler replaces them with a
+short marker before the record is formatted. Redact first, log second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+MARK = "[REDACTED]"
+_MIN_LEN = 4  # shorter strings would redact ordinary words
+
+
+class Secrets:
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, *values: str | None) -> None:
+        with self._lock:
+            self._values.update(v for v in values if v and len(v) >= _MIN_LEN)
+
+    def redact(self, text: str) -> str:
+        # Longest first, so a secret containing another is replaced whole.
+        for value in sorted(self._values, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, MARK)
+        return text
+
+
+SECRETS = Secrets()
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites the record's message, arguments and traceback text."""
+
+    def __init__(self, secrets: Secrets = SECRETS):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is still logged, unformatted
+            message = str(record.msg)
+        record.msg, record.args = self.secrets.redact(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.secrets.redact(record.exc_text)
+            record.exc_info = None  # formatters would print the unredacted original
+        return True
+
+
+def install(secrets: Secrets = SECRETS) -> None:
+    """Attach the filter to every handler of the root logger (idempotent)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter(secrets))

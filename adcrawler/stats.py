@@ -1,0 +1,83 @@
+"""Every ``adcrawler/...`` stat key is written here and nowhere else.
+
+Each counter exists as a run total (``adcrawler/<name>``) and per client
+(``adcrawler/client/<client_id>/<name>``). The README lists every key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PREFIX = "adcrawler"
+
+# Counters (name -> meaning); the README table is generated from this list.
+COUNTERS = {
+    "campaigns_seen": "distinct valid campaigns listed",
+    "campaigns_synced": "campaigns whose sync call succeeded",
+    "campaigns_sync_failed": "campaigns whose sync call failed after all retries",
+    "campaigns_stored": "campaign rows written (inserted, updated or unchanged)",
+    "campaigns_duplicate": "campaigns listed again on a later page (skipped)",
+    "records_rejected": "records that failed validation (quarantined)",
+    "list_pages": "list pages parsed",
+    "list_failed": "list pages given up on (the client's list is incomplete)",
+    "auth_failed": "authentications refused (wrong credentials)",
+    "requests_sent": "API requests sent (list and sync, retries included)",
+    "retries": "requests retried after a 5xx, timeout, connection error or bad page",
+    "responses_429": "429 answers received",
+    "rate_wait_seconds": "seconds requests waited for the rate budget",
+    "token_refreshes": "bearer tokens obtained (first one included)",
+    "token_expired": "401 Token expired answers received",
+    "rows_inserted": "campaign rows inserted",
+    "rows_updated": "campaign rows updated",
+    "rows_unchanged": "campaign rows already up to date (not rewritten)",
+    "db_batches": "batches written",
+    "db_retries": "batch writes retried after a database error",
+    "rows_spooled": "rows written to the spool file because the database was down",
+}
+
+
+def key(name: str, client: str | None = None) -> str:
+    return f"{PREFIX}/client/{client}/{name}" if client else f"{PREFIX}/{name}"
+
+
+def reason_key(name: str, reason: str, client: str | None = None) -> str:
+    return key(f"{name}/{reason}", client)
+
+
+class RunStats:
+    """Thin façade over Scrapy's stats collector for our keys.
+
+    Takes the collector or the crawler; a crawler's collector is looked up at
+    each use, since spiders are built before the crawler has one.
+    """
+
+    def __init__(self, source: Any):
+        self._source = source
+
+    @property
+    def stats(self) -> Any:
+        return self._source if hasattr(self._source, "inc_value") else self._source.stats
+
+    def inc(self, name: str, client: str | None = None, count: float = 1, reason: str | None = None) -> None:
+        full = f"{name}/{reason}" if reason else name
+        self.stats.inc_value(key(full), count)
+        if client:
+            self.stats.inc_value(key(full, client), count)
+
+    def set(self, name: str, value: Any, client: str | None = None) -> None:
+        self.stats.set_value(key(name, client), value)
+
+    def get(self, name: str, client: str | None = None, default: Any = 0) -> Any:
+        return self.stats.get_value(key(name, client), default)
+
+    def outcome(self, client: str) -> str:
+        """succeeded: every campaign listed, synced and stored; failed: nothing
+        usable (no auth or no list); partial: anything in between."""
+        g = lambda name: self.get(name, client)  # noqa: E731
+        if g("auth_failed") or (g("list_failed") and not g("campaigns_seen")):
+            return "failed"
+        seen = g("campaigns_seen")
+        if (g("list_failed") or g("records_rejected") or g("rows_spooled")
+                or g("campaigns_synced") != seen or g("campaigns_stored") != seen):
+            return "partial"
+        return "succeeded"

@@ -1,0 +1,26 @@
+"""Storage: one schema, two backends, the same upsert semantics.
+
+``DATABASE_URL`` unset (or ``sqlite:///path``) = an SQLite file, the embedded
+default; ``postgresql://...`` = PostgreSQL through psycopg2. Every call here is
+blocking: the pipeline runs it off the reactor thread.
+"""
+
+from __future__ import annotations
+
+from .base import BatchResult, Store, StoreError
+
+
+def open_store(database_url: str | None, sqlite_path: str) -> Store:
+    url = (database_url or "").strip()
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    if not url or url.startswith("sqlite:///"):
+        from .sqlite import SqliteStore
+
+        return SqliteStore(url[len("sqlite:///"):] if url else sqlite_path)
+    raise StoreError("DATABASE_URL must start with postgresql:// or sqlite:/// (or be unset for SQLite)")
+
+
+__all__ = ["BatchResult", "Store", "StoreError", "open_store"]

@@ -1,0 +1,210 @@
+"""What both backends share: the SQL, the batch write and its counts.
+
+Statements are written with ``%s`` placeholders and a ``{values}`` slot for
+multi-row inserts; each backend renders them its own way. Values are always
+parameters, never spliced into the SQL text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from adcrawler.items import CampaignItem, RejectedRecord
+
+from . import schema
+
+CAMPAIGN_COLUMNS = ("client_id", "campaign_id", "name", "status", "budget", "impressions", "clicks",
+                    "conversions", "created_at", "sync_status", "synced_at", "sync_error", "fetched_at",
+                    "updated_at")
+# A row is unchanged, and not rewritten, when all of these are equal.
+COMPARED = ("name", "status", "budget", "impressions", "clicks", "conversions", "created_at",
+            "sync_status", "synced_at", "sync_error")
+# A failed sync keeps the time of the last successful one.
+_NEW = {"synced_at": "COALESCE(excluded.synced_at, campaigns.synced_at)"}
+
+UPSERT = (
+    f"INSERT INTO campaigns ({', '.join(CAMPAIGN_COLUMNS)}) VALUES {{values}} "
+    "ON CONFLICT (client_id, campaign_id) DO UPDATE SET "
+    + ", ".join(f"{c} = {_NEW.get(c, f'excluded.{c}')}" for c in CAMPAIGN_COLUMNS[2:])
+    + " WHERE "
+    + " OR ".join(f"campaigns.{c} IS DISTINCT FROM {_NEW.get(c, f'excluded.{c}')}" for c in COMPARED)
+    + " RETURNING campaign_id"
+)
+METRICS_COLUMNS = ("run_id", "client_id", "campaign_id", "captured_at", "status", "budget", "impressions",
+                   "clicks", "conversions", "sync_status")
+METRICS = (f"INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) VALUES {{values}} "
+           "ON CONFLICT (run_id, client_id, campaign_id) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in METRICS_COLUMNS[3:]))
+REJECTED = "INSERT INTO rejected_records (run_id, client_id, reason, payload, seen_at) VALUES {values}"
+RUN_COLUMNS = ("run_id", "client_id", "started_at", "finished_at", "outcome", "finish_reason", "campaigns_seen",
+               "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "rows_unchanged",
+               "records_rejected", "retries", "responses_429", "token_refreshes", "stats")
+RUN = (f"INSERT INTO sync_runs ({', '.join(RUN_COLUMNS)}) VALUES {{values}} "
+       "ON CONFLICT (run_id, client_id) DO UPDATE SET "
+       + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[2:]))
+
+
+class StoreError(Exception):
+    """The database cannot be used (bad URL, schema newer than this code...)."""
+
+
+@dataclass
+class BatchResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+    def __iadd__(self, other: "BatchResult") -> "BatchResult":
+        for f in ("inserted", "updated", "unchanged", "rejected"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        return self
+
+
+class Store:
+    dialect = ""
+    # Exceptions meaning "the database is unreachable right now, try again".
+    transient: tuple[type[BaseException], ...] = ()
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+
+    # -- backend hooks --------------------------------------------------
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _value(self, value: Any) -> Any:
+        return value
+
+    # -- shared logic ---------------------------------------------------
+    def _execute(self, cur: Any, sql: str, params: tuple | list = ()) -> None:
+        cur.execute(self._sql(sql), [self._value(v) for v in params])
+
+    def migrate(self) -> int:
+        """Apply the migrations this database lacks; returns the version now in force."""
+        cur = self.conn.cursor()
+        try:
+            self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            self._execute(cur, "SELECT MAX(version) FROM schema_version")
+            current = cur.fetchone()[0] or 0
+            if current > schema.LATEST:
+                raise StoreError(f"database schema version {current} is newer than this code ({schema.LATEST})")
+            for version in range(current + 1, schema.LATEST + 1):
+                for statement in schema.statements(self.dialect, version):
+                    self._execute(cur, statement)
+                self._execute(cur, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            self.conn.commit()
+            return schema.LATEST
+        except BaseException:
+            self.conn.rollback()
+            raise
+        finally:
+            cur.close()
+
+    def write_batch(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> dict[str, BatchResult]:
+        """Store one batch in one transaction; returns, per client, what happened to its rows.
+
+        Idempotent: writing the same batch again changes nothing and reports the
+        rows as unchanged.
+        """
+        now = datetime.now(timezone.utc)
+        latest: dict[tuple[str, str], CampaignItem] = {}
+        rejected = []
+        for item in items:
+            if isinstance(item, CampaignItem):
+                latest[item.client_id, item.campaign_id] = item  # the last word wins within a batch
+            else:
+                rejected.append(item)
+        results: dict[str, BatchResult] = {}
+        for r in rejected:
+            results.setdefault(r.client_id, BatchResult()).rejected += 1
+        cur = self.conn.cursor()
+        try:
+            if latest:
+                existing = self._existing(cur, list(latest))
+                rows = [tuple(getattr(i, c) for c in CAMPAIGN_COLUMNS[:-1]) + (now,) for i in latest.values()]
+                # RETURNING names the rows inserted or updated; the rest were unchanged.
+                # A batch holds few clients, and campaign ids are unique per client,
+                # so (client, id) pairs are matched through the pre-read keys.
+                returned = self._insert_many(cur, UPSERT, rows, fetch=True)
+                changed = {r[0] for r in returned}
+                for client, campaign in latest:
+                    result = results.setdefault(client, BatchResult())
+                    if campaign not in changed:
+                        result.unchanged += 1
+                    elif (client, campaign) in existing:
+                        result.updated += 1
+                    else:
+                        result.inserted += 1
+                metrics = [(run_id, i.client_id, i.campaign_id, i.fetched_at, i.status, i.budget, i.impressions,
+                            i.clicks, i.conversions, i.sync_status) for i in latest.values()]
+                self._insert_many(cur, METRICS, metrics, fetch=False)
+            if rejected:
+                self._insert_many(cur, REJECTED, [(run_id, r.client_id, r.reason, r.payload, r.seen_at)
+                                                  for r in rejected], fetch=False)
+            self.conn.commit()
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._close_cursor(cur)
+        return results
+
+    def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        by_client: dict[str, list[str]] = {}
+        for client, campaign in keys:
+            by_client.setdefault(client, []).append(campaign)
+        for client, campaigns in by_client.items():
+            marks = ", ".join(["%s"] * len(campaigns))
+            self._execute(cur, f"SELECT campaign_id FROM campaigns WHERE client_id = %s AND campaign_id IN ({marks})",
+                          [client, *campaigns])
+            found.update((client, row[0]) for row in cur.fetchall())
+        return found
+
+    def record_run(self, row: dict[str, Any]) -> None:
+        """Insert or complete the ``sync_runs`` row of (run_id, client_id)."""
+        values = tuple(json.dumps(row[c], default=str, sort_keys=True) if c == "stats" else row.get(c)
+                       for c in RUN_COLUMNS)
+        cur = self.conn.cursor()
+        try:
+            self._insert_many(cur, RUN, [values], fetch=False)
+            self.conn.commit()
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._close_cursor(cur)
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except Exception:  # the connection itself may be gone; reconnect() handles that
+            pass
+
+    def _close_cursor(self, cur: Any) -> None:
+        try:
+            cur.close()
+        except Exception:
+            pass
+
+    def reconnect(self) -> None:
+        self.close()
+        self.connect()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None

@@ -1,0 +1,55 @@
+"""SQLite backend: the embedded default, a single file, zero setup."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from .base import Store
+
+# SQLite limits the parameters of one statement; stay well below it.
+_MAX_PARAMS = 30_000
+
+
+class SqliteStore(Store):
+    dialect = "sqlite"
+    transient = (sqlite3.OperationalError,)
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.connect()
+
+    def connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # Used from the pipeline's worker thread, one call at a time.
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("%s", "?")
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            # One fixed text form, so equal instants compare equal as text.
+            return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        if isinstance(value, Decimal):
+            return str(value)
+        return value
+
+    def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:
+        out: list[tuple] = []
+        width = len(rows[0])
+        step = max(1, _MAX_PARAMS // width)
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            marks = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * len(chunk))
+            cur.execute(sql.format(values=marks), [self._value(v) for row in chunk for v in row])
+            if fetch:
+                out.extend(cur.fetchall())
+        return out
