@@ -58,6 +58,10 @@ ADCRAWLER_DB_FLUSH_INTERVAL = config("ADCRAWLER_DB_FLUSH_INTERVAL", default=5.0,
 ADCRAWLER_DB_RETRIES = config("ADCRAWLER_DB_RETRIES", default=5, cast=int)
 ADCRAWLER_SPOOL_DIR = config("ADCRAWLER_SPOOL_DIR", default="data/spool")
 
+# -- Operating ------------------------------------------------------------
+# One JSON stats file per run lands here; empty = off.
+ADCRAWLER_STATS_DIR = config("ADCRAWLER_STATS_DIR", default="data/stats")
+
 # -- Concurrency --------------------------------------------------------
 # The rate budget, not concurrency, limits a client. Requests waiting for
 # budget count as active, so allow many: they cost a coroutine each.
@@ -83,6 +87,7 @@ DOWNLOADER_MIDDLEWARES = {
 ITEM_PIPELINES = {"adcrawler.pipelines.store.StorePipeline": 300}
 EXTENSIONS = {
     "adcrawler.extensions.redaction.Redaction": -1000,
+    "adcrawler.extensions.statsdump.StatsDump": 500,
     # Remote control and telnet would expose the running crawler: keep them off.
     "scrapy.extensions.remote_control.RemoteControl": None,
     "scrapy.extensions.telnet.TelnetConsole": None,
@@ -90,6 +95,8 @@ EXTENSIONS = {
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 
+# Sync calls of two clients differ only by X-Client-ID: keep both.
+REQUEST_FINGERPRINTER_CLASS = "adcrawler.fingerprint.ClientAwareFingerprinter"
 ROBOTSTXT_OBEY = False
 COOKIES_ENABLED = False
 USER_AGENT = "adcrawler/1.0"

@@ -34,6 +34,12 @@ COUNTERS = {
     "db_retries": "batch writes retried after a database error",
     "rows_spooled": "rows written to the spool file because the database was down",
 }
+# Values set once at the end of the run, per client.
+FINAL = {
+    "outcome": "succeeded, partial or failed (see README)",
+    "elapsed_seconds": "seconds from the start of the run to the client's last campaign",
+    "lower_bound_seconds": "least time the rate limit allows for the requests sent",
+}
 
 
 def key(name: str, client: str | None = None) -> str:
@@ -59,10 +65,12 @@ class RunStats:
         return self._source if hasattr(self._source, "inc_value") else self._source.stats
 
     def inc(self, name: str, client: str | None = None, count: float = 1, reason: str | None = None) -> None:
-        full = f"{name}/{reason}" if reason else name
-        self.stats.inc_value(key(full), count)
-        if client:
-            self.stats.inc_value(key(full, client), count)
+        """Add ``count`` to the total and the client's counter (and, with a
+        ``reason``, to ``<name>/<reason>`` as well)."""
+        for full in (name, f"{name}/{reason}") if reason else (name,):
+            self.stats.inc_value(key(full), count)
+            if client:
+                self.stats.inc_value(key(full, client), count)
 
     def set(self, name: str, value: Any, client: str | None = None) -> None:
         self.stats.set_value(key(name, client), value)
@@ -70,14 +78,15 @@ class RunStats:
     def get(self, name: str, client: str | None = None, default: Any = 0) -> Any:
         return self.stats.get_value(key(name, client), default)
 
-    def outcome(self, client: str) -> str:
-        """succeeded: every campaign listed, synced and stored; failed: nothing
-        usable (no auth or no list); partial: anything in between."""
+    def outcome(self, client: str, complete: bool = True) -> str:
+        """succeeded: the whole list read, every campaign synced and stored;
+        failed: nothing usable (no auth, no list); partial: anything between.
+        ``complete`` is False when the run was cut short."""
         g = lambda name: self.get(name, client)  # noqa: E731
-        if g("auth_failed") or (g("list_failed") and not g("campaigns_seen")):
-            return "failed"
         seen = g("campaigns_seen")
-        if (g("list_failed") or g("records_rejected") or g("rows_spooled")
+        if g("auth_failed") or (not seen and (g("list_failed") or not complete)):
+            return "failed"
+        if (not complete or g("list_failed") or g("records_rejected") or g("rows_spooled")
                 or g("campaigns_synced") != seen or g("campaigns_stored") != seen):
             return "partial"
         return "succeeded"

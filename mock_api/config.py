@@ -31,6 +31,7 @@ class MockConfig:
     hang_seconds: float = 3600.0
     sync_delay: float = 2.0
     token_lifetime: float = 3600.0
+    token_early_expiry: float = 0.0
     campaigns: int = 100
     max_page_size: int = 100
     hostile_names: int = 0
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="seconds a sync call takes (default %(default)s)")
     a("--token-lifetime", type=_positive, default=_env("token_lifetime", d.token_lifetime),
       help="token lifetime in seconds (default %(default)s)")
+    a("--token-early-expiry", type=float, default=_env("token_early_expiry", d.token_early_expiry),
+      help="tokens really expire this many seconds before the expires_in they announce (default %(default)s)")
     a("--campaigns", type=int, default=_env("campaigns", d.campaigns),
       help="campaigns per client (default %(default)s)")
     a("--max-page-size", type=int, default=_env("max_page_size", d.max_page_size),
@@ -142,7 +145,7 @@ def parse_config(argv: list[str] | None = None) -> MockConfig:
     for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed"):
         values[name] = int(values[name])
     for name in ("time_scale", "rate_window", "retry_after", "hang_seconds", "sync_delay",
-                 "token_lifetime", "list_garbage_rate", *FAULT_KNOBS):
+                 "token_lifetime", "token_early_expiry", "list_garbage_rate", *FAULT_KNOBS):
         values[name] = float(values[name])
     if values["seed"] is not None:
         values["seed"] = int(values["seed"])

@@ -84,6 +84,8 @@ class MockState:
             "peak_concurrency": self.peak_in_flight,
             "in_flight": self.in_flight,
             "tokens_issued": self.tokens_issued,
+            # Test-only: lets tests prove no token leaked into any output.
+            "tokens": sorted(self.tokens),
             "auth_failures": self.auth_failures,
             "syncs": {c: dict(ids) for c, ids in self.syncs.items()},
         }
@@ -163,7 +165,7 @@ class MockApi:
         issued = self.state.tokens.get(token)
         if issued is None:
             return _error(401, "Unauthorized", "Invalid token")
-        lifetime = self.config.scaled(self.config.token_lifetime)
+        lifetime = self.config.scaled(self.config.token_lifetime - self.config.token_early_expiry)
         age = time.monotonic() - issued[1]
         if age > lifetime:
             expired_at = time.time() - (age - lifetime)

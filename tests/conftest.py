@@ -61,3 +61,13 @@ def pg_url() -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """The crawler's database, once per backend."""
+    from tests.db import Db
+
+    if request.param == "sqlite":
+        return Db(tmp_path)
+    return Db(tmp_path, request.getfixturevalue("pg_url"))

@@ -145,8 +145,7 @@ class StorePipeline:
         finished = datetime.now(timezone.utc)
         all_stats = self.crawler.stats.get_stats()
         for client in spider.clients:
-            outcome = self.stats.outcome(client)
-            self.stats.set("outcome", outcome, client)
+            outcome = self.stats.get("outcome", client)
             g = lambda name: self.stats.get(name, client)  # noqa: E731
             row = {
                 "run_id": self.run_id, "client_id": client, "started_at": self.started_at,

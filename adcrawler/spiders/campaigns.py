@@ -32,6 +32,7 @@ from adcrawler.clients import Client, Registry
 from adcrawler.items import CampaignItem, RejectedRecord
 from adcrawler.middlewares import CLIENT
 from adcrawler.pagination import next_page
+from adcrawler.ratelimit import lower_bound_seconds
 from adcrawler.settings_check import positive_float, positive_int
 from adcrawler.stats import RunStats
 from adcrawler.validation import InvalidRecord, validate_campaign
@@ -61,6 +62,8 @@ class CampaignsSpider(scrapy.Spider):
         # Replaced by the saved state when the run resumes from a JOBDIR, so
         # a resumed run remembers which campaigns it already scheduled.
         self.state: dict[str, Any] = {}
+        self.started_at = _now()
+        self.last_activity: dict[str, float] = {}
 
     @classmethod
     def from_crawler(cls, crawler, *args: Any, **kwargs: Any) -> "CampaignsSpider":
@@ -74,7 +77,25 @@ class CampaignsSpider(scrapy.Spider):
         # Keyed by the platform client id: that is what requests carry in meta.
         spider.clients = {c.client_id: c for c in registry.select(spider.client_argument)}
         spider.run_stats = RunStats(crawler)
+        spider.rate_limit = positive_int(s, "ADCRAWLER_RATE_LIMIT")
+        spider.rate_window = positive_float(s, "ADCRAWLER_RATE_WINDOW")
         return spider
+
+    def closed(self, reason: str) -> None:
+        """Settle each client's outcome and timing before the run is recorded.
+
+        Runs before the pipeline's and the stats dump's own ``spider_closed``
+        handlers (the spider connects first), after the last batch was stored.
+        """
+        elapsed = (_now() - self.started_at).total_seconds()
+        for client in self.clients:
+            self.run_stats.set("outcome", self.run_stats.outcome(client, complete=reason == "finished"), client)
+            self.run_stats.set("elapsed_seconds", round(self.last_activity.get(client, elapsed), 3), client)
+            self.run_stats.set("lower_bound_seconds", round(lower_bound_seconds(
+                self.run_stats.get("requests_sent", client), self.rate_limit, self.rate_window), 3), client)
+
+    def _touch(self, client: str) -> None:
+        self.last_activity[client] = (_now() - self.started_at).total_seconds()
 
     def _state(self, client: str) -> dict[str, Any]:
         return self.state.setdefault(client, {"seen": [], "done": False})
@@ -176,6 +197,7 @@ class CampaignsSpider(scrapy.Spider):
 
     def _item(self, client: str, campaign: dict[str, Any], status: str,
               synced_at: datetime | None = None, error: str | None = None) -> CampaignItem:
+        self._touch(client)
         if status == "failed":
             self.run_stats.inc("campaigns_sync_failed", client)
             logger.error("Client %s: sync of %s failed: %s", client, campaign["campaign_id"], error)

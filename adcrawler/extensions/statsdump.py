@@ -1,0 +1,63 @@
+"""Writes the run's stats as one JSON file per run.
+
+Path: ``ADCRAWLER_STATS_DIR/<run id>.json`` (empty setting = off). The file
+holds Scrapy's stats and ours (``adcrawler/...``, listed in the README), with
+dates in ISO 8601. The same stats go into the run's ``sync_runs`` rows.
+
+Settings: ADCRAWLER_STATS_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import NotConfigured
+
+from adcrawler.stats import key
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+class StatsDump:
+    def __init__(self, crawler: Crawler, directory: Path):
+        self.crawler = crawler
+        self.directory = directory
+        self.path: Path | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> "StatsDump":
+        directory = crawler.settings.get("ADCRAWLER_STATS_DIR")
+        if not directory:
+            raise NotConfigured
+        ext = cls(crawler, Path(directory))
+        crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
+        return ext
+
+    def spider_opened(self, spider: Any) -> None:
+        # Connected now, not in from_crawler, so that it runs after the spider
+        # and the pipeline have settled the outcome (handlers run in the order
+        # they were connected).
+        self.crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    def spider_closed(self, spider: Any, reason: str) -> None:
+        stats = dict(self.crawler.stats.get_stats())
+        stats.setdefault("finish_reason", reason)
+        run_id = stats.get(key("run_id")) or datetime.now().strftime("%Y%m%dT%H%M%S")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / f"{run_id}.json"
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(stats, default=_jsonable, indent=2, sort_keys=True), encoding="utf-8")
+        tmp.replace(self.path)  # readers never see half a file
+        logger.info("Run stats written to %s", self.path)

@@ -1,0 +1,37 @@
+"""Read what the crawler stored, from SQLite or PostgreSQL alike."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+
+class Db:
+    def __init__(self, workdir: Path, url: str = ""):
+        self.workdir = workdir
+        self.url = url
+
+    @property
+    def kind(self) -> str:
+        return "postgresql" if self.url else "sqlite"
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
+        if self.url:
+            import psycopg2
+
+            conn = psycopg2.connect(self.url)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql, params)
+                    return cur.fetchall()
+            finally:
+                conn.close()
+        conn = sqlite3.connect(self.workdir / "adcrawler.sqlite3")
+        try:
+            return conn.execute(sql.replace("%s", "?"), params).fetchall()
+        finally:
+            conn.close()
+
+    def scalar(self, sql: str, params: tuple = ()) -> Any:
+        return self.rows(sql, params)[0][0]
