@@ -36,13 +36,12 @@ class CrawlResult:
         return self.stats.get(key(name, client), default)
 
 
-def run_crawl(api_url: str, clients: str, workdir: Path, *, scale: float = 0.01,
-              database_url: str = "", extra_env: dict[str, str] | None = None,
-              settings: dict[str, str] | None = None, timeout: float = 300) -> CrawlResult:
-    """Crawl ``clients`` into ``workdir`` (SQLite file, stats, spool) unless
-    ``database_url`` names another database."""
+def crawl_command(api_url: str, clients: str, workdir: Path, *, scale: float = 0.01,
+                  database_url: str = "", extra_env: dict[str, str] | None = None,
+                  settings: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a crawl into ``workdir`` (SQLite
+    file, stats, spool) unless ``database_url`` names another database."""
     workdir.mkdir(parents=True, exist_ok=True)
-    stats_dir = workdir / "stats"
     env = {
         **os.environ,
         **crawler_env(scale),
@@ -51,17 +50,34 @@ def run_crawl(api_url: str, clients: str, workdir: Path, *, scale: float = 0.01,
         "AD_PLATFORM_PASSWORD": DEMO_PASSWORD,
         "DATABASE_URL": database_url,
         "ADCRAWLER_SQLITE_PATH": str(workdir / "adcrawler.sqlite3"),
-        "ADCRAWLER_STATS_DIR": str(stats_dir),
+        "ADCRAWLER_STATS_DIR": str(workdir / "stats"),
         "ADCRAWLER_SPOOL_DIR": str(workdir / "spool"),
         **(extra_env or {}),
     }
-    before = set(stats_dir.glob("*.json")) if stats_dir.exists() else set()
     cmd = [sys.executable, "-m", "scrapy", "crawl", "campaigns", "-a", f"client={clients}"]
     for name, value in (settings or {}).items():
         cmd += ["-s", f"{name}={value}"]
+    return cmd, env
+
+
+def start_crawl(*args: Any, **kwargs: Any) -> subprocess.Popen[str]:
+    """Start a crawl in the background (same arguments as :func:`crawl_command`)."""
+    cmd, env = crawl_command(*args, **kwargs)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def latest_stats(workdir: Path, before: set[Path] | None = None) -> dict[str, Any]:
+    stats_dir = workdir / "stats"
+    new = sorted(set(stats_dir.glob("*.json")) - (before or set()), key=lambda p: p.stat().st_mtime)
+    return json.loads(new[-1].read_text()) if new else {}
+
+
+def run_crawl(api_url: str, clients: str, workdir: Path, *, timeout: float = 300, **kwargs: Any) -> CrawlResult:
+    """Run a crawl to its end (same arguments as :func:`crawl_command`)."""
+    cmd, env = crawl_command(api_url, clients, workdir, **kwargs)
+    stats_dir = workdir / "stats"
+    before = set(stats_dir.glob("*.json")) if stats_dir.exists() else set()
     began = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     elapsed = time.monotonic() - began
-    new = sorted(set(stats_dir.glob("*.json")) - before) if stats_dir.exists() else []
-    stats = json.loads(new[-1].read_text()) if new else {}
-    return CrawlResult(proc.returncode, proc.stdout + proc.stderr, elapsed, stats)
+    return CrawlResult(proc.returncode, proc.stdout + proc.stderr, elapsed, latest_stats(workdir, before))

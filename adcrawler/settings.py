@@ -56,6 +56,9 @@ ADCRAWLER_SQLITE_PATH = config("ADCRAWLER_SQLITE_PATH", default="data/adcrawler.
 ADCRAWLER_DB_BATCH_SIZE = config("ADCRAWLER_DB_BATCH_SIZE", default=50, cast=int)
 ADCRAWLER_DB_FLUSH_INTERVAL = config("ADCRAWLER_DB_FLUSH_INTERVAL", default=5.0, cast=float)
 ADCRAWLER_DB_RETRIES = config("ADCRAWLER_DB_RETRIES", default=5, cast=int)
+# Backoff between batch retries; the database's clock is not the platform's.
+ADCRAWLER_DB_RETRY_BACKOFF_BASE = config("ADCRAWLER_DB_RETRY_BACKOFF_BASE", default=1.0, cast=float)
+ADCRAWLER_DB_RETRY_BACKOFF_MAX = config("ADCRAWLER_DB_RETRY_BACKOFF_MAX", default=30.0, cast=float)
 ADCRAWLER_SPOOL_DIR = config("ADCRAWLER_SPOOL_DIR", default="data/spool")
 
 # -- Operating ------------------------------------------------------------
@@ -95,6 +98,10 @@ EXTENSIONS = {
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 
+# A resumed run (JOBDIR) relies on the database, not on a persisted request
+# queue: see adcrawler/jobdir.py.
+SCHEDULER = "adcrawler.jobdir.ResumeScheduler"
+DUPEFILTER_CLASS = "adcrawler.jobdir.ResumeDupeFilter"
 # Sync calls of two clients differ only by X-Client-ID: keep both.
 REQUEST_FINGERPRINTER_CLASS = "adcrawler.fingerprint.ClientAwareFingerprinter"
 ROBOTSTXT_OBEY = False

@@ -11,7 +11,7 @@ from dataclasses import asdict, fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from adcrawler.items import CampaignItem, RejectedRecord
 
@@ -19,14 +19,17 @@ KINDS = {"campaign": CampaignItem, "rejected": RejectedRecord}
 _DATES = {"created_at", "fetched_at", "synced_at", "seen_at"}
 
 
+def write_entries(fh: TextIO, run_id: str, items: list[Any]) -> None:
+    for item in items:
+        kind = "campaign" if isinstance(item, CampaignItem) else "rejected"
+        fh.write(json.dumps({"run_id": run_id, "kind": kind, "item": asdict(item)}, default=str) + "\n")
+
+
 def append_spool(directory: Path, run_id: str, batch: list[Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{run_id}.jsonl"
     with path.open("a", encoding="utf-8") as fh:
-        for item in batch:
-            kind = "campaign" if isinstance(item, CampaignItem) else "rejected"
-            fh.write(json.dumps({"run_id": run_id, "kind": kind, "item": asdict(item)}, default=str) + "\n")
-        fh.flush()
+        write_entries(fh, run_id, batch)
     return path
 
 

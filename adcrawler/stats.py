@@ -16,6 +16,7 @@ COUNTERS = {
     "campaigns_synced": "campaigns whose sync call succeeded",
     "campaigns_sync_failed": "campaigns whose sync call failed after all retries",
     "campaigns_stored": "campaign rows written (inserted, updated or unchanged)",
+    "campaigns_resumed": "campaigns skipped because an interrupted attempt of this run stored them",
     "campaigns_duplicate": "campaigns listed again on a later page (skipped)",
     "records_rejected": "records that failed validation (quarantined)",
     "list_pages": "list pages parsed",
@@ -86,7 +87,8 @@ class RunStats:
         seen = g("campaigns_seen")
         if g("auth_failed") or (not seen and (g("list_failed") or not complete)):
             return "failed"
+        done = seen - g("campaigns_resumed")
         if (not complete or g("list_failed") or g("records_rejected") or g("rows_spooled")
-                or g("campaigns_synced") != seen or g("campaigns_stored") != seen):
+                or g("campaigns_synced") != done or g("campaigns_stored") != done):
             return "partial"
         return "succeeded"

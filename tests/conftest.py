@@ -54,10 +54,14 @@ def pg_url() -> Iterator[str]:
     name = f"adcrawler_test_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
     base = PG_ADMIN_DSN.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:
+        # A new connection: a test may have restarted the server meanwhile.
+        admin = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=5)
+        admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()

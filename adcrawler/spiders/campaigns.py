@@ -32,6 +32,7 @@ from adcrawler.clients import Client, Registry
 from adcrawler.items import CampaignItem, RejectedRecord
 from adcrawler.middlewares import CLIENT
 from adcrawler.pagination import next_page
+from adcrawler.pipelines.store import StorePipeline
 from adcrawler.ratelimit import lower_bound_seconds
 from adcrawler.settings_check import positive_float, positive_int
 from adcrawler.stats import RunStats
@@ -159,6 +160,9 @@ class CampaignsSpider(scrapy.Spider):
             seen.add(campaign.campaign_id)
             state["seen"].append(campaign.campaign_id)
             self.run_stats.inc("campaigns_seen", client)
+            if campaign.campaign_id in self._done(client):
+                self.run_stats.inc("campaigns_resumed", client)  # stored before the interruption
+                continue
             yield self.sync_request(client, {**vars(campaign), "fetched_at": fetched_at})
         after = next_page(page, _int(pagination.get("limit"), self.page_size), len(records), len(seen),
                           _int(pagination.get("total"), None), _bool(pagination.get("has_more")))
@@ -167,6 +171,11 @@ class CampaignsSpider(scrapy.Spider):
             logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, len(seen), page)
         else:
             yield self.list_request(client, after)
+
+    def _done(self, client: str) -> set[str]:
+        """Campaigns an interrupted attempt of this run already stored as synced."""
+        store = self.crawler.get_item_pipeline(StorePipeline)
+        return store.done.get(client, set()) if store else set()
 
     def list_failed(self, failure: Failure) -> Iterator[Any]:
         kwargs = failure.request.cb_kwargs

@@ -91,7 +91,7 @@ class Store:
 
     def migrate(self) -> int:
         """Apply the migrations this database lacks; returns the version now in force."""
-        cur = self.conn.cursor()
+        cur = self._cursor()
         try:
             self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             self._execute(cur, "SELECT MAX(version) FROM schema_version")
@@ -127,7 +127,7 @@ class Store:
         results: dict[str, BatchResult] = {}
         for r in rejected:
             results.setdefault(r.client_id, BatchResult()).rejected += 1
-        cur = self.conn.cursor()
+        cur = self._cursor()
         try:
             if latest:
                 existing = self._existing(cur, list(latest))
@@ -171,11 +171,26 @@ class Store:
             found.update((client, row[0]) for row in cur.fetchall())
         return found
 
+    def done_campaigns(self, run_id: str, client: str) -> set[str]:
+        """Campaigns this run already stored as synced (for a resumed run)."""
+        cur = self._cursor()
+        try:
+            self._execute(cur, "SELECT campaign_id FROM campaign_metrics WHERE run_id = %s AND client_id = %s "
+                               "AND sync_status = 'synced'", (run_id, client))
+            return {row[0] for row in cur.fetchall()}
+        finally:
+            self.conn.rollback()  # end the read transaction
+            self._close_cursor(cur)
+
+    def try_lock(self, client: str) -> bool:
+        """Take the client's lock for as long as this store is open; False if another run holds it."""
+        raise NotImplementedError
+
     def record_run(self, row: dict[str, Any]) -> None:
         """Insert or complete the ``sync_runs`` row of (run_id, client_id)."""
         values = tuple(json.dumps(row[c], default=str, sort_keys=True) if c == "stats" else row.get(c)
                        for c in RUN_COLUMNS)
-        cur = self.conn.cursor()
+        cur = self._cursor()
         try:
             self._insert_many(cur, RUN, [values], fetch=False)
             self.conn.commit()
@@ -184,6 +199,11 @@ class Store:
             raise
         finally:
             self._close_cursor(cur)
+
+    def _cursor(self) -> Any:
+        if self.conn is None:  # lost earlier; raises the backend's transient error while down
+            self.connect()
+        return self.conn.cursor()
 
     def _rollback(self) -> None:
         try:

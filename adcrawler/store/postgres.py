@@ -17,6 +17,7 @@ class PostgresStore(Store):
     def __init__(self, url: str):
         super().__init__()
         self.url = url
+        self._locked: list[str] = []
         try:
             self.connect()
         except psycopg2.OperationalError as exc:
@@ -25,6 +26,25 @@ class PostgresStore(Store):
 
     def connect(self) -> None:
         self.conn = psycopg2.connect(self.url, connect_timeout=10, application_name="adcrawler")
+        # Session locks die with a lost connection: take them again.
+        for client in self._locked:
+            if not self._advisory_lock(client):
+                raise StoreError(f"client {client!r} was taken over by another run while reconnecting")
+
+    def try_lock(self, client: str) -> bool:
+        # A session-level advisory lock: the server drops it when the
+        # connection ends, so a killed run never leaves a stale lock behind.
+        if self._advisory_lock(client):
+            self._locked.append(client)
+            return True
+        return False
+
+    def _advisory_lock(self, client: str) -> bool:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"adcrawler:{client}",))
+            locked = cur.fetchone()[0]
+        self.conn.commit()
+        return bool(locked)
 
     def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:
         # execute_values sends many rows per statement, parameters escaped by libpq.

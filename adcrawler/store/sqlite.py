@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -21,6 +23,7 @@ class SqliteStore(Store):
     def __init__(self, path: str):
         super().__init__()
         self.path = path
+        self._locks: dict[str, Any] = {}
         self.connect()
 
     def connect(self) -> None:
@@ -30,6 +33,26 @@ class SqliteStore(Store):
         self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def try_lock(self, client: str) -> bool:
+        # An OS file lock beside the database: released by the kernel if the
+        # process dies, so a killed run never leaves a stale lock behind.
+        lock_dir = Path(f"{self.path}.locks")
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fh = (lock_dir / (hashlib.sha1(client.encode()).hexdigest()[:16] + ".lock")).open("a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return False
+        self._locks[client] = fh
+        return True
+
+    def close(self) -> None:
+        super().close()
+        for fh in self._locks.values():
+            fh.close()  # closing the file releases its lock
+        self._locks.clear()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", "?")
