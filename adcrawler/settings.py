@@ -64,6 +64,15 @@ ADCRAWLER_SPOOL_DIR = config("ADCRAWLER_SPOOL_DIR", default="data/spool")
 # -- Operating ------------------------------------------------------------
 # One JSON stats file per run lands here; empty = off.
 ADCRAWLER_STATS_DIR = config("ADCRAWLER_STATS_DIR", default="data/stats")
+# Prometheus pull endpoint (port 0 = off) and Pushgateway push at close (empty = off).
+ADCRAWLER_METRICS_HOST = config("ADCRAWLER_METRICS_HOST", default="127.0.0.1")
+ADCRAWLER_METRICS_PORT = config("ADCRAWLER_METRICS_PORT", default=0, cast=int)
+ADCRAWLER_PUSHGATEWAY_URL = config("ADCRAWLER_PUSHGATEWAY_URL", default="")
+ADCRAWLER_PUSHGATEWAY_JOB = config("ADCRAWLER_PUSHGATEWAY_JOB", default="adcrawler")
+# A progress line per client every this many seconds (0 = off).
+ADCRAWLER_PROGRESS_INTERVAL = config("ADCRAWLER_PROGRESS_INTERVAL", default=30.0, cast=float)
+# One JSON object per log line (for log shippers) instead of text.
+ADCRAWLER_LOG_JSON = config("ADCRAWLER_LOG_JSON", default=False, cast=bool)
 
 # -- Concurrency --------------------------------------------------------
 # The rate budget, not concurrency, limits a client. Requests waiting for
@@ -89,8 +98,11 @@ DOWNLOADER_MIDDLEWARES = {
 }
 ITEM_PIPELINES = {"adcrawler.pipelines.store.StorePipeline": 300}
 EXTENSIONS = {
-    "adcrawler.extensions.redaction.Redaction": -1000,
+    "adcrawler.extensions.logs.LogOutput": -1000,
+    "adcrawler.extensions.traffic.TrafficStats": 500,
     "adcrawler.extensions.statsdump.StatsDump": 500,
+    "adcrawler.extensions.metrics.PrometheusMetrics": 500,
+    "adcrawler.extensions.progress.Progress": 500,
     # Remote control and telnet would expose the running crawler: keep them off.
     "scrapy.extensions.remote_control.RemoteControl": None,
     "scrapy.extensions.telnet.TelnetConsole": None,

@@ -35,8 +35,12 @@ COUNTERS = {
     "db_retries": "batch writes retried after a database error",
     "rows_spooled": "rows written to the spool file because the database was down",
 }
-# Values set once at the end of the run, per client.
+# Per client, ``responses/<endpoint>_<status>`` counts every answer the
+# downloader received (retried ones included); ``errors/<endpoint>_<exception>``
+# every request that got no answer (timeouts, refused connections).
+# Values set during or at the end of the run, per client.
 FINAL = {
+    "campaigns_expected": "campaigns the platform announced (the list's total)",
     "outcome": "succeeded, partial or failed (see README)",
     "elapsed_seconds": "seconds from the start of the run to the client's last campaign",
     "lower_bound_seconds": "least time the rate limit allows for the requests sent",

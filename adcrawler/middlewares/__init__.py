@@ -4,9 +4,11 @@ Request ``meta`` keys they share (set by the spider):
 
 - ``adcrawler_client``: the platform client id; selects the budget and token.
   Requests without it (the token request) are neither budgeted nor authorised.
+- ``adcrawler_endpoint``: ``auth``, ``list`` or ``sync``, for per-endpoint stats.
 """
 
 CLIENT = "adcrawler_client"
+ENDPOINT = "adcrawler_endpoint"
 AUTH_REQUEST = "adcrawler_auth_request"
 
 

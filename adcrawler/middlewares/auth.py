@@ -37,7 +37,10 @@ from adcrawler.settings_check import positive_float
 from adcrawler.stats import RunStats
 from adcrawler.tokens import Token
 
-from . import AUTH_REQUEST, client_of
+from . import AUTH_REQUEST, ENDPOINT, client_of
+
+# The client a token request is for (not CLIENT: that would budget it).
+CLIENT_OF_AUTH = "adcrawler_auth_client"
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -101,12 +104,13 @@ class BearerTokenMiddleware:
         try:
             auth.token = await self._obtain(client)
             self.stats.inc("token_refreshes", client)
-            logger.info("Client %s: new bearer token, valid %.0fs", client, auth.token.expires_in)
+            logger.info("Client %s: new bearer token, valid %.0fs", client, auth.token.expires_in,
+                        extra={"client": client})
             return auth.token
         except AuthenticationFailed as exc:
             auth.failure = str(exc)
             self.stats.inc("auth_failed", client)
-            logger.error("Client %s: %s", client, exc)
+            logger.error("Client %s: %s", client, exc, extra={"client": client})
             self._close_if_no_client_left()
             raise
         finally:
@@ -123,7 +127,7 @@ class BearerTokenMiddleware:
         request = Request(
             f"{self.api_url}/auth/token", method="POST", dont_filter=True,
             headers={"Authorization": f"Basic {basic}", "X-Client-ID": client, "Accept": "application/json"},
-            meta={AUTH_REQUEST: True, "download_slot": f"auth:{client}", "download_timeout": self.timeout},
+            meta={AUTH_REQUEST: True, ENDPOINT: "auth", CLIENT_OF_AUTH: client, "download_slot": f"auth:{client}", "download_timeout": self.timeout},
         )
         try:
             response = await self.crawler.engine.download_async(request)
@@ -162,7 +166,8 @@ class BearerTokenMiddleware:
         attempt = request.meta.get(EXPIRED_RETRIES, 0) + 1
         if attempt > MAX_EXPIRED_RETRIES:
             return response
-        logger.info("Client %s: token refused on %s, refreshing and sending again", client, request.url)
+        logger.info("Client %s: token refused on %s, refreshing and sending again", client, request.url,
+                    extra={"client": client})
         retry = request.copy()
         retry.meta[EXPIRED_RETRIES] = attempt
         retry.dont_filter = True

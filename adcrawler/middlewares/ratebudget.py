@@ -125,9 +125,10 @@ class RateBudgetMiddleware:
         self.budget(client).pause(wait)
         if attempt > self.max_429_retries:
             logger.error("Client %s: still rate limited after %d retries of %s; giving up",
-                         client, self.max_429_retries, request.url)
+                         client, self.max_429_retries, request.url, extra={"client": client})
             return response
-        logger.warning("Client %s: 429 on %s, pausing the client for %.2fs", client, request.url, wait)
+        logger.warning("Client %s: 429 on %s, pausing the client for %.2fs", client, request.url, wait,
+                       extra={"client": client})
         retry = request.copy()
         retry.meta[RETRIES_429] = attempt
         retry.dont_filter = True

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 
 from adcrawler.clients import Client, Registry
 from adcrawler.items import CampaignItem, RejectedRecord
-from adcrawler.middlewares import CLIENT
+from adcrawler.middlewares import CLIENT, ENDPOINT
 from adcrawler.pagination import next_page
 from adcrawler.pipelines.store import StorePipeline
 from adcrawler.ratelimit import lower_bound_seconds
@@ -103,17 +103,17 @@ class CampaignsSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for client in self.clients.values():
-            logger.info("Client %s (%s): starting", client.slug, client.client_id)
+            logger.info("Client %s (%s): starting", client.slug, client.client_id, extra={"client": client.client_id})
             yield self.list_request(client.client_id, 1)
 
-    def _meta(self, client: str, timeout: float) -> dict[str, Any]:
-        return {CLIENT: client, "download_slot": f"client:{client}", "download_timeout": timeout}
+    def _meta(self, client: str, endpoint: str, timeout: float) -> dict[str, Any]:
+        return {CLIENT: client, ENDPOINT: endpoint, "download_slot": f"client:{client}", "download_timeout": timeout}
 
     def list_request(self, client: str, page: int) -> scrapy.Request:
         query = urlencode({"page": page, "limit": self.page_size})
         return scrapy.Request(
             f"{self.api_url}/api/campaigns?{query}", headers={"X-Client-ID": client, "Accept": "application/json"},
-            meta=self._meta(client, self.list_timeout), cb_kwargs={"client": client, "page": page},
+            meta=self._meta(client, "list", self.list_timeout), cb_kwargs={"client": client, "page": page},
             callback=self.parse_list, errback=self.list_failed, priority=LIST_PRIORITY, dont_filter=True,
         )
 
@@ -121,7 +121,7 @@ class CampaignsSpider(scrapy.Spider):
         return scrapy.Request(
             f"{self.api_url}/api/campaigns/{campaign['campaign_id']}/sync", method="POST",
             headers={"X-Client-ID": client, "Accept": "application/json"},
-            meta=self._meta(client, self.sync_timeout), cb_kwargs={"client": client, "campaign": campaign},
+            meta=self._meta(client, "sync", self.sync_timeout), cb_kwargs={"client": client, "campaign": campaign},
             callback=self.parse_sync, errback=self.sync_failed,
         )
 
@@ -142,6 +142,8 @@ class CampaignsSpider(scrapy.Spider):
                 yield from self._list_given_up(client, page, f"page {page} is not valid JSON: {exc}")
             return
         self.run_stats.inc("list_pages", client)
+        if page == 1 and _int(pagination.get("total"), None):
+            self.run_stats.set("campaigns_expected", pagination["total"], client)
         state = self._state(client)
         seen = set(state["seen"])
         fetched_at = _now()
@@ -150,7 +152,7 @@ class CampaignsSpider(scrapy.Spider):
                 campaign = validate_campaign(record)
             except InvalidRecord as exc:
                 self.run_stats.inc("records_rejected", client)
-                logger.warning("Client %s: rejected a record on page %d: %s", client, page, exc)
+                logger.warning("Client %s: rejected a record on page %d: %s", client, page, exc, extra={"client": client})
                 yield RejectedRecord(client_id=client, reason=str(exc), seen_at=fetched_at,
                                      payload=json.dumps(record, ensure_ascii=False, default=str))
                 continue
@@ -168,7 +170,8 @@ class CampaignsSpider(scrapy.Spider):
                           _int(pagination.get("total"), None), _bool(pagination.get("has_more")))
         if after is None:
             state["done"] = True
-            logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, len(seen), page)
+            logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, len(seen), page,
+                        extra={"client": client})
         else:
             yield self.list_request(client, after)
 
@@ -184,7 +187,7 @@ class CampaignsSpider(scrapy.Spider):
     def _list_given_up(self, client: str, page: int, reason: str) -> Iterator[Any]:
         self.run_stats.inc("list_failed", client)
         logger.error("Client %s: gave up on list page %d (%s); campaigns after it are not synced",
-                     client, page, reason)
+                     client, page, reason, extra={"client": client})
         return iter(())
 
     def parse_sync(self, response: Response, client: str, campaign: dict[str, Any]) -> Iterator[CampaignItem]:
@@ -209,7 +212,8 @@ class CampaignsSpider(scrapy.Spider):
         self._touch(client)
         if status == "failed":
             self.run_stats.inc("campaigns_sync_failed", client)
-            logger.error("Client %s: sync of %s failed: %s", client, campaign["campaign_id"], error)
+            logger.error("Client %s: sync of %s failed: %s", client, campaign["campaign_id"], error,
+                         extra={"client": client})
         return CampaignItem(client_id=client, sync_status=status, synced_at=synced_at, sync_error=error,
                             **campaign)
 
