@@ -1,6 +1,7 @@
 """The client registry: which clients exist and where their credentials live.
 
-``clients.toml`` (setting ``ADCRAWLER_CLIENTS_FILE``) maps a slug to the
+``adcrawler/clients.toml`` (shipped inside the package, so a scrapyd egg has
+it; another file can be named with ``ADCRAWLER_CLIENTS_FILE``) maps a slug to the
 platform's ``X-Client-ID`` and to the *names* of the environment variables that
 hold the client's credentials; secrets themselves never live in the file::
 
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import re
 import tomllib
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from decouple import UndefinedValueError, config
 
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Client ids become stat keys and metric labels: no slashes, no spaces.
+CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class ClientConfigError(ValueError):
@@ -52,12 +56,18 @@ class Registry:
     clients: dict[str, Client] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Registry":
-        path = Path(path)
-        if not path.exists():
-            return cls()
+    def load(cls, path: str | Path | None = None) -> "Registry":
+        """Read ``path``, or the packaged registry when no path is given."""
+        if path:
+            path = Path(path)
+            if not path.exists():
+                raise ClientConfigError(f"client registry {path} does not exist (ADCRAWLER_CLIENTS_FILE)")
+            text = path.read_text()
+        else:
+            path = "adcrawler/clients.toml"
+            text = resources.files("adcrawler").joinpath("clients.toml").read_text()
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ClientConfigError(f"{path}: not valid TOML: {exc}") from None
         clients = {}
@@ -67,7 +77,10 @@ class Registry:
             unknown = set(entry) - {"client_id", "email_env", "password_env"}
             if unknown:
                 raise ClientConfigError(f"{path}: client {slug!r} has unknown keys {sorted(unknown)}")
-            clients[slug] = Client(slug=slug, client_id=str(entry.get("client_id", slug)),
+            client_id = str(entry.get("client_id", slug))
+            if not CLIENT_ID.match(client_id):
+                raise ClientConfigError(f"{path}: client {slug!r} has an invalid client_id")
+            clients[slug] = Client(slug=slug, client_id=client_id,
                                    **{k: str(entry[k]) for k in ("email_env", "password_env") if k in entry})
         return cls(clients)
 

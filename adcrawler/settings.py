@@ -16,8 +16,9 @@ COMMANDS_MODULE = "adcrawler.commands"
 
 # -- The platform ------------------------------------------------------
 ADCRAWLER_API_URL = config("AD_PLATFORM_API_URL", default="http://127.0.0.1:3001")
-# Slug -> client id and credential variable names (see adcrawler/clients.py).
-ADCRAWLER_CLIENTS_FILE = config("ADCRAWLER_CLIENTS_FILE", default="clients.toml")
+# Slug -> client id and credential variable names (see adcrawler/clients.py);
+# empty = the registry shipped in the package (adcrawler/clients.toml).
+ADCRAWLER_CLIENTS_FILE = config("ADCRAWLER_CLIENTS_FILE", default="")
 # Largest page the platform allows; the platform may cap it further.
 ADCRAWLER_PAGE_SIZE = config("ADCRAWLER_PAGE_SIZE", default=100, cast=int)
 

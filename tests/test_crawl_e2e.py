@@ -156,3 +156,23 @@ def test_secrets_never_reach_logs_stats_or_database(mock_factory, tmp_path):
     for secret in [DEMO_PASSWORD, "U3VwZXJTZWNyZXQxMjMh", *tokens]:  # base64 of the password, too
         for name, text in outputs.items():
             assert secret not in text, f"secret found in {name}"
+
+
+def test_pages_that_are_not_json_are_retried_then_recorded(mock_factory, tmp_path):
+    from tests.db import Db
+
+    db = Db(tmp_path)
+    flaky = mock_factory("--time-scale", SCALE, "--campaigns", "30", "--max-page-size", "10", "--seed", "4",
+                         "--list-garbage-rate", "0.3", "--list-503-rate", "0", "--list-hang-rate", "0")
+    result = _crawl(flaky, "demo", db)
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.stat("retries/invalid_json", "demo") > 0
+    assert db.scalar("SELECT COUNT(*) FROM campaigns") == 30
+
+    broken = mock_factory("--time-scale", SCALE, "--list-garbage-rate", "1", "--list-503-rate", "0",
+                          "--list-hang-rate", "0")
+    result = _crawl(broken, "demo", Db(tmp_path / "second"))
+    assert result.returncode == 1
+    assert result.stat("list_failed", "demo") == 1 and result.stat("outcome", "demo") == "failed"
+    assert "is not a valid campaign list" in result.output
+    assert result.stat("retries/invalid_json", "demo") == 6  # RETRY_TIMES attempts, then recorded

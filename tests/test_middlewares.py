@@ -207,3 +207,16 @@ def test_wrong_credentials_fail_the_client_without_retrying(monkeypatch):
     assert engine.calls == 2  # once per client, never again
     assert closed == ["auth_failed"]  # closed once no client was left
     assert crawler.stats.get_value("adcrawler/auth_failed") == 2
+
+
+def test_a_200_that_is_not_json_is_retried_when_json_is_expected():
+    crawler = make_crawler()
+    mw = build_from_crawler(BackoffRetryMiddleware, crawler)
+    req = api_request()
+    req.meta["adcrawler_expect_json"] = True
+    page = TextResponse(req.url, status=200, body=b"<html>Bad gateway</html>", request=req)
+    assert isinstance(asyncio.run(mw.process_response(req, page)), Request)
+    plain = api_request()
+    other = TextResponse(plain.url, status=200, body=b"<html/>", request=plain)
+    assert asyncio.run(mw.process_response(plain, other)) is other
+    assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/invalid_json") == 1

@@ -53,9 +53,15 @@ def test_registry_maps_slugs_and_defaults(tmp_path):
 
 
 @pytest.mark.parametrize("argument", ["", "bad slug", "a,../etc"])
-def test_registry_rejects_bad_arguments(tmp_path, argument):
+def test_registry_rejects_bad_arguments(argument):
     with pytest.raises(ClientConfigError):
-        Registry.load(tmp_path / "missing.toml").select(argument)
+        Registry.load().select(argument)
+
+
+def test_packaged_registry_and_missing_file(tmp_path):
+    assert "demo" in Registry.load().clients
+    with pytest.raises(ClientConfigError, match="does not exist"):
+        Registry.load(tmp_path / "missing.toml")
 
 
 def test_registry_rejects_unknown_keys(tmp_path):

@@ -29,6 +29,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
+from adcrawler.settings_check import positive_int
 from adcrawler.stats import PREFIX
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class PrometheusMetrics:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "PrometheusMetrics":
         s = crawler.settings
-        port = s.getint("ADCRAWLER_METRICS_PORT")
+        port = positive_int(s, "ADCRAWLER_METRICS_PORT", allow_zero=True)
         pushgateway = s.get("ADCRAWLER_PUSHGATEWAY_URL") or ""
         if not port and not pushgateway:
             raise NotConfigured

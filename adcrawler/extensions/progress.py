@@ -21,6 +21,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
+from adcrawler.settings_check import positive_float, positive_int
 from adcrawler.stats import RunStats
 
 if TYPE_CHECKING:
@@ -53,10 +54,11 @@ class Progress:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "Progress":
         s = crawler.settings
-        interval = s.getfloat("ADCRAWLER_PROGRESS_INTERVAL")
-        if interval <= 0:
+        interval = positive_float(s, "ADCRAWLER_PROGRESS_INTERVAL", allow_zero=True)
+        if interval == 0:
             raise NotConfigured
-        ext = cls(crawler, interval, s.getint("ADCRAWLER_RATE_LIMIT"), s.getfloat("ADCRAWLER_RATE_WINDOW"))
+        ext = cls(crawler, interval, positive_int(s, "ADCRAWLER_RATE_LIMIT"),
+                  positive_float(s, "ADCRAWLER_RATE_WINDOW"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext

@@ -4,7 +4,9 @@ Replaces Scrapy's RetryMiddleware (same ``retry/...`` stats, ``dont_retry`` and
 ``max_retry_times`` meta keys) and adds the wait: the retry is returned only
 after ``backoff_delay`` has passed, awaited on the event loop so nothing else
 blocks. 429 is not handled here (see ratebudget), 401 neither (see auth); any
-other 4xx is a permanent answer and reaches the spider's errback.
+other 4xx is a permanent answer and reaches the spider's errback. A 200 whose
+body is not JSON, on a request whose ``meta["adcrawler_expect_json"]`` is set,
+is a transient fault too (a proxy's error page): retried as ``invalid_json``.
 
 Settings: RETRY_TIMES, RETRY_EXCEPTIONS, ADCRAWLER_RETRY_HTTP_CODES,
 ADCRAWLER_RETRY_BACKOFF_BASE, ADCRAWLER_RETRY_BACKOFF_MAX.
@@ -12,6 +14,7 @@ ADCRAWLER_RETRY_BACKOFF_BASE, ADCRAWLER_RETRY_BACKOFF_MAX.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -25,12 +28,20 @@ from adcrawler.backoff import backoff_delay
 from adcrawler.settings_check import positive_float, positive_int
 from adcrawler.stats import RunStats
 
-from . import client_of
+from . import EXPECT_JSON, client_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
 
 
 class BackoffRetryMiddleware:
@@ -57,9 +68,13 @@ class BackoffRetryMiddleware:
         )
 
     async def process_response(self, request: Request, response: Response) -> Request | Response:
-        if request.meta.get("dont_retry") or response.status not in self.http_codes:
+        if request.meta.get("dont_retry"):
             return response
-        return await self.retry(request, f"http_{response.status}") or response
+        if response.status in self.http_codes:
+            return await self.retry(request, f"http_{response.status}") or response
+        if response.status == 200 and request.meta.get(EXPECT_JSON) and not _is_json(response.body):
+            return await self.retry(request, "invalid_json") or response
+        return response
 
     async def process_exception(self, request: Request, exception: Exception) -> Request | None:
         if request.meta.get("dont_retry") or not isinstance(exception, self.exceptions):

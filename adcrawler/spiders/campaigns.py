@@ -23,14 +23,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import scrapy
-from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from adcrawler.clients import Client, Registry
 from adcrawler.items import CampaignItem, RejectedRecord
-from adcrawler.middlewares import CLIENT, ENDPOINT
+from adcrawler.middlewares import CLIENT, ENDPOINT, EXPECT_JSON
 from adcrawler.pagination import next_page
 from adcrawler.pipelines.store import StorePipeline
 from adcrawler.ratelimit import lower_bound_seconds
@@ -107,7 +106,8 @@ class CampaignsSpider(scrapy.Spider):
             yield self.list_request(client.client_id, 1)
 
     def _meta(self, client: str, endpoint: str, timeout: float) -> dict[str, Any]:
-        return {CLIENT: client, ENDPOINT: endpoint, "download_slot": f"client:{client}", "download_timeout": timeout}
+        return {CLIENT: client, ENDPOINT: endpoint, EXPECT_JSON: True, "download_slot": f"client:{client}",
+                "download_timeout": timeout}
 
     def list_request(self, client: str, page: int) -> scrapy.Request:
         query = urlencode({"page": page, "limit": self.page_size})
@@ -133,13 +133,8 @@ class CampaignsSpider(scrapy.Spider):
             if not isinstance(records, list) or not isinstance(pagination, dict):
                 raise ValueError("data is not a list")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            # A page that is not the JSON we expect is a transient fault: retry it.
-            retry = get_retry_request(response.request, spider=self, reason="invalid_json")
-            if retry is not None:
-                self.run_stats.inc("retries", client, reason="invalid_json")
-                yield retry
-            else:
-                yield from self._list_given_up(client, page, f"page {page} is not valid JSON: {exc}")
+            # Not JSON even after the retry middleware's attempts, or JSON of the wrong shape.
+            self._list_given_up(client, page, f"page {page} is not a valid campaign list: {exc}")
             return
         self.run_stats.inc("list_pages", client)
         if page == 1 and _int(pagination.get("total"), None):
@@ -180,15 +175,14 @@ class CampaignsSpider(scrapy.Spider):
         store = self.crawler.get_item_pipeline(StorePipeline)
         return store.done.get(client, set()) if store else set()
 
-    def list_failed(self, failure: Failure) -> Iterator[Any]:
+    def list_failed(self, failure: Failure) -> None:
         kwargs = failure.request.cb_kwargs
-        yield from self._list_given_up(kwargs["client"], kwargs["page"], _reason(failure))
+        self._list_given_up(kwargs["client"], kwargs["page"], _reason(failure))
 
-    def _list_given_up(self, client: str, page: int, reason: str) -> Iterator[Any]:
+    def _list_given_up(self, client: str, page: int, reason: str) -> None:
         self.run_stats.inc("list_failed", client)
         logger.error("Client %s: gave up on list page %d (%s); campaigns after it are not synced",
                      client, page, reason, extra={"client": client})
-        return iter(())
 
     def parse_sync(self, response: Response, client: str, campaign: dict[str, Any]) -> Iterator[CampaignItem]:
         try:
