@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adcrawler.stats import key
 from adcrawler.timescale import crawler_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +32,6 @@ class CrawlResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
     def stat(self, name: str, client: str | None = None, default: Any = 0) -> Any:
-        from adcrawler.stats import key
-
         return self.stats.get(key(name, client), default)
 
 

@@ -17,6 +17,7 @@ COUNTERS = {
     "campaigns_sync_failed": "campaigns whose sync call failed after all retries",
     "campaigns_stored": "campaign rows written (inserted, updated or unchanged)",
     "campaigns_resumed": "campaigns skipped because an interrupted attempt of this run stored them",
+    "campaigns_not_attempted": "campaigns not synced because the crawl was stopped (SIGTERM) first",
     "campaigns_duplicate": "campaigns listed again on a later page (skipped)",
     "records_rejected": "records that failed validation (quarantined)",
     "list_pages": "list pages parsed",

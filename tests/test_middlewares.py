@@ -220,3 +220,22 @@ def test_a_200_that_is_not_json_is_retried_when_json_is_expected():
     other = TextResponse(plain.url, status=200, body=b"<html/>", request=plain)
     assert asyncio.run(mw.process_response(plain, other)) is other
     assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/invalid_json") == 1
+
+
+def test_a_stopping_crawl_sends_nothing_more():
+    from adcrawler.middlewares.ratebudget import ShuttingDown
+    from adcrawler.stats import RunStats
+
+    running = [True]
+    crawler = make_crawler()
+    mw = RateBudgetMiddleware(1, 60, 5, 300, 1, 30, RunStats(crawler.stats), running=lambda: running[0])
+
+    async def scenario():
+        await mw.process_request(api_request())  # takes the only place
+        waiting = asyncio.ensure_future(mw.process_request(api_request()))
+        await asyncio.sleep(0.05)
+        running[0] = False
+        with pytest.raises(ShuttingDown):
+            await asyncio.wait_for(waiting, timeout=2)  # woken within one nap, not after the window
+
+    asyncio.run(scenario())

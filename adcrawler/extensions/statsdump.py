@@ -1,6 +1,7 @@
 """Writes the run's stats as one JSON file per run.
 
-Path: ``ADCRAWLER_STATS_DIR/<run id>.json`` (empty setting = off). The file
+Path: ``ADCRAWLER_STATS_DIR/<run id>-<start time>.json`` (empty setting =
+off); a resumed run keeps its run id, so each attempt gets its own file. The file
 holds Scrapy's stats and ours (``adcrawler/...``, listed in the README), with
 dates in ISO 8601. The same stats go into the run's ``sync_runs`` rows.
 
@@ -54,9 +55,10 @@ class StatsDump:
     def spider_closed(self, spider: Any, reason: str) -> None:
         stats = dict(self.crawler.stats.get_stats())
         stats.setdefault("finish_reason", reason)
-        run_id = stats.get(key("run_id")) or datetime.now().strftime("%Y%m%dT%H%M%S")
+        run_id = stats.get(key("run_id"), "run")
+        started = stats.get("start_time") or datetime.now()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.path = self.directory / f"{run_id}.json"
+        self.path = self.directory / f"{run_id}-{started:%Y%m%dT%H%M%S%f}.json"
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(stats, default=_jsonable, indent=2, sort_keys=True), encoding="utf-8")
         tmp.replace(self.path)  # readers never see half a file

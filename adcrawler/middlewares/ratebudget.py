@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from scrapy import Request, signals
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.utils.asyncio import sleep
 
@@ -44,13 +45,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _HELD = "_adcrawler_budget_held"
+MAX_NAP = 1.0  # seconds
 RETRIES_429 = "adcrawler_429_times"
+
+
+class ShuttingDown(IgnoreRequest):
+    """The crawl is stopping: a request still waiting for budget is not sent."""
 
 
 class RateBudgetMiddleware:
     def __init__(self, limit: int, window: float, max_429_retries: int, retry_after_cap: float,
                  backoff_base: float, backoff_cap: float, stats: RunStats,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, running: Callable[[], bool] = lambda: True):
         self.limit = limit
         self.window = window
         self.max_429_retries = max_429_retries
@@ -59,6 +65,7 @@ class RateBudgetMiddleware:
         self.backoff_cap = backoff_cap
         self.stats = stats
         self.clock = clock
+        self.running = running
         self.budgets: dict[str, RollingWindowBudget] = {}
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -73,6 +80,7 @@ class RateBudgetMiddleware:
             backoff_base=positive_float(s, "ADCRAWLER_RETRY_BACKOFF_BASE"),
             backoff_cap=positive_float(s, "ADCRAWLER_RETRY_BACKOFF_MAX"),
             stats=RunStats(crawler),
+            running=lambda: crawler.engine is None or crawler.engine.running,
         )
         crawler.signals.connect(mw._left_downloader, signal=signals.request_left_downloader)
         return mw
@@ -91,7 +99,13 @@ class RateBudgetMiddleware:
         # One waiter at a time per client, in arrival order (asyncio.Lock is fair).
         async with self._locks[client]:
             while (wait := budget.wait_time()) > 0:
-                await sleep(wait)
+                # Short naps, so that a graceful stop (SIGTERM) does not wait
+                # for the budget to let every queued request through.
+                if not self.running():
+                    raise ShuttingDown("not sent: the crawl is stopping")
+                await sleep(min(wait, MAX_NAP))
+            if not self.running():
+                raise ShuttingDown("not sent: the crawl is stopping")
             budget.acquire()
         request.meta[_HELD] = True
         self.stats.inc("requests_sent", client)

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from adcrawler.clients import Client, Registry
 from adcrawler.items import CampaignItem, RejectedRecord
 from adcrawler.middlewares import CLIENT, ENDPOINT, EXPECT_JSON
+from adcrawler.middlewares.ratebudget import ShuttingDown
 from adcrawler.pagination import next_page
 from adcrawler.pipelines.store import StorePipeline
 from adcrawler.ratelimit import lower_bound_seconds
@@ -59,9 +60,10 @@ class CampaignsSpider(scrapy.Spider):
     def __init__(self, client: str = "", *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.client_argument = client
-        # Replaced by the saved state when the run resumes from a JOBDIR, so
-        # a resumed run remembers which campaigns it already scheduled.
-        self.state: dict[str, Any] = {}
+        # Campaign ids listed so far, per client. Deliberately not kept in
+        # Spider.state: a resumed run must list again and learn from the
+        # database what is done (see adcrawler/jobdir.py).
+        self.seen: dict[str, set[str]] = {}
         self.started_at = _now()
         self.last_activity: dict[str, float] = {}
 
@@ -96,9 +98,6 @@ class CampaignsSpider(scrapy.Spider):
 
     def _touch(self, client: str) -> None:
         self.last_activity[client] = (_now() - self.started_at).total_seconds()
-
-    def _state(self, client: str) -> dict[str, Any]:
-        return self.state.setdefault(client, {"seen": [], "done": False})
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for client in self.clients.values():
@@ -139,8 +138,7 @@ class CampaignsSpider(scrapy.Spider):
         self.run_stats.inc("list_pages", client)
         if page == 1 and _int(pagination.get("total"), None):
             self.run_stats.set("campaigns_expected", pagination["total"], client)
-        state = self._state(client)
-        seen = set(state["seen"])
+        seen = self.seen.setdefault(client, set())
         fetched_at = _now()
         for record in records:
             try:
@@ -155,7 +153,6 @@ class CampaignsSpider(scrapy.Spider):
                 self.run_stats.inc("campaigns_duplicate", client)
                 continue
             seen.add(campaign.campaign_id)
-            state["seen"].append(campaign.campaign_id)
             self.run_stats.inc("campaigns_seen", client)
             if campaign.campaign_id in self._done(client):
                 self.run_stats.inc("campaigns_resumed", client)  # stored before the interruption
@@ -164,7 +161,6 @@ class CampaignsSpider(scrapy.Spider):
         after = next_page(page, _int(pagination.get("limit"), self.page_size), len(records), len(seen),
                           _int(pagination.get("total"), None), _bool(pagination.get("has_more")))
         if after is None:
-            state["done"] = True
             logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, len(seen), page,
                         extra={"client": client})
         else:
@@ -199,6 +195,10 @@ class CampaignsSpider(scrapy.Spider):
 
     def sync_failed(self, failure: Failure) -> Iterator[CampaignItem]:
         kwargs = failure.request.cb_kwargs
+        if failure.check(ShuttingDown):
+            # Never attempted: nothing to record; a resumed run will sync it.
+            self.run_stats.inc("campaigns_not_attempted", kwargs["client"])
+            return
         yield self._item(kwargs["client"], kwargs["campaign"], "failed", error=_reason(failure))
 
     def _item(self, client: str, campaign: dict[str, Any], status: str,
