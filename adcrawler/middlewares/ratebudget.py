@@ -80,7 +80,7 @@ class RateBudgetMiddleware:
             backoff_base=positive_float(s, "ADCRAWLER_RETRY_BACKOFF_BASE"),
             backoff_cap=positive_float(s, "ADCRAWLER_RETRY_BACKOFF_MAX"),
             stats=RunStats(crawler),
-            running=lambda: crawler.engine is None or crawler.engine.running,
+            running=lambda: _engine_running(crawler),
         )
         crawler.signals.connect(mw._left_downloader, signal=signals.request_left_downloader)
         return mw
@@ -147,6 +147,13 @@ class RateBudgetMiddleware:
         retry.meta[RETRIES_429] = attempt
         retry.dont_filter = True
         return retry
+
+
+def _engine_running(crawler: Crawler) -> bool:
+    try:
+        return crawler.engine.running
+    except RuntimeError:  # no engine yet (components built outside a crawl)
+        return True
 
 
 def _json_or_none(response: Response) -> object:
