@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import sys
-from pathlib import Path
 
 from adcrawler.runner import ROOT, run_crawl
 from mock_api.process import MockProcess

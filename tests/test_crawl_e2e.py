@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from adcrawler.runner import DEMO_PASSWORD, run_crawl
 from mock_api.campaigns import HOSTILE_NAMES
@@ -94,7 +93,8 @@ def test_wrong_password_fails_fast_with_no_list_call(mock_factory, tmp_path):
 
     mock = mock_factory("--time-scale", SCALE)
     wrong = "Wrong-Password-42"
-    result = _crawl(mock, "acme", Db(tmp_path), extra_env={"AD_PLATFORM_PASSWORD": wrong, "ADCRAWLER_LOG_LEVEL": "DEBUG"})
+    result = _crawl(mock, "acme", Db(tmp_path),
+                    extra_env={"AD_PLATFORM_PASSWORD": wrong, "ADCRAWLER_LOG_LEVEL": "DEBUG"})
     assert result.returncode != 0
     assert result.elapsed < 30
     assert result.stats["finish_reason"] == "auth_failed"

@@ -127,7 +127,8 @@ class BearerTokenMiddleware:
         request = Request(
             f"{self.api_url}/auth/token", method="POST", dont_filter=True,
             headers={"Authorization": f"Basic {basic}", "X-Client-ID": client, "Accept": "application/json"},
-            meta={AUTH_REQUEST: True, ENDPOINT: "auth", CLIENT_OF_AUTH: client, "download_slot": f"auth:{client}", "download_timeout": self.timeout},
+            meta={AUTH_REQUEST: True, ENDPOINT: "auth", CLIENT_OF_AUTH: client,
+                  "download_slot": f"auth:{client}", "download_timeout": self.timeout},
         )
         try:
             response = await self.crawler.engine.download_async(request)

@@ -185,7 +185,9 @@ class StorePipeline:
         finished = datetime.now(timezone.utc)
         all_stats = self.crawler.stats.get_stats()
         for client in spider.clients:
-            g = lambda name: self.stats.get(name, client)  # noqa: E731
+            def g(name: str, client: str = client) -> Any:
+                return self.stats.get(name, client)
+
             row = {
                 "run_id": self.run_id, "client_id": client, "started_at": self.started_at,
                 "finished_at": finished, "outcome": g("outcome") or None, "finish_reason": reason,

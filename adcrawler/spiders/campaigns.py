@@ -10,7 +10,8 @@ rate budget and retries live in the downloader middlewares; a request that
 still fails reaches an errback here and is recorded, never dropped.
 
 Settings: ADCRAWLER_API_URL, ADCRAWLER_CLIENTS_FILE, ADCRAWLER_PAGE_SIZE,
-ADCRAWLER_TIMEOUT_LIST, ADCRAWLER_TIMEOUT_SYNC, RETRY_TIMES.
+ADCRAWLER_TIMEOUT_LIST, ADCRAWLER_TIMEOUT_SYNC, ADCRAWLER_RATE_LIMIT and
+ADCRAWLER_RATE_WINDOW (for the lower bound reported per client).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from adcrawler.clients import Client, Registry
+from adcrawler.clients import Registry
 from adcrawler.items import CampaignItem, RejectedRecord
 from adcrawler.middlewares import CLIENT, ENDPOINT, EXPECT_JSON
 from adcrawler.middlewares.ratebudget import ShuttingDown
@@ -145,7 +146,8 @@ class CampaignsSpider(scrapy.Spider):
                 campaign = validate_campaign(record)
             except InvalidRecord as exc:
                 self.run_stats.inc("records_rejected", client)
-                logger.warning("Client %s: rejected a record on page %d: %s", client, page, exc, extra={"client": client})
+                logger.warning("Client %s: rejected a record on page %d: %s", client, page, exc,
+                               extra={"client": client})
                 yield RejectedRecord(client_id=client, reason=str(exc), seen_at=fetched_at,
                                      payload=json.dumps(record, ensure_ascii=False, default=str))
                 continue
