@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+
+from adcrawler.validation import Campaign
 
 
-@dataclass
-class CampaignItem:
-    """One campaign of one client, with the outcome of this run's sync call."""
+@dataclass(frozen=True)
+class CampaignItem(Campaign):
+    """One validated campaign of one client, with the outcome of this run's sync call."""
 
     client_id: str
-    campaign_id: str
-    name: str
-    status: str
-    budget: Decimal
-    impressions: int
-    clicks: int
-    conversions: int
-    created_at: datetime
     fetched_at: datetime
     sync_status: str  # "synced" or "failed"
     synced_at: datetime | None = None

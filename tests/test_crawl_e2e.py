@@ -51,14 +51,14 @@ def test_three_clients_each_within_its_own_budget(mock_factory, tmp_path):
     from tests.db import Db
 
     db = Db(tmp_path)
-    mock = mock_factory("--time-scale", SCALE, "--seed", "3", "--campaigns", "40")
+    mock = mock_factory("--time-scale", SCALE, "--seed", "3")
     result = _crawl(mock, "acme,globex,initech", db)
     assert result.returncode == 0, result.output[-3000:]
     platform = mock.stats()
     assert platform["total_429"] == 0
     for client in ("acme-corp", "globex", "initech"):  # acme's id comes from clients.toml
-        assert platform["syncs"][client] == {f"campaign_{n}": 1 for n in range(1, 41)}
-    assert db.scalar("SELECT COUNT(*) FROM campaigns") == 120
+        assert platform["syncs"][client] == {f"campaign_{n}": 1 for n in range(1, 101)}
+    assert db.scalar("SELECT COUNT(*) FROM campaigns") == 300
     # Run in parallel: three clients take about as long as one, not three times as long.
     one = max(result.stat("lower_bound_seconds", c) for c in ("acme-corp", "globex", "initech"))
     assert result.stat("elapsed_seconds", "globex") < 2 * one + 2

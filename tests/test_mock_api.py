@@ -251,3 +251,28 @@ def test_a_thousand_concurrent_connections(mock_factory):
     statuses = asyncio.run(scenario())
     assert statuses.count(200) == 1000
     assert server.stats()["peak_concurrency"] >= 900
+
+
+def test_rate_knobs_from_flags_and_environment(mock_factory):
+    server = mock_factory(*QUIET, "--time-scale", "1", "--rate-limit", "3", "--rate-window", "30",
+                          "--retry-after", "5")
+    tok = token(server.url)
+    replies = [call("GET", server.url + "/api/campaigns", bearer(tok)) for _ in range(4)]
+    assert [r.status for r in replies] == [200, 200, 200, 429]
+    assert replies[-1].headers["Retry-After"] == "5" and replies[-1].json()["retry_after"] == 5
+    assert replies[-1].json()["message"] == "Too many requests: 3 per 30s"
+
+    from_env = mock_factory(*QUIET, env={"MOCK_API_RATE_LIMIT": "2", "MOCK_API_CAMPAIGNS": "7"})
+    tok = token(from_env.url)
+    replies = [call("GET", from_env.url + "/api/campaigns?limit=100", bearer(tok)) for _ in range(3)]
+    assert [r.status for r in replies] == [200, 200, 429]
+    assert replies[0].json()["pagination"]["total"] == 7
+
+
+def test_bad_knob_is_refused_at_start():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mock_api", "--list-503-rate", "1.5"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "not a probability" in proc.stderr

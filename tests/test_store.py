@@ -48,6 +48,9 @@ def test_upsert_reports_inserted_updated_unchanged(store, db):
     assert db.scalar("SELECT clicks FROM campaigns WHERE campaign_id = 'campaign_1' AND client_id = 'acme'") == 11
     # History: one row per campaign per run, idempotent within a run.
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics") == 5
+    # Same campaign id under two clients: each row is judged on its own.
+    mixed = store.write_batch("run3", [item(1, client="globex", clicks=99), item(1, clicks=11)])
+    assert (mixed["globex"].updated, mixed["acme"].unchanged) == (1, 1)
 
 
 def test_unchanged_rows_are_not_rewritten(store, db):

@@ -8,6 +8,8 @@ parameters, never spliced into the SQL text.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -31,7 +33,7 @@ UPSERT = (
     + ", ".join(f"{c} = {_NEW.get(c, f'excluded.{c}')}" for c in CAMPAIGN_COLUMNS[2:])
     + " WHERE "
     + " OR ".join(f"campaigns.{c} IS DISTINCT FROM {_NEW.get(c, f'excluded.{c}')}" for c in COMPARED)
-    + " RETURNING campaign_id"
+    + " RETURNING client_id, campaign_id"
 )
 METRICS_COLUMNS = ("run_id", "client_id", "campaign_id", "captured_at", "status", "budget", "impressions",
                    "clicks", "conversions", "sync_status")
@@ -89,10 +91,22 @@ class Store:
     def _execute(self, cur: Any, sql: str, params: tuple | list = ()) -> None:
         cur.execute(self._sql(sql), [self._value(v) for v in params])
 
-    def migrate(self) -> int:
-        """Apply the migrations this database lacks; returns the version now in force."""
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor in one transaction: committed on success, rolled back on any error."""
         cur = self._cursor()
         try:
+            yield cur
+            self.conn.commit()
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._close_cursor(cur)
+
+    def migrate(self) -> int:
+        """Apply the migrations this database lacks; returns the version now in force."""
+        with self._transaction() as cur:
             self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             self._execute(cur, "SELECT MAX(version) FROM schema_version")
             current = cur.fetchone()[0] or 0
@@ -102,13 +116,7 @@ class Store:
                 for statement in schema.statements(self.dialect, version):
                     self._execute(cur, statement)
                 self._execute(cur, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
-            self.conn.commit()
-            return schema.LATEST
-        except BaseException:
-            self.conn.rollback()
-            raise
-        finally:
-            cur.close()
+        return schema.LATEST
 
     def write_batch(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> dict[str, BatchResult]:
         """Store one batch in one transaction; returns, per client, what happened to its rows.
@@ -127,21 +135,18 @@ class Store:
         results: dict[str, BatchResult] = {}
         for r in rejected:
             results.setdefault(r.client_id, BatchResult()).rejected += 1
-        cur = self._cursor()
-        try:
+        with self._transaction() as cur:
             if latest:
+                # Keys that exist before the upsert tell inserted from updated; RETURNING
+                # names the rows inserted or updated, so the rest were unchanged.
                 existing = self._existing(cur, list(latest))
                 rows = [tuple(getattr(i, c) for c in CAMPAIGN_COLUMNS[:-1]) + (now,) for i in latest.values()]
-                # RETURNING names the rows inserted or updated; the rest were unchanged.
-                # A batch holds few clients, and campaign ids are unique per client,
-                # so (client, id) pairs are matched through the pre-read keys.
-                returned = self._insert_many(cur, UPSERT, rows, fetch=True)
-                changed = {r[0] for r in returned}
-                for client, campaign in latest:
-                    result = results.setdefault(client, BatchResult())
-                    if campaign not in changed:
+                changed = {tuple(r) for r in self._insert_many(cur, UPSERT, rows, fetch=True)}
+                for key in latest:
+                    result = results.setdefault(key[0], BatchResult())
+                    if key not in changed:
                         result.unchanged += 1
-                    elif (client, campaign) in existing:
+                    elif key in existing:
                         result.updated += 1
                     else:
                         result.inserted += 1
@@ -151,12 +156,6 @@ class Store:
             if rejected:
                 self._insert_many(cur, REJECTED, [(run_id, r.client_id, r.reason, r.payload, r.seen_at)
                                                   for r in rejected], fetch=False)
-            self.conn.commit()
-        except BaseException:
-            self._rollback()
-            raise
-        finally:
-            self._close_cursor(cur)
         return results
 
     def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -173,14 +172,10 @@ class Store:
 
     def done_campaigns(self, run_id: str, client: str) -> set[str]:
         """Campaigns this run already stored as synced (for a resumed run)."""
-        cur = self._cursor()
-        try:
+        with self._transaction() as cur:
             self._execute(cur, "SELECT campaign_id FROM campaign_metrics WHERE run_id = %s AND client_id = %s "
                                "AND sync_status = 'synced'", (run_id, client))
             return {row[0] for row in cur.fetchall()}
-        finally:
-            self.conn.rollback()  # end the read transaction
-            self._close_cursor(cur)
 
     def try_lock(self, client: str) -> bool:
         """Take the client's lock for as long as this store is open; False if another run holds it."""
@@ -190,15 +185,8 @@ class Store:
         """Insert or complete the ``sync_runs`` row of (run_id, client_id)."""
         values = tuple(json.dumps(row[c], default=str, sort_keys=True) if c == "stats" else row.get(c)
                        for c in RUN_COLUMNS)
-        cur = self._cursor()
-        try:
+        with self._transaction() as cur:
             self._insert_many(cur, RUN, [values], fetch=False)
-            self.conn.commit()
-        except BaseException:
-            self._rollback()
-            raise
-        finally:
-            self._close_cursor(cur)
 
     def _cursor(self) -> Any:
         if self.conn is None:  # lost earlier; raises the backend's transient error while down
