@@ -72,6 +72,7 @@ class BearerTokenMiddleware:
         self.clock = clock
         self.stats = RunStats(crawler)
         self.clients: dict[str, _ClientAuth] = {}
+        self._closing: asyncio.Future | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "BearerTokenMiddleware":
@@ -152,7 +153,8 @@ class BearerTokenMiddleware:
         spider = self.crawler.spider
         if all(self.clients.get(c, _ClientAuth()).failure for c in spider.clients):
             logger.error("No client could authenticate; closing the spider")
-            asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="auth_failed"))
+            # Kept: the event loop holds only a weak reference to tasks.
+            self._closing = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="auth_failed"))
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
         sent_with = request.meta.pop("_adcrawler_token_at", None)
