@@ -8,10 +8,17 @@ platform's window can never hold more of our requests than ours does. The price
 is one request latency per window, a few percent with the platform's 2 s sync
 calls against a 60 s window, and in exchange no clock skew, queueing delay or
 network latency can cause a 429.
+
+If a 429 arrives anyway, our idea of the limit was wrong (a smaller real limit,
+another process spending the same client's budget): the client pauses for what
+the platform asked, and its limit is cut by a quarter, at most once per window,
+for the rest of the run. A budget set twice too high thus costs a few bursts of
+429s, not one per request.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +36,7 @@ class RollingWindowBudget:
         self.in_flight = 0
         self._finished: deque[float] = deque()  # finish times, oldest first
         self._paused_until = 0.0
+        self._last_cut = -math.inf
 
     def _expire(self, now: float) -> None:
         while self._finished and self._finished[0] + self.window <= now:
@@ -57,8 +65,18 @@ class RollingWindowBudget:
         self._finished.append(self.clock())
 
     def pause(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` (the platform said so with a 429)."""
+        """Send nothing for ``seconds``."""
         self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+    def rate_limited(self, pause: float) -> bool:
+        """The platform answered 429: pause, and lower the limit (True if it was lowered)."""
+        self.pause(pause)
+        now = self.clock()
+        if self.limit == 1 or now < self._last_cut + self.window:
+            return False  # one cut per window: a burst of 429s is one piece of news
+        self.limit = max(1, min(self.limit - 1, math.ceil(self.limit * 0.75)))
+        self._last_cut = now
+        return True
 
     @property
     def used(self) -> int:

@@ -42,6 +42,7 @@ COUNTERS = {
 # Values set during or at the end of the run, per client.
 FINAL = {
     "campaigns_expected": "campaigns the platform announced (the list's total)",
+    "rate_limit_effective": "the client's per-window limit after 429s lowered it (absent: never lowered)",
     "outcome": "succeeded, partial or failed (see README)",
     "elapsed_seconds": "seconds from the start of the run to the client's last campaign",
     "lower_bound_seconds": "least time the rate limit allows for the requests sent",

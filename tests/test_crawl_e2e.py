@@ -176,3 +176,22 @@ def test_pages_that_are_not_json_are_retried_then_recorded(mock_factory, tmp_pat
     assert result.stat("list_failed", "demo") == 1 and result.stat("outcome", "demo") == "failed"
     assert "is not a valid campaign list" in result.output
     assert result.stat("retries/invalid_json", "demo") == 6  # RETRY_TIMES attempts, then recorded
+
+
+def test_429s_from_a_misjudged_budget_pause_the_client_and_lose_nothing(mock_factory, tmp_path):
+    from tests.db import Db
+
+    # The crawler believes in 20 per window, the platform allows 10: 429s must come,
+    # and each must pause the client for the platform's Retry-After, not hammer it.
+    mock = mock_factory("--time-scale", SCALE, "--campaigns", "60", "--seed", "13")
+    result = _crawl(mock, "demo", Db(tmp_path), extra_env={"ADCRAWLER_RATE_LIMIT": "20"})
+    assert result.returncode == 0, result.output[-3000:]
+    platform = mock.stats()
+    assert platform["syncs"]["demo"] == {f"campaign_{n}": 1 for n in range(1, 61)}
+    seen_429 = result.stat("responses_429", "demo")
+    assert seen_429 == platform["total_429"] > 0
+    # The limit is cut at most once per window, 20 -> 15 -> 12 -> 9: bursts of about
+    # 10, 5 and 2 429s, then none (a fixed 20 gives about 60 here: one per accepted request).
+    assert result.stat("rate_limit_effective", "demo") <= 10
+    assert seen_429 < 25
+    assert "the platform's limit is lower than ADCRAWLER_RATE_LIMIT=20" in result.output

@@ -69,6 +69,20 @@ def test_budget_pause_holds_every_request_of_the_client():
     assert budget.wait_time() == 0
 
 
+def test_429_cuts_the_limit_once_per_window_down_to_one():
+    clock = Clock()
+    budget = RollingWindowBudget(limit=20, window=60, clock=clock)
+    assert budget.rate_limited(pause=60) and budget.limit == 15
+    assert not budget.rate_limited(pause=60) and budget.limit == 15  # same window: same news
+    assert budget.wait_time() == pytest.approx(60)
+    limits = []
+    for _ in range(12):
+        clock.now += 60
+        budget.rate_limited(pause=1)
+        limits.append(budget.limit)
+    assert limits[:4] == [12, 9, 7, 6] and limits[-1] == 1
+
+
 def test_budget_rejects_nonsense_settings():
     with pytest.raises(ValueError):
         RollingWindowBudget(0, 60)

@@ -53,6 +53,7 @@ COUNTERS = {
 }
 GAUGES = {
     "campaigns_expected": ("adcrawler_campaigns_expected", "Campaigns the platform announced for the client"),
+    "rate_limit_effective": ("adcrawler_rate_limit_effective", "Per-window limit after 429s lowered it"),
     "elapsed_seconds": ("adcrawler_run_duration_seconds", "Seconds the client's sync took in the last run"),
     "lower_bound_seconds": ("adcrawler_run_lower_bound_seconds", "Least time the rate limit allowed"),
 }

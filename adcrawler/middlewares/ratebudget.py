@@ -6,7 +6,8 @@ never causes a 429. Retries pass through again and spend budget too. A 429 that
 still arrives (another process using the same client id, a platform with a
 smaller limit) pauses only that client for what the platform asked: the
 ``Retry-After`` header (seconds or HTTP date), else the body's ``retry_after``,
-else backoff; then the request is sent again.
+else backoff; then the request is sent again, and the client's limit is
+lowered (see :meth:`RollingWindowBudget.rate_limited`).
 
 A place in the budget is held from admission until the request *leaves* the
 downloader, so time spent in the download slot's queue (AutoThrottle's delay)
@@ -136,7 +137,12 @@ class RateBudgetMiddleware:
                                  time.time(), self.retry_after_cap)
         if wait is None:
             wait = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
-        self.budget(client).pause(wait)
+        budget = self.budget(client)
+        if budget.rate_limited(wait):
+            self.stats.set("rate_limit_effective", budget.limit, client)
+            logger.warning("Client %s: the platform's limit is lower than ADCRAWLER_RATE_LIMIT=%d; "
+                           "using %d per %gs for the rest of the run", client, self.limit, budget.limit,
+                           self.window, extra={"client": client})
         if attempt > self.max_429_retries:
             logger.error("Client %s: still rate limited after %d retries of %s; giving up",
                          client, self.max_429_retries, request.url, extra={"client": client})
