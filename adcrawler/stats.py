@@ -22,7 +22,8 @@ COUNTERS = {
     "records_rejected": "records that failed validation (quarantined)",
     "list_pages": "list pages parsed",
     "list_failed": "list pages given up on (the client's list is incomplete)",
-    "auth_failed": "authentications refused (wrong credentials)",
+    "auth_failed": "clients that could not authenticate (credentials refused, "
+                   "or the token endpoint down after all retries)",
     "requests_sent": "API requests sent (list and sync, retries included)",
     "retries": "requests retried after a 5xx, timeout, connection error or bad page",
     "responses_429": "429 answers received",
