@@ -77,7 +77,8 @@ def test_killed_run_resumes_without_resyncing(mock_factory, tmp_path, sig):
     assert second.stat("campaigns_resumed", "demo") >= synced_before - 10
     assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 100
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics") == 100  # one run, one row each
-    assert db.rows("SELECT outcome FROM sync_runs") == [("succeeded",)]  # the resumed run completes the record
+    # One run record, completed by the resumed attempt, counting both attempts' work.
+    assert db.rows("SELECT outcome, campaigns_seen, campaigns_synced FROM sync_runs") == [("succeeded", 100, 100)]
 
 
 def _pg_ctl(action: str) -> None:

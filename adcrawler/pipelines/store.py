@@ -188,11 +188,16 @@ class StorePipeline:
             def g(name: str, client: str = client) -> Any:
                 return self.stats.get(name, client)
 
+            try:
+                # From the database, so a resumed run counts its earlier attempts too.
+                synced, failed = await run_in_thread(self.store.run_counts, self.run_id, client)
+            except self.store.transient:
+                synced, failed = g("campaigns_synced"), g("campaigns_sync_failed")
             row = {
                 "run_id": self.run_id, "client_id": client, "started_at": self.started_at,
                 "finished_at": finished, "outcome": g("outcome") or None, "finish_reason": reason,
-                "campaigns_seen": g("campaigns_seen"), "campaigns_synced": g("campaigns_synced"),
-                "campaigns_failed": g("campaigns_sync_failed"), "rows_inserted": g("rows_inserted"),
+                "campaigns_seen": g("campaigns_seen"), "campaigns_synced": synced,
+                "campaigns_failed": failed, "rows_inserted": g("rows_inserted"),
                 "rows_updated": g("rows_updated"), "rows_unchanged": g("rows_unchanged"),
                 "records_rejected": g("records_rejected"), "retries": g("retries"),
                 "responses_429": g("responses_429"), "token_refreshes": g("token_refreshes"),

@@ -44,9 +44,18 @@ REJECTED = "INSERT INTO rejected_records (run_id, client_id, reason, payload, se
 RUN_COLUMNS = ("run_id", "client_id", "started_at", "finished_at", "outcome", "finish_reason", "campaigns_seen",
                "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "rows_unchanged",
                "records_rejected", "retries", "responses_429", "token_refreshes", "stats")
+# A resumed run writes its row again: effort counters add up over the attempts
+# that recorded one, the start stays the first attempt's, the rest is the latest.
+_RUN_ADDED = ("rows_inserted", "rows_updated", "rows_unchanged", "retries", "responses_429", "token_refreshes")
+_RUN_UPDATE = {
+    **{c: f"excluded.{c}" for c in RUN_COLUMNS[2:]},
+    **{c: f"sync_runs.{c} + excluded.{c}" for c in _RUN_ADDED},
+    "started_at": "CASE WHEN sync_runs.started_at < excluded.started_at "
+                  "THEN sync_runs.started_at ELSE excluded.started_at END",
+}
 RUN = (f"INSERT INTO sync_runs ({', '.join(RUN_COLUMNS)}) VALUES {{values}} "
        "ON CONFLICT (run_id, client_id) DO UPDATE SET "
-       + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[2:]))
+       + ", ".join(f"{c} = {expr}" for c, expr in _RUN_UPDATE.items()))
 
 
 class StoreError(Exception):
@@ -176,6 +185,14 @@ class Store:
             self._execute(cur, "SELECT campaign_id FROM campaign_metrics WHERE run_id = %s AND client_id = %s "
                                "AND sync_status = 'synced'", (run_id, client))
             return {row[0] for row in cur.fetchall()}
+
+    def run_counts(self, run_id: str, client: str) -> tuple[int, int]:
+        """(synced, failed) campaigns stored for this run: right across resumed attempts."""
+        with self._transaction() as cur:
+            self._execute(cur, "SELECT sync_status, COUNT(*) FROM campaign_metrics WHERE run_id = %s "
+                               "AND client_id = %s GROUP BY sync_status", (run_id, client))
+            counts = dict(cur.fetchall())
+        return counts.get("synced", 0), counts.get("failed", 0)
 
     def try_lock(self, client: str) -> bool:
         """Take the client's lock for as long as this store is open; False if another run holds it."""
