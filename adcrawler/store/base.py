@@ -7,6 +7,7 @@ parameters, never spliced into the SQL text.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +41,8 @@ METRICS_COLUMNS = ("run_id", "client_id", "campaign_id", "captured_at", "status"
 METRICS = (f"INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) VALUES {{values}} "
            "ON CONFLICT (run_id, client_id, campaign_id) DO UPDATE SET "
            + ", ".join(f"{c} = excluded.{c}" for c in METRICS_COLUMNS[3:]))
-REJECTED = "INSERT INTO rejected_records (run_id, client_id, reason, payload, seen_at) VALUES {values}"
+REJECTED = ("INSERT INTO rejected_records (run_id, client_id, reason, payload, payload_sha1, seen_at) "
+            "VALUES {values} ON CONFLICT (run_id, client_id, payload_sha1) DO NOTHING")
 RUN_COLUMNS = ("run_id", "client_id", "started_at", "finished_at", "outcome", "finish_reason", "campaigns_seen",
                "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "rows_unchanged",
                "records_rejected", "retries", "responses_429", "token_refreshes", "stats")
@@ -113,19 +115,19 @@ class Store:
         finally:
             self._close_cursor(cur)
 
-    def migrate(self) -> int:
-        """Apply the migrations this database lacks; returns the version now in force."""
+    def migrate(self, target: int = schema.LATEST) -> int:
+        """Apply the migrations this database lacks, up to ``target``; returns the version now in force."""
         with self._transaction() as cur:
             self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             self._execute(cur, "SELECT MAX(version) FROM schema_version")
             current = cur.fetchone()[0] or 0
             if current > schema.LATEST:
                 raise StoreError(f"database schema version {current} is newer than this code ({schema.LATEST})")
-            for version in range(current + 1, schema.LATEST + 1):
+            for version in range(current + 1, target + 1):
                 for statement in schema.statements(self.dialect, version):
                     self._execute(cur, statement)
                 self._execute(cur, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
-        return schema.LATEST
+        return max(current, target)
 
     def write_batch(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> dict[str, BatchResult]:
         """Store one batch in one transaction; returns, per client, what happened to its rows.
@@ -163,8 +165,9 @@ class Store:
                             i.clicks, i.conversions, i.sync_status) for i in latest.values()]
                 self._insert_many(cur, METRICS, metrics, fetch=False)
             if rejected:
-                self._insert_many(cur, REJECTED, [(run_id, r.client_id, r.reason, r.payload, r.seen_at)
-                                                  for r in rejected], fetch=False)
+                self._insert_many(cur, REJECTED, [
+                    (run_id, r.client_id, r.reason, r.payload, hashlib.sha1(r.payload.encode()).hexdigest(),
+                     r.seen_at) for r in rejected], fetch=False)
         return results
 
     def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:

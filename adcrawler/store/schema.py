@@ -81,6 +81,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             seen_at {ts} NOT NULL
         )""",
     ]),
+    (2, [
+        # A resumed run lists again: quarantine each bad record once per run.
+        "ALTER TABLE rejected_records ADD COLUMN payload_sha1 TEXT",
+        "CREATE UNIQUE INDEX rejected_records_once ON rejected_records (run_id, client_id, payload_sha1)",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
