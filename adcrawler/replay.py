@@ -18,7 +18,7 @@ from pathlib import Path
 from scrapy.utils.project import get_project_settings
 
 from adcrawler.spool import read_spool
-from adcrawler.store import BatchResult, StoreError, open_store
+from adcrawler.store import BatchResult, StoreError, first_line, open_store
 
 BATCH = 500
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:  # the database is still down, a file is corrupt...
         print(f"replay: failed, nothing renamed after the failing file: {type(exc).__name__}: "
-              f"{str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+              f"{first_line(exc)}", file=sys.stderr)
         return 1
     print(f"replayed: {total.inserted} inserted, {total.updated} updated, {total.unchanged} unchanged, "
           f"{total.rejected} quarantined records")

@@ -142,5 +142,9 @@ def test_replay_is_idempotent(db, tmp_path):
 def test_bad_database_url_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="DATABASE_URL"):
         open_store("mysql://x", str(tmp_path / "x.db"))
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot open SQLite database"):
+        open_store("", str(blocker / "x.db"))
     with pytest.raises(StoreError, match="cannot connect"):
         open_store("postgresql://nobody:hunter22@127.0.0.1:1/none", str(tmp_path / "x.db"))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
+from scrapy.utils.asyncio import run_in_thread
 
 from adcrawler.stats import key
 
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # readers never see half a file
 
 
 def _jsonable(value: Any) -> Any:
@@ -52,14 +60,12 @@ class StatsDump:
         # they were connected).
         self.crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
-    def spider_closed(self, spider: Any, reason: str) -> None:
+    async def spider_closed(self, spider: Any, reason: str) -> None:
         stats = dict(self.crawler.stats.get_stats())
         stats.setdefault("finish_reason", reason)
         run_id = stats.get(key("run_id"), "run")
         started = stats.get("start_time") or datetime.now()
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / f"{run_id}-{started:%Y%m%dT%H%M%S%f}.json"
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(stats, default=_jsonable, indent=2, sort_keys=True), encoding="utf-8")
-        tmp.replace(self.path)  # readers never see half a file
+        await run_in_thread(_write_atomically, self.path,
+                            json.dumps(stats, default=_jsonable, indent=2, sort_keys=True))
         logger.info("Run stats written to %s", self.path)

@@ -37,7 +37,7 @@ from adcrawler.settings_check import positive_float
 from adcrawler.stats import RunStats
 from adcrawler.tokens import Token
 
-from . import AUTH_REQUEST, ENDPOINT, client_of
+from . import AUTH_REQUEST, ENDPOINT, client_of, resend
 
 # The client a token request is for (not CLIENT: that would budget it).
 CLIENT_OF_AUTH = "adcrawler_auth_client"
@@ -171,10 +171,7 @@ class BearerTokenMiddleware:
             return response
         logger.info("Client %s: token refused on %s, refreshing and sending again", client, request.url,
                     extra={"client": client})
-        retry = request.copy()
-        retry.meta[EXPIRED_RETRIES] = attempt
-        retry.dont_filter = True
-        return retry
+        return resend(request, EXPIRED_RETRIES, attempt)
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         request.meta.pop("_adcrawler_token_at", None)

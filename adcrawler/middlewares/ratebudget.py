@@ -38,7 +38,7 @@ from adcrawler.ratelimit import RollingWindowBudget
 from adcrawler.settings_check import positive_float, positive_int
 from adcrawler.stats import RunStats
 
-from . import client_of
+from . import client_of, resend
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -149,10 +149,7 @@ class RateBudgetMiddleware:
             return response
         logger.warning("Client %s: 429 on %s, pausing the client for %.2fs", client, request.url, wait,
                        extra={"client": client})
-        retry = request.copy()
-        retry.meta[RETRIES_429] = attempt
-        retry.dont_filter = True
-        return retry
+        return resend(request, RETRIES_429, attempt)
 
 
 def _engine_running(crawler: Crawler) -> bool:

@@ -25,7 +25,7 @@ import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from scrapy import signals
 from scrapy.exceptions import CloseSpider
@@ -37,7 +37,7 @@ from adcrawler.jobdir import Journal, run_id_for
 from adcrawler.settings_check import positive_float, positive_int
 from adcrawler.spool import append_spool
 from adcrawler.stats import RunStats
-from adcrawler.store import BatchResult, Store, StoreError, open_store
+from adcrawler.store import BatchResult, Store, StoreError, first_line, open_store
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -94,9 +94,12 @@ class StorePipeline:
         try:
             self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path)
             version = await run_in_thread(self.store.migrate)
-        except (StoreError, *_transient_errors()) as exc:
-            logger.error("Cannot open the database: %s", _first_line(exc))
-            raise CloseSpider("database_unavailable") from None
+        except StoreError as exc:
+            self._cannot_open(exc)
+        except Exception as exc:
+            if self.store is None or not isinstance(exc, self.store.transient):
+                raise
+            self._cannot_open(exc)
         logger.info("Storing into %s (schema version %d), run %s", self.store.dialect, version, self.run_id)
         clients = list(self.crawler.spider.clients)
         for client in clients:
@@ -113,10 +116,17 @@ class StorePipeline:
             for client in clients:
                 self.done[client] = await run_in_thread(self.store.done_campaigns, self.run_id, client)
 
+    def _cannot_open(self, exc: BaseException) -> NoReturn:
+        logger.error("Cannot open the database: %s", first_line(exc))
+        raise CloseSpider("database_unavailable") from None
+
     async def process_item(self, item: Any) -> Any:
         if not isinstance(item, (CampaignItem, RejectedRecord)):
             return item
         if self.journal is not None:
+            # On the reactor thread on purpose: one short write into the OS page
+            # cache (no fsync), and it must happen in item order, before the
+            # journal is rewritten by a flush.
             self.journal.append(item)
         if not self.buffer:
             self.oldest = time.monotonic()
@@ -150,12 +160,12 @@ class StorePipeline:
                 if not transient or attempt > self.retries:
                     # Out of retries, or an error retrying will not cure
                     # (a value the database refuses): keep the batch on disk.
-                    self._spool(batch, exc)
+                    await self._spool(batch, exc)
                     return
                 self.stats.inc("db_retries")
                 delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
                 logger.warning("Database write failed (%s); retry %d/%d in %.1fs",
-                               _first_line(exc), attempt, self.retries, delay)
+                               first_line(exc), attempt, self.retries, delay)
                 await sleep(delay)
                 try:
                     await run_in_thread(store.reconnect)
@@ -171,13 +181,13 @@ class StorePipeline:
             for name in ("inserted", "updated", "unchanged"):
                 self.stats.inc(f"rows_{name}", client, getattr(result, name))
 
-    def _spool(self, batch: list[Item], exc: BaseException) -> None:
-        path = append_spool(self.spool_dir, self.run_id, batch)
+    async def _spool(self, batch: list[Item], exc: BaseException) -> None:
+        path = await run_in_thread(append_spool, self.spool_dir, self.run_id, batch)
         for item in batch:
             self.stats.inc("rows_spooled", item.client_id)
         logger.error("Could not write a batch (%s: %s): %d records kept in %s; "
                      "replay them with: python -m adcrawler.replay %s",
-                     type(exc).__name__, _first_line(exc), len(batch), path, path)
+                     type(exc).__name__, first_line(exc), len(batch), path, path)
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
         if self.store is None:
@@ -207,20 +217,8 @@ class StorePipeline:
             try:
                 await run_in_thread(self.store.record_run, row)
             except self.store.transient as exc:
-                logger.error("Could not record the run of client %s: %s", client, _first_line(exc))
+                logger.error("Could not record the run of client %s: %s", client, first_line(exc))
         if self.journal is not None:
             self.journal.close()
         await run_in_thread(self.store.close)
 
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    import sqlite3
-
-    import psycopg2
-
-    return (sqlite3.OperationalError, psycopg2.OperationalError)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

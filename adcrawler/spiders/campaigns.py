@@ -140,6 +140,7 @@ class CampaignsSpider(scrapy.Spider):
         if page == 1 and _int(pagination.get("total"), None):
             self.run_stats.set("campaigns_expected", pagination["total"], client)
         seen = self.seen.setdefault(client, set())
+        done = self._done(client)
         fetched_at = _now()
         for record in records:
             try:
@@ -156,7 +157,7 @@ class CampaignsSpider(scrapy.Spider):
                 continue
             seen.add(campaign.campaign_id)
             self.run_stats.inc("campaigns_seen", client)
-            if campaign.campaign_id in self._done(client):
+            if campaign.campaign_id in done:
                 self.run_stats.inc("campaigns_resumed", client)  # stored before the interruption
                 continue
             yield self.sync_request(client, {**vars(campaign), "fetched_at": fetched_at})

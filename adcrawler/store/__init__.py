@@ -7,7 +7,7 @@ blocking: the pipeline runs it off the reactor thread.
 
 from __future__ import annotations
 
-from .base import BatchResult, Store, StoreError
+from .base import BatchResult, Store, StoreError, first_line
 
 
 def open_store(database_url: str | None, sqlite_path: str) -> Store:
@@ -23,4 +23,4 @@ def open_store(database_url: str | None, sqlite_path: str) -> Store:
     raise StoreError("DATABASE_URL must start with postgresql:// or sqlite:/// (or be unset for SQLite)")
 
 
-__all__ = ["BatchResult", "Store", "StoreError", "open_store"]
+__all__ = ["BatchResult", "Store", "StoreError", "first_line", "open_store"]

@@ -64,6 +64,12 @@ class StoreError(Exception):
     """The database cannot be used (bad URL, schema newer than this code...)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """A driver error's first line: the cause, without the query or connection details after it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @dataclass
 class BatchResult:
     inserted: int = 0

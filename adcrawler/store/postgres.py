@@ -7,7 +7,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from .base import Store, StoreError
+from .base import Store, StoreError, first_line
 
 
 class PostgresStore(Store):
@@ -22,7 +22,7 @@ class PostgresStore(Store):
             self.connect()
         except psycopg2.OperationalError as exc:
             # psycopg2's message can quote the DSN; keep only its first line, which does not.
-            raise StoreError(f"cannot connect to PostgreSQL: {str(exc).splitlines()[0]}") from None
+            raise StoreError(f"cannot connect to PostgreSQL: {first_line(exc)}") from None
 
     def connect(self) -> None:
         self.conn = psycopg2.connect(self.url, connect_timeout=10, application_name="adcrawler")

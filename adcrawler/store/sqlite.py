@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .base import Store
+from .base import Store, StoreError, first_line
 
 # SQLite limits the parameters of one statement; stay well below it.
 _MAX_PARAMS = 30_000
@@ -24,7 +24,10 @@ class SqliteStore(Store):
         super().__init__()
         self.path = path
         self._locks: dict[str, Any] = {}
-        self.connect()
+        try:
+            self.connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open SQLite database {path}: {first_line(exc)}") from None
 
     def connect(self) -> None:
         if self.path != ":memory:":
