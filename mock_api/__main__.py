@@ -39,11 +39,10 @@ async def serve(argv: list[str] | None = None) -> None:
     await site.start()
     host, port = sock.getsockname()[:2]
     print(f"http://{host}:{port}", flush=True)
+    faults = ", ".join(f"{name}={rate:g}" for name, rate in sorted(config.faults.items())) or "none"
     print(
         f"mock_api: time scale {config.time_scale}, rate {config.rate_limit}/{config.rate_window}s, "
-        f"faults list 503={config.list_503_rate} hang={config.list_hang_rate} "
-        f"sync 503={config.sync_503_rate} hang={config.sync_hang_rate}, "
-        f"{config.campaigns} campaigns/client, seed {config.seed}, quirks {config.quirks}, "
+        f"faults {faults}, {config.campaigns} campaigns/client, seed {config.seed}, quirks {config.quirks}, "
         f"accounts {', '.join(sorted(config.accounts))}",
         flush=True,
     )

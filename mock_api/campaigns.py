@@ -1,15 +1,20 @@
-"""Deterministic campaign data for the simulator.
+"""Campaign records as the simulator serves them.
 
-A campaign's identity, name, budget and creation date depend only on
-(client, number); its metrics grow each time it is served, as a live
-campaign's do. Optional hostile names and malformed records exercise the
-crawler's encoding, injection and validation paths.
+Default mode: a campaign's identity, name, budget and creation date depend only
+on (client, number); its metrics grow each time it is served, as a live
+campaign's do. Knobs turn some campaigns into the records real platforms send:
+hostile names, numeric strings, unknown fields and statuses, implausible values,
+values no column can hold, and records that cannot be stored at all.
+
+Quirks mode: the inherited simulator's records exactly (see :func:`quirks_campaign`).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 HOSTILE_NAMES = [
     "Robert'); DROP TABLE campaigns;--",
@@ -21,16 +26,35 @@ HOSTILE_NAMES = [
     "Long " + "x" * 5000,
 ]
 
-# Each entry breaks one validation rule; the crawler must quarantine it.
+# Records that cannot be stored as a campaign: the crawler must quarantine each
+# one, with its reason, and keep the rest of the page.
 MALFORMED = [
-    ("negative clicks", {"clicks": -5}),
-    ("clicks above impressions", {"clicks": 10**9}),
+    ("bad id", {"id": "campaign_; DROP"}),
+    ("missing id", {"id": None}),
+    ("not an object", None),
     ("non-numeric budget", {"budget": "lots"}),
     ("unparsable created_at", {"created_at": "yesterday-ish"}),
-    ("unknown status", {"status": "exploded"}),
-    ("bad id", {"id": "campaign_; DROP"}),
     ("missing name", {"name": None}),
+    ("fractional clicks", {"clicks": 12.5}),
+    ("NUL in the name", {"name": "Bad\u0000name"}),
 ]
+# Values no column can hold (64-bit integers, NUMERIC(16, 2)): quarantined too.
+OUT_OF_RANGE = [
+    ("budget 1e30", {"budget": 1e30}),
+    ("impressions 10^20", {"impressions": 10**20}),
+    ("budget 10^15", {"budget": 10**15}),
+    ("conversions -10^19", {"conversions": -(10**19)}),
+]
+# Storable but implausible: stored with a data-quality flag, never rejected.
+IMPLAUSIBLE = [
+    ("clicks above impressions", lambda c: {"clicks": c["impressions"] + 10}),
+    ("conversions above clicks", lambda c: {"conversions": c["clicks"] + 1}),
+    ("negative clicks", lambda c: {"clicks": -5}),
+    ("negative budget", lambda c: {"budget": -100.0}),
+]
+UNKNOWN_STATUSES = ["learning", "PAUSED_BY_POLICY", "in_review"]
+EXTRA_FIELDS = {"objective": "CONVERSIONS", "labels": ["q4", "brand"],
+                "bid_strategy": {"type": "target_cpa", "amount": "12.50"}}
 
 _EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -64,7 +88,62 @@ def make_campaign(client: str, n: int, served: int, hostile: int) -> dict:
     return campaign
 
 
-def corrupt(campaign: dict, k: int) -> dict:
-    """Break rule ``k`` of :data:`MALFORMED` in a copy of ``campaign``."""
-    _, change = MALFORMED[k % len(MALFORMED)]
-    return {**campaign, **change}
+def as_numeric_strings(campaign: dict) -> dict:
+    """The numbers sent as strings, as several real ad APIs do (``"1072"``, ``"120.5"``)."""
+    out = dict(campaign)
+    for name in ("budget", "impressions", "clicks", "conversions"):
+        if isinstance(out.get(name), (int, float)):
+            out[name] = str(out[name])
+    return out
+
+
+def apply_block(campaign: dict, block: str, k: int) -> Any:
+    """Campaign turned into kind ``k`` of a block: malformed, out_of_range,
+    implausible or unknown_status. May return something that is not a dict."""
+    if block == "malformed":
+        _, change = MALFORMED[k % len(MALFORMED)]
+        if change is None:
+            return campaign["id"]  # a bare string where an object belongs
+        out = {**campaign, **change}
+        return {name: value for name, value in out.items() if not (name == "id" and value is None)}
+    if block == "out_of_range":
+        return {**campaign, **OUT_OF_RANGE[k % len(OUT_OF_RANGE)][1]}
+    if block == "implausible":
+        return {**campaign, **IMPLAUSIBLE[k % len(IMPLAUSIBLE)][1](campaign)}
+    if block == "unknown_status":
+        return {**campaign, "status": UNKNOWN_STATUSES[k % len(UNKNOWN_STATUSES)]}
+    raise ValueError(block)
+
+
+def quirks_campaign(n: int, rng: random.Random) -> dict:
+    """Campaign ``n`` as the inherited simulator serves it, on any page: metrics
+    drawn independently on every call, so clicks above impressions and
+    conversions above clicks happen about a fifth of the time."""
+    return {
+        "id": campaign_id(n),
+        "name": f"Campaign {n}",
+        "status": "active",
+        "budget": 1000 + n * 100,
+        "impressions": rng.randrange(10_000),
+        "clicks": rng.randrange(500),
+        "conversions": rng.randrange(50),
+        "created_at": _js_iso(time.time() - n * 86_400),
+    }
+
+
+def _js_iso(ts: float) -> str:
+    """``new Date(ms).toISOString()``: milliseconds and a Z."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def js_parse_int(text: str | None) -> int:
+    """JavaScript's ``parseInt(text) || 0``: the leading integer, or 0."""
+    text = (text or "").strip()
+    sign, digits = 1, ""
+    if text and text[0] in "+-":
+        sign, text = (-1 if text[0] == "-" else 1), text[1:]
+    for ch in text:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return sign * int(digits) if digits else 0

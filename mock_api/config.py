@@ -3,6 +3,17 @@
 Every knob is a command-line flag and an environment variable ``MOCK_API_<NAME>``
 (the flag wins). Durations are given in the platform's real seconds and multiplied
 by ``time_scale`` when served, so tests run the real protocol faster.
+
+Faults: every endpoint (``auth``, ``list``, ``sync``) can answer each fault at its
+own rate, ``--<endpoint>-<fault>-rate``:
+
+- ``503``: 503 JSON (with ``Retry-After`` when ``--fault-retry-after`` is set);
+- ``429``: 429 JSON with ``Retry-After`` and ``retry_after``, whatever the budget;
+- ``401``: on ``/auth/token`` good credentials are refused; on ``/api/*`` the
+  presented token is revoked and refused;
+- ``garbage``: 200 with an HTML body;
+- ``reset``: the connection is dropped without an answer;
+- ``hang``: no answer for ``--hang-seconds``.
 """
 
 from __future__ import annotations
@@ -13,6 +24,18 @@ import sys
 from dataclasses import dataclass, field
 
 DEMO_ACCOUNTS = "admin@mixoads.com:SuperSecret123!"
+ENDPOINTS = ("auth", "list", "sync")
+FAULTS = ("503", "429", "401", "garbage", "reset", "hang")
+# The default profile: every endpoint fails sometimes, the token endpoint included.
+DEFAULT_FAULTS = {
+    "auth_503": 0.1, "auth_429": 0.05, "auth_hang": 0.05,
+    "list_503": 0.2, "list_hang": 0.1,
+    "sync_503": 0.2, "sync_hang": 0.1,
+}
+
+
+def fault_knob(endpoint: str, fault: str) -> str:
+    return f"{endpoint}_{fault}_rate"
 
 
 @dataclass
@@ -23,11 +46,8 @@ class MockConfig:
     rate_limit: int = 10
     rate_window: float = 60.0
     retry_after: float = 60.0
-    list_503_rate: float = 0.2
-    list_hang_rate: float = 0.1
-    sync_503_rate: float = 0.2
-    sync_hang_rate: float = 0.1
-    list_garbage_rate: float = 0.0
+    fault_retry_after: float = 0.0
+    faults: dict[str, float] = field(default_factory=dict)  # "<endpoint>_<fault>" -> probability
     hang_seconds: float = 3600.0
     sync_delay: float = 2.0
     token_lifetime: float = 3600.0
@@ -36,6 +56,13 @@ class MockConfig:
     max_page_size: int = 100
     hostile_names: int = 0
     malformed: int = 0
+    implausible: int = 0
+    out_of_range: int = 0
+    unknown_statuses: int = 0
+    numeric_strings: float = 0.0
+    unknown_fields: bool = False
+    ignore_page: bool = False
+    gzip: bool = False
     seed: int | None = None
     quirks: bool = False
     accounts: dict[str, str] = field(default_factory=dict)
@@ -43,9 +70,16 @@ class MockConfig:
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
 
+    def fault(self, endpoint: str, fault: str) -> float:
+        return self.faults.get(f"{endpoint}_{fault}", 0.0)
+
 
 def _env(name: str, default: object) -> object:
     return os.environ.get(f"MOCK_API_{name.upper()}", default)
+
+
+def _flag(name: str) -> bool:
+    return str(_env(name, "")).lower() in ("1", "true", "yes")
 
 
 def _accounts(text: str) -> dict[str, str]:
@@ -75,6 +109,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mock_api",
@@ -96,15 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
       help="rolling window in seconds (default %(default)s)")
     a("--retry-after", type=float, default=_env("retry_after", d.retry_after),
       help="seconds a 429 asks the client to wait (default %(default)s)")
-    for endpoint in ("list", "sync"):
-        a(f"--{endpoint}-503-rate", type=_probability,
-          default=_env(f"{endpoint}_503_rate", getattr(d, f"{endpoint}_503_rate")),
-          help=f"probability that a {endpoint} call answers 503 (default %(default)s)")
-        a(f"--{endpoint}-hang-rate", type=_probability,
-          default=_env(f"{endpoint}_hang_rate", getattr(d, f"{endpoint}_hang_rate")),
-          help=f"probability that a {endpoint} call never answers (default %(default)s)")
-    a("--list-garbage-rate", type=_probability, default=_env("list_garbage_rate", d.list_garbage_rate),
-      help="probability that a list call answers 200 with a body that is not JSON (default %(default)s)")
+    a("--fault-retry-after", type=float, default=_env("fault_retry_after", d.fault_retry_after),
+      help="Retry-After seconds sent with injected 503s (0 = none; default %(default)s)")
+    a("--quiet", action="store_true", default=_flag("quiet"),
+      help="no injected faults unless a fault rate is given explicitly")
+    for endpoint in ENDPOINTS:
+        for fault in FAULTS:
+            knob = fault_knob(endpoint, fault)
+            a(f"--{knob.replace('_', '-')}", type=_probability, default=_env(knob, None),
+              help=f"probability that a {endpoint} call answers {fault} "
+                   f"(default {DEFAULT_FAULTS.get(f'{endpoint}_{fault}', 0.0)})")
     a("--hang-seconds", type=_positive, default=_env("hang_seconds", d.hang_seconds),
       help="how long a hanging request is held, unscaled (default %(default)s)")
     a("--sync-delay", type=float, default=_env("sync_delay", d.sync_delay),
@@ -113,49 +155,67 @@ def build_parser() -> argparse.ArgumentParser:
       help="token lifetime in seconds (default %(default)s)")
     a("--token-early-expiry", type=float, default=_env("token_early_expiry", d.token_early_expiry),
       help="tokens really expire this many seconds before the expires_in they announce (default %(default)s)")
-    a("--campaigns", type=int, default=_env("campaigns", d.campaigns),
+    a("--campaigns", type=_count, default=_env("campaigns", d.campaigns),
       help="campaigns per client (default %(default)s)")
     a("--max-page-size", type=int, default=_env("max_page_size", d.max_page_size),
       help="largest accepted limit (default %(default)s)")
-    a("--hostile-names", type=int, default=_env("hostile_names", d.hostile_names),
+    a("--hostile-names", type=_count, default=_env("hostile_names", d.hostile_names),
       help="give this many campaigns names with quotes, SQL, emoji, long strings (default %(default)s)")
-    a("--malformed", type=int, default=_env("malformed", d.malformed),
-      help="serve this many campaigns per client with invalid fields (default %(default)s)")
+    a("--malformed", type=_count, default=_env("malformed", d.malformed),
+      help="serve this many records per client that cannot be stored: bad or missing id, not an "
+           "object, wrong types, NUL in a name (default %(default)s)")
+    a("--out-of-range", type=_count, default=_env("out_of_range", d.out_of_range),
+      help="serve this many campaigns per client with values no column can hold (default %(default)s)")
+    a("--implausible", type=_count, default=_env("implausible", d.implausible),
+      help="serve this many campaigns per client with implausible but storable values: clicks above "
+           "impressions, negative counts (default %(default)s)")
+    a("--unknown-statuses", type=_count, default=_env("unknown_statuses", d.unknown_statuses),
+      help="serve this many campaigns per client with statuses outside the documented set (default %(default)s)")
+    a("--numeric-strings", type=_probability, default=_env("numeric_strings", d.numeric_strings),
+      help="fraction of campaigns whose numbers are sent as numeric strings (default %(default)s)")
+    a("--unknown-fields", action="store_true", default=_flag("unknown_fields"),
+      help="add fields the contract does not name to every campaign")
+    a("--ignore-page", action="store_true", default=_flag("ignore_page"),
+      help="answer every page with the first one and has_more true")
+    a("--gzip", action="store_true", default=_flag("gzip"),
+      help="gzip every JSON answer when the client accepts it")
     a("--seed", type=int, default=_env("seed", None),
       help="random seed: same seed and same requests give the same faults")
-    a("--quirks", action="store_true", default=str(_env("quirks", "")).lower() in ("1", "true", "yes"),
-      help="behave like the inherited simulator: retry_after only in the body, tokens not "
-           "validated, unbounded limit, has_more = page < 10, every 5th list call 503, no other faults")
+    a("--quirks", action="store_true", default=_flag("quirks"),
+      help="behave exactly like the inherited simulator: see README (fault rates default to 0; "
+           "explicit ones still apply)")
     a("--accounts", type=_accounts, default=_env("accounts", DEMO_ACCOUNTS),
       help="accepted credentials as email:password[,...]; prefer the environment "
            "variable so passwords stay out of the process list (default: the demo account)")
     return p
 
 
-FAULT_KNOBS = ("list_503_rate", "list_hang_rate", "sync_503_rate", "sync_hang_rate")
-
-
 def parse_config(argv: list[str] | None = None) -> MockConfig:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
-    values = vars(args)
+    values = vars(parser.parse_args(argv))
     if isinstance(values["accounts"], str):
         values["accounts"] = _accounts(values["accounts"])
-    for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed"):
+    for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed",
+                 "out_of_range", "implausible", "unknown_statuses"):
         values[name] = int(values[name])
-    for name in ("time_scale", "rate_window", "retry_after", "hang_seconds", "sync_delay",
-                 "token_lifetime", "token_early_expiry", "list_garbage_rate", *FAULT_KNOBS):
+    for name in ("time_scale", "rate_window", "retry_after", "fault_retry_after", "hang_seconds", "sync_delay",
+                 "token_lifetime", "token_early_expiry", "numeric_strings"):
         values[name] = float(values[name])
     if values["seed"] is not None:
         values["seed"] = int(values["seed"])
-    if values["quirks"]:
-        # The inherited simulator failed only list calls, deterministically; a fault
-        # knob given explicitly (flag or environment) still applies.
-        flags = {arg.split("=")[0] for arg in argv}
-        explicit = {k for k in FAULT_KNOBS
-                    if f"--{k.replace('_', '-')}" in flags or f"MOCK_API_{k.upper()}" in os.environ}
-        for knob in FAULT_KNOBS:
-            if knob not in explicit:
-                values[knob] = 0.0
-    return MockConfig(**values)
+    # An explicit rate always applies; otherwise the default profile, unless
+    # --quiet or --quirks (the inherited simulator injected no random faults).
+    profile = {} if values.pop("quiet") or values["quirks"] else DEFAULT_FAULTS
+    faults = {}
+    for endpoint in ENDPOINTS:
+        for fault in FAULTS:
+            given = values.pop(fault_knob(endpoint, fault))
+            rate = float(given) if given is not None else profile.get(f"{endpoint}_{fault}", 0.0)
+            if rate:
+                faults[f"{endpoint}_{fault}"] = rate
+    for endpoint in ENDPOINTS:
+        total = sum(rate for name, rate in faults.items() if name.startswith(endpoint + "_"))
+        if total > 1.0:
+            parser.error(f"the {endpoint} fault rates add up to {total:g}, more than 1")
+    return MockConfig(faults=faults, **values)

@@ -3,7 +3,15 @@
 Order of checks on every ``/api/*`` call, as on the platform: bearer token,
 then the per-client rolling rate limit (a request counts once admitted, even if
 it then fails or hangs), then the injected faults, then the endpoint itself.
-``/__mock__/stats`` and ``/__mock__/reset`` exist for tests only.
+``/auth/token`` is not rate limited but has faults of its own.
+``/__mock__/*`` exists for tests only.
+
+With ``quirks`` the application is the inherited Express simulator, fact for
+fact: any bearer token is accepted until an hour after the last token was
+issued (one clock for everyone), a 429 carries ``retry_after`` in the body only,
+``limit`` is not capped, ``has_more`` is ``page < 10``, a page past the end is
+filled with invented campaigns, sync accepts any id, and one counter over all
+list calls makes every 10th call hang and every other 5th call answer 503.
 """
 
 from __future__ import annotations
@@ -17,13 +25,16 @@ import secrets
 import time
 from collections import defaultdict, deque
 from datetime import datetime, timezone
+from typing import Any
 
 from aiohttp import web
 
-from .campaigns import make_campaign, corrupt
-from .config import MockConfig
+from .campaigns import (EXTRA_FIELDS, apply_block, as_numeric_strings, js_parse_int, make_campaign,
+                        quirks_campaign)
+from .config import FAULTS, MockConfig
 
 CAMPAIGN_PATH = re.compile(r"^campaign_([1-9][0-9]{0,8})$")
+QUIRKS_MAX_LIMIT = 10_000  # the inherited server had none; this keeps a typo from eating the memory
 
 
 def _iso(ts: float) -> str:
@@ -49,8 +60,11 @@ class MockState:
 
     def reset(self) -> None:
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (email, issued monotonic)
+        self.revoked: set[str] = set()
+        self.last_issued = time.monotonic()  # quirks: one token clock for everyone
         self.windows: dict[str, deque[float]] = defaultdict(deque)
         self.served: dict[tuple[str, int], int] = defaultdict(int)
+        self.served_ids: dict[str, set[str]] = defaultdict(set)
         self.rngs: dict[tuple[str, str], random.Random] = {}
         self.list_calls = 0
         self.in_flight = 0
@@ -62,13 +76,13 @@ class MockState:
         self.auth_failures = 0
         self.syncs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
-    def rng(self, client: str, endpoint: str) -> random.Random:
-        """One generator per (client, endpoint), so that with a seed the fault
+    def rng(self, client: str, purpose: str) -> random.Random:
+        """One generator per (client, purpose), so that with a seed the fault
         sequence of each client does not depend on how clients interleave."""
-        key = (client, endpoint)
+        key = (client, purpose)
         if key not in self.rngs:
             seed = self.config.seed
-            self.rngs[key] = random.Random(None if seed is None else f"{seed}:{client}:{endpoint}")
+            self.rngs[key] = random.Random(None if seed is None else f"{seed}:{client}:{purpose}")
         return self.rngs[key]
 
     def count(self, client: str, endpoint: str, status: int | str) -> None:
@@ -85,8 +99,11 @@ class MockState:
             "tokens_issued": self.tokens_issued,
             # Test-only: lets tests prove no token leaked into any output.
             "tokens": sorted(self.tokens),
+            "revoked": len(self.revoked),
             "auth_failures": self.auth_failures,
             "syncs": {c: dict(ids) for c, ids in self.syncs.items()},
+            # Distinct campaign ids served per client (invented ones included).
+            "served": {c: sorted(ids) for c, ids in self.served_ids.items()},
         }
 
 
@@ -108,9 +125,12 @@ class MockApi:
         state.in_flight += 1
         state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
         try:
-            return await handler(request)
+            response = await handler(request)
         finally:
             state.in_flight -= 1
+        if self.config.gzip and isinstance(response, web.Response) and response.content_type == "application/json":
+            response.enable_compression()  # gzip or deflate, as the client's Accept-Encoding allows
+        return response
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.track])
@@ -120,12 +140,61 @@ class MockApi:
         app.router.add_get("/health", self.health)
         app.router.add_get("/__mock__/stats", self.stats)
         app.router.add_post("/__mock__/reset", self.reset)
+        app.router.add_post("/__mock__/revoke", self.revoke)
         app.router.add_get("/__mock__/config", self.show_config)
         return app
 
+    # -- faults -----------------------------------------------------------
+    async def _fault(self, request: web.Request, client: str, endpoint: str) -> web.StreamResponse | None:
+        """Draw this call's injected fault, if any; None means no fault."""
+        cfg = self.config
+        rates = [(fault, cfg.fault(endpoint, fault)) for fault in FAULTS]
+        if not any(rate for _, rate in rates):
+            return None
+        draw = self.state.rng(client, endpoint).random()
+        for fault, rate in rates:
+            if draw < rate:
+                break
+            draw -= rate
+        else:
+            return None
+        self.state.count(client, endpoint, fault)
+        if fault == "503":
+            headers = {"Retry-After": str(_number(cfg.scaled(cfg.fault_retry_after)))} \
+                if cfg.fault_retry_after else None
+            return _error(503, "Service temporarily unavailable", "Please retry later", headers=headers)
+        if fault == "429":
+            return self._too_many()
+        if fault == "401":
+            if endpoint == "auth":
+                return _error(401, "Unauthorized", "Invalid credentials")
+            _, _, token = request.headers.get("Authorization", "").partition(" ")
+            self.state.revoked.add(token)
+            return _error(401, "Unauthorized", "Token revoked")
+        if fault == "garbage":
+            return web.Response(text="<html><body>Bad gateway</body></html>", content_type="text/html")
+        if fault == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # nothing more to send on a dropped connection
+        await asyncio.sleep(cfg.hang_seconds)  # hang
+        return _error(504, "Gateway timeout", "The request hung")
+
+    def _too_many(self) -> web.Response:
+        cfg = self.config
+        wait = _number(cfg.scaled(cfg.retry_after))
+        if cfg.quirks:
+            return _error(429, "Rate limit exceeded", f"Too many requests. Limit: {cfg.rate_limit} per minute",
+                          retry_after=wait)
+        return _error(429, "Rate limit exceeded", f"Too many requests: {cfg.rate_limit} per {_number(cfg.rate_window)}s",
+                      headers={"Retry-After": str(wait)}, retry_after=wait)
+
     # -- auth -----------------------------------------------------------
-    async def auth_token(self, request: web.Request) -> web.Response:
+    async def auth_token(self, request: web.Request) -> web.StreamResponse:
         client = _client(request)
+        fault = await self._fault(request, client, "auth")
+        if fault is not None:
+            return fault
         header = request.headers.get("Authorization", "")
         scheme, _, encoded = header.partition(" ")
         failure = None
@@ -143,9 +212,15 @@ class MockApi:
         if failure:
             self.state.auth_failures += 1
             self.state.count(client, "auth", 401)
+            if self.config.quirks:
+                if failure == "Invalid credentials":
+                    return _error(401, "Invalid credentials", "Email or password is incorrect")
+                return _error(401, "Unauthorized", "Missing or invalid Authorization header. Expected: Basic <base64>")
             return _error(401, "Unauthorized", failure)
-        token = secrets.token_urlsafe(32)
-        self.state.tokens[token] = (email, time.monotonic())
+        now = time.monotonic()
+        token = f"mock_access_token_{int(time.time() * 1000)}" if self.config.quirks else secrets.token_urlsafe(32)
+        self.state.tokens[token] = (email, now)
+        self.state.last_issued = now
         self.state.tokens_issued += 1
         self.state.count(client, "auth", 200)
         return web.json_response({
@@ -156,15 +231,24 @@ class MockApi:
         })
 
     def _check_bearer(self, request: web.Request) -> web.Response | None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        cfg = self.config
+        header = request.headers.get("Authorization", "")
+        if cfg.quirks:
+            if not header.startswith("Bearer "):
+                return _error(401, "Unauthorized", "Missing or invalid Bearer token")
+            age = time.monotonic() - self.state.last_issued
+            lifetime = cfg.scaled(cfg.token_lifetime)
+            if age > lifetime:  # whatever the token: one clock for everyone
+                return _error(401, "Token expired", "Access token has expired. Please obtain a new token.",
+                              expired_at=_iso(time.time() - (age - lifetime)))
+            return None
+        scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return _error(401, "Unauthorized", "Bearer token required")
-        if self.config.quirks:
-            return None  # the inherited simulator accepted any bearer token
         issued = self.state.tokens.get(token)
-        if issued is None:
+        if issued is None or token in self.state.revoked:
             return _error(401, "Unauthorized", "Invalid token")
-        lifetime = self.config.scaled(self.config.token_lifetime - self.config.token_early_expiry)
+        lifetime = cfg.scaled(cfg.token_lifetime - cfg.token_early_expiry)
         age = time.monotonic() - issued[1]
         if age > lifetime:
             expired_at = time.time() - (age - lifetime)
@@ -178,11 +262,7 @@ class MockApi:
         while window and window[0] <= now - cfg.scaled(cfg.rate_window):
             window.popleft()
         if len(window) >= cfg.rate_limit:
-            wait = _number(cfg.scaled(cfg.retry_after))
-            headers = None if cfg.quirks else {"Retry-After": str(wait)}
-            return _error(429, "Rate limit exceeded",
-                          f"Too many requests: {cfg.rate_limit} per {_number(cfg.rate_window)}s",
-                          headers=headers, retry_after=wait)
+            return self._too_many()
         window.append(now)
         return None
 
@@ -193,24 +273,17 @@ class MockApi:
         if failure is not None:
             self.state.count(client, endpoint, failure.status)
             return failure
-        cfg = self.config
-        if cfg.quirks and endpoint == "list":
+        if self.config.quirks and endpoint == "list":
             self.state.list_calls += 1
+            if self.state.list_calls % 10 == 0:
+                self.state.count(client, endpoint, "hang")
+                await asyncio.sleep(self.config.hang_seconds)
+                return _error(504, "Gateway timeout", "The request hung")
             if self.state.list_calls % 5 == 0:
                 self.state.count(client, endpoint, 503)
-                return _error(503, "Service temporarily unavailable", "Please retry later")
-        p503 = getattr(cfg, f"{endpoint}_503_rate")
-        phang = getattr(cfg, f"{endpoint}_hang_rate")
-        if p503 or phang:
-            draw = self.state.rng(client, endpoint).random()
-            if draw < p503:
-                self.state.count(client, endpoint, 503)
-                return _error(503, "Service temporarily unavailable", "Please retry later")
-            if draw < p503 + phang:
-                self.state.count(client, endpoint, "hang")
-                await asyncio.sleep(cfg.hang_seconds)
-                return _error(504, "Gateway timeout", "The request hung")
-        return None
+                return _error(503, "Service temporarily unavailable",
+                              "The service is experiencing issues. Please retry after a short delay.")
+        return await self._fault(request, client, endpoint)
 
     # -- endpoints ------------------------------------------------------
     async def list_campaigns(self, request: web.Request) -> web.StreamResponse:
@@ -218,6 +291,8 @@ class MockApi:
         failure = await self._guard(request, "list")
         if failure is not None:
             return failure
+        if self.config.quirks:
+            return self._quirks_list(request, client)
         cfg = self.config
         try:
             page = int(request.query.get("page", "1"))
@@ -227,26 +302,54 @@ class MockApi:
         except ValueError:
             self.state.count(client, "list", 400)
             return _error(400, "Bad Request", "page and limit must be positive integers")
-        if not cfg.quirks:
-            limit = min(limit, cfg.max_page_size)
-        if cfg.list_garbage_rate and self.state.rng(client, "garbage").random() < cfg.list_garbage_rate:
-            self.state.count(client, "list", "garbage")
-            return web.Response(text="<html><body>Bad gateway</body></html>", content_type="text/html")
-        first = (page - 1) * limit + 1
-        last = min(cfg.campaigns, page * limit)
-        data = []
-        for n in range(first, last + 1):
-            campaign = make_campaign(client, n, self.state.served[client, n], cfg.hostile_names)
-            self.state.served[client, n] += 1
-            bad_index = n - (cfg.campaigns - cfg.malformed) - 1
-            if bad_index >= 0:
-                campaign = corrupt(campaign, bad_index)
-            data.append(campaign)
-        has_more = page < 10 if cfg.quirks else page * limit < cfg.campaigns
+        limit = min(limit, cfg.max_page_size)
+        served_page = 1 if cfg.ignore_page else page
+        first = (served_page - 1) * limit + 1
+        last = min(cfg.campaigns, served_page * limit)
+        data = [self._record(client, n) for n in range(first, last + 1)]
+        has_more = True if cfg.ignore_page else page * limit < cfg.campaigns
         self.state.count(client, "list", 200)
         return web.json_response({
             "data": data,
             "pagination": {"page": page, "limit": limit, "total": cfg.campaigns, "has_more": has_more},
+        })
+
+    def _record(self, client: str, n: int) -> Any:
+        cfg = self.config
+        record: Any = make_campaign(client, n, self.state.served[client, n], cfg.hostile_names)
+        self.state.served[client, n] += 1
+        if cfg.unknown_fields:
+            record.update(EXTRA_FIELDS)
+        if cfg.numeric_strings and random.Random(f"{client}:{n}:strings").random() < cfg.numeric_strings:
+            record = as_numeric_strings(record)
+        # Blocks of special campaigns, counted from the last one down.
+        edge = cfg.campaigns
+        for block, count in (("malformed", cfg.malformed), ("out_of_range", cfg.out_of_range),
+                             ("implausible", cfg.implausible), ("unknown_status", cfg.unknown_statuses)):
+            if edge - count < n <= edge:
+                record = apply_block(record, block, n - (edge - count) - 1)
+                break
+            edge -= count
+        self._served(client, record)
+        return record
+
+    def _served(self, client: str, record: Any) -> None:
+        if isinstance(record, dict) and isinstance(record.get("id"), (str, int)) \
+                and not isinstance(record.get("id"), bool):
+            self.state.served_ids[client].add(str(record["id"]))
+
+    def _quirks_list(self, request: web.Request, client: str) -> web.Response:
+        # parseInt(x) || default, as in the inherited server: no 400s.
+        page = js_parse_int(request.query.get("page")) or 1
+        limit = min(js_parse_int(request.query.get("limit")) or 10, QUIRKS_MAX_LIMIT)
+        rng = self.state.rng(client, "quirks-data")
+        data = [quirks_campaign((page - 1) * limit + i + 1, rng) for i in range(max(0, limit))]
+        for record in data:
+            self._served(client, record)
+        self.state.count(client, "list", 200)
+        return web.json_response({
+            "data": data,
+            "pagination": {"page": page, "limit": limit, "total": self.config.campaigns, "has_more": page < 10},
         })
 
     async def sync_campaign(self, request: web.Request) -> web.StreamResponse:
@@ -255,10 +358,11 @@ class MockApi:
         if failure is not None:
             return failure
         campaign_id = request.match_info["campaign_id"]
-        match = CAMPAIGN_PATH.match(campaign_id)
-        if not match or int(match.group(1)) > self.config.campaigns:
-            self.state.count(client, "sync", 404)
-            return _error(404, "Not Found", "Unknown campaign")
+        if not self.config.quirks:  # the inherited server synced any id, invented ones too
+            match = CAMPAIGN_PATH.match(campaign_id)
+            if not match or int(match.group(1)) > self.config.campaigns:
+                self.state.count(client, "sync", 404)
+                return _error(404, "Not Found", "Unknown campaign")
         await asyncio.sleep(self.config.scaled(self.config.sync_delay))
         self.state.count(client, "sync", 200)
         self.state.syncs[client][campaign_id] += 1
@@ -266,7 +370,8 @@ class MockApi:
             "success": True,
             "campaign_id": campaign_id,
             "synced_at": _iso(time.time()),
-            "message": f"Campaign {campaign_id} synced successfully",
+            "message": "Campaign data synced successfully" if self.config.quirks
+            else f"Campaign {campaign_id} synced successfully",
         })
 
     async def health(self, request: web.Request) -> web.Response:
@@ -281,6 +386,11 @@ class MockApi:
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
         return web.json_response({"reset": True})
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        """Revoke every token issued so far, as a platform does on a credential rotation."""
+        self.state.revoked.update(self.state.tokens)
+        return web.json_response({"revoked": len(self.state.revoked)})
 
     async def show_config(self, request: web.Request) -> web.Response:
         shown = dict(vars(self.config))

@@ -13,8 +13,7 @@ from mock_api.process import MockProcess
 PG_ADMIN_DSN = os.environ.get("ADCRAWLER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Faults off, fast clock: for tests about one behaviour at a time.
-QUIET = ("--time-scale", "0.01", "--list-503-rate", "0", "--list-hang-rate", "0",
-         "--sync-503-rate", "0", "--sync-hang-rate", "0")
+QUIET = ("--time-scale", "0.01", "--quiet")
 
 
 @pytest.fixture

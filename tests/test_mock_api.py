@@ -90,24 +90,68 @@ def test_eleventh_call_in_a_window_gets_one_429_with_retry_after(quiet_mock):
 
 
 def test_failed_and_hanging_requests_still_spend_budget(mock_factory):
-    server = mock_factory("--time-scale", "0.01", "--list-503-rate", "1", "--list-hang-rate", "0",
-                          "--sync-503-rate", "0", "--sync-hang-rate", "0")
+    server = mock_factory(*QUIET, "--list-503-rate", "1")
     tok = token(server.url)
     statuses = [call("GET", server.url + "/api/campaigns", bearer(tok)).status for _ in range(11)]
     assert statuses == [503] * 10 + [429]
 
 
+def _quirk_statuses(server: MockProcess, url: str, n: int, headers: dict) -> list:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(call("GET", url, headers, timeout=0.5))
+        except OSError:
+            out.append("hang")
+    return out
+
+
 def test_quirks_mode_reproduces_the_inherited_simulator(mock_factory):
-    server = mock_factory("--quirks", "--time-scale", "0.01")
-    tok = "anything-goes"  # tokens are not validated
-    url = server.url + "/api/campaigns"
-    replies = [call("GET", f"{url}?page=1&limit=1000", bearer(tok)) for _ in range(11)]
-    assert [r.status for r in replies] == [200, 200, 200, 200, 503, 200, 200, 200, 200, 503, 429]
+    server = mock_factory("--quirks", "--time-scale", "0.1")  # a 6 s window outlasts the hang below
+    headers = bearer("anything-goes")  # tokens are not validated
+    replies = _quirk_statuses(server, server.url + "/api/campaigns?page=1&limit=1000", 11, headers)
+    statuses = [r if r == "hang" else r.status for r in replies]
+    # One counter over list calls: every 10th hangs, every other 5th is a 503, then the budget is spent.
+    assert statuses == [200, 200, 200, 200, 503, 200, 200, 200, 200, "hang", 429]
     assert "Retry-After" not in replies[-1].headers
-    assert replies[-1].json()["retry_after"] == 0.6
+    assert replies[-1].json() == {"error": "Rate limit exceeded", "message": "Too many requests. Limit: 10 per minute",
+                                  "retry_after": 6}
     page = replies[0].json()
-    assert len(page["data"]) == 100  # limit unbounded
-    assert page["pagination"]["has_more"] is True  # page < 10, whatever the total
+    assert len(page["data"]) == 1000  # limit unbounded: 900 invented campaigns
+    assert page["data"][-1]["id"] == "campaign_1000"
+    assert page["pagination"] == {"page": 1, "limit": 1000, "total": 100, "has_more": True}
+    first = page["data"][0]
+    assert first["budget"] == 1100 and first["status"] == "active" and first["created_at"].endswith("Z")
+    # Metrics drawn independently: clicks above impressions happen.
+    records = [c for r in replies if r != "hang" and r.status == 200 for c in r.json()["data"]]
+    assert any(c["clicks"] > c["impressions"] or c["conversions"] > c["clicks"] for c in records)
+    assert all(0 <= c["impressions"] < 10000 and 0 <= c["clicks"] < 500 and 0 <= c["conversions"] < 50
+               for c in records)
+
+
+def test_quirks_pages_past_the_end_and_any_sync(mock_factory):
+    server = mock_factory("--quirks", "--time-scale", "0.01", "--rate-limit", "100")
+    headers = bearer("x", "acme")
+    past = call("GET", server.url + "/api/campaigns?page=11&limit=10", headers).json()
+    assert [c["id"] for c in past["data"]] == [f"campaign_{n}" for n in range(101, 111)]
+    assert past["pagination"]["has_more"] is False and past["pagination"]["total"] == 100
+    odd = call("GET", server.url + "/api/campaigns?page=abc&limit=zero", headers).json()
+    assert odd["pagination"]["page"] == 1 and len(odd["data"]) == 10  # parseInt(...) || default
+    synced = call("POST", server.url + "/api/campaigns/campaign_5000/sync", headers)
+    assert synced.status == 200 and synced.json()["campaign_id"] == "campaign_5000"
+    assert call("GET", server.url + "/api/campaigns", {}).status == 401  # a Bearer header is still needed
+    assert server.stats()["served"]["acme"][:2] == ["campaign_1", "campaign_10"]
+
+
+def test_quirks_token_clock_is_shared(mock_factory):
+    server = mock_factory("--quirks", "--time-scale", "0.0001")  # tokens live 0.36 s
+    url = server.url + "/api/campaigns"
+    assert call("GET", url, bearer("never-issued")).status == 200  # the clock starts with the server
+    time.sleep(0.5)
+    expired = call("GET", url, bearer("never-issued"))
+    assert expired.status == 401 and expired.json()["error"] == "Token expired"
+    token(server.url)  # any new token renews every token
+    assert call("GET", url, bearer("never-issued")).status == 200
 
 
 def test_limit_is_capped_and_has_more_follows_total(mock_factory):
@@ -167,22 +211,87 @@ def test_campaigns_are_deterministic_and_metrics_grow(quiet_mock):
     assert all(0 <= c["conversions"] <= c["clicks"] <= c["impressions"] for c in first + second)
 
 
-def test_hostile_names_and_malformed_records(mock_factory):
-    server = mock_factory(*QUIET, "--hostile-names", "7", "--malformed", "5")
+def test_hostile_names_and_special_records(mock_factory):
+    server = mock_factory(*QUIET, "--hostile-names", "7", "--malformed", "8", "--out-of-range", "4",
+                          "--implausible", "4", "--unknown-statuses", "3", "--unknown-fields")
     tok = token(server.url)
     data = call("GET", server.url + "/api/campaigns?limit=100", bearer(tok)).json()["data"]
     assert [c["name"] for c in data[:7]] == HOSTILE_NAMES
-    assert data[7]["name"] == "Campaign 8"
-    bad = data[95:]
-    assert [c["clicks"] for c in bad[:2]] == [-5, 10**9]
-    assert bad[2]["budget"] == "lots" and bad[3]["created_at"] == "yesterday-ish"
-    assert bad[4]["status"] == "exploded"
+    assert data[7]["name"] == "Campaign 8" and data[7]["objective"] == "CONVERSIONS"
+    statuses, implausible, out_of_range, malformed = data[81:84], data[84:88], data[88:92], data[92:]
+    assert [c["status"] for c in statuses] == ["learning", "PAUSED_BY_POLICY", "in_review"]
+    assert implausible[0]["clicks"] > implausible[0]["impressions"]
+    assert implausible[1]["conversions"] > implausible[1]["clicks"]
+    assert out_of_range[0]["budget"] == 1e30 and out_of_range[1]["impressions"] == 10**20
+    assert malformed[0]["id"] == "campaign_; DROP" and "id" not in malformed[1]
+    assert malformed[2] == "campaign_95"  # not an object
+    assert malformed[3]["budget"] == "lots" and malformed[7]["name"] == "Bad\x00name"
+    served = server.stats()["served"]["default"]
+    assert len(served) == 98 and "campaign_; DROP" in served  # the bare string and the id-less record have no id
+
+
+def test_numeric_strings_and_ignored_page(mock_factory):
+    server = mock_factory(*QUIET, "--numeric-strings", "1", "--ignore-page", "--max-page-size", "10")
+    tok = token(server.url)
+    pages = [call("GET", f"{server.url}/api/campaigns?page={p}&limit=10", bearer(tok)).json() for p in (1, 5)]
+    assert pages[0]["data"] == [{**c, "impressions": c["impressions"]} for c in pages[0]["data"]]
+    first = pages[0]["data"][0]
+    assert isinstance(first["impressions"], str) and first["impressions"].isdigit() and isinstance(first["budget"], str)
+    assert [c["id"] for c in pages[1]["data"]] == [c["id"] for c in pages[0]["data"]]  # page 5 is page 1 again
+    assert pages[1]["pagination"]["has_more"] is True and pages[1]["pagination"]["page"] == 5
 
 
 def test_list_garbage_is_not_json(mock_factory):
     server = mock_factory(*QUIET, "--list-garbage-rate", "1")
     reply = call("GET", server.url + "/api/campaigns", bearer(token(server.url)))
     assert reply.status == 200 and reply.body.startswith(b"<html>")
+
+
+def test_token_endpoint_fails_like_any_other(mock_factory):
+    auth = basic("admin@mixoads.com", PASSWORD)
+    for fault, expected in (("503", 503), ("429", 429), ("401", 401), ("garbage", 200)):
+        server = mock_factory(*QUIET, f"--auth-{fault}-rate", "1")
+        reply = call("POST", server.url + "/auth/token", auth)
+        assert reply.status == expected
+        assert server.stats()["tokens_issued"] == 0
+    assert call("POST", server.url + "/auth/token", auth).body.startswith(b"<html>")
+    reset = mock_factory(*QUIET, "--auth-reset-rate", "1")
+    with pytest.raises(OSError):
+        call("POST", reset.url + "/auth/token", auth)
+    # The default profile fails the token endpoint too, modestly.
+    default = mock_factory("--time-scale", "0.01", "--seed", "3")
+    statuses = []
+    for _ in range(200):
+        try:
+            statuses.append(call("POST", default.url + "/auth/token", auth, timeout=0.2).status)
+        except OSError:
+            statuses.append("hang")
+    assert 0.05 < statuses.count(503) / 200 < 0.16
+    assert statuses.count(429) > 0 and statuses.count("hang") > 0
+    assert statuses.count(200) > 150
+
+
+def test_revoked_tokens_are_refused(mock_factory):
+    server = mock_factory(*QUIET)
+    tok = token(server.url)
+    assert call("GET", server.url + "/api/campaigns", bearer(tok)).status == 200
+    call("POST", server.url + "/__mock__/revoke")
+    refused = call("GET", server.url + "/api/campaigns", bearer(tok))
+    assert refused.status == 401 and refused.json()["error"] == "Unauthorized"
+    assert call("GET", server.url + "/api/campaigns", bearer(token(server.url))).status == 200
+    flaky = mock_factory(*QUIET, "--sync-401-rate", "1")
+    tok = token(flaky.url)
+    assert call("POST", flaky.url + "/api/campaigns/campaign_1/sync", bearer(tok)).status == 401
+    assert call("GET", flaky.url + "/api/campaigns", bearer(tok)).status == 401  # revoked for good
+
+
+def test_gzip_answers_when_asked(mock_factory):
+    server = mock_factory(*QUIET, "--gzip", "--rate-limit", "1")
+    tok = token(server.url)
+    headers = {**bearer(tok), "Accept-Encoding": "gzip"}
+    assert call("GET", server.url + "/api/campaigns", headers).headers.get("Content-Encoding") == "gzip"
+    limited = call("GET", server.url + "/api/campaigns", headers)
+    assert limited.status == 429 and limited.headers.get("Content-Encoding") == "gzip"
 
 
 def _statuses(server: MockProcess, client: str, n: int) -> list[int | str]:
@@ -207,9 +316,7 @@ def test_same_seed_gives_same_faults(mock_factory):
 
 
 def test_fault_rates_follow_their_knobs(mock_factory):
-    server = mock_factory("--time-scale", "0.01", "--rate-limit", "10000", "--seed", "1",
-                          "--list-503-rate", "0.2", "--list-hang-rate", "0", "--sync-503-rate", "0",
-                          "--sync-hang-rate", "0")
+    server = mock_factory(*QUIET, "--rate-limit", "10000", "--seed", "1", "--list-503-rate", "0.2")
     statuses = _statuses(server, "acme", 400)
     assert 0.14 < statuses.count(503) / 400 < 0.26
     tok = token(server.url)
@@ -276,3 +383,6 @@ def test_bad_knob_is_refused_at_start():
     proc = subprocess.run([sys.executable, "-m", "mock_api", "--list-503-rate", "1.5"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "not a probability" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "mock_api", "--sync-503-rate", "0.7", "--sync-hang-rate", "0.7"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "sync fault rates add up to 1.4" in proc.stderr
