@@ -31,9 +31,10 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Any
 
-from decouple import Csv, config
+from decouple import config
 
 from adcrawler.clients import ClientConfigError, Registry
+from adcrawler.config import EXIT_CONFIG, ConfigError, environment_values, parse
 
 
 def rank(client: str, nodes: list[str]) -> list[str]:
@@ -125,20 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", default=None, help="comma-separated scrapyd URLs (ADCRAWLER_SCRAPYD_NODES)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, schedule nothing")
     args = parser.parse_args(argv)
-    urls = args.nodes.split(",") if args.nodes else config("ADCRAWLER_SCRAPYD_NODES",
-                                                          default="http://127.0.0.1:6800", cast=Csv())
+    env = environment_values()
+    try:
+        urls = parse("ADCRAWLER_SCRAPYD_NODES", args.nodes or env["ADCRAWLER_SCRAPYD_NODES"])
+        project = parse("ADCRAWLER_SCRAPYD_PROJECT", env["ADCRAWLER_SCRAPYD_PROJECT"])
+        registry = Registry.load(parse("ADCRAWLER_CLIENTS_FILE", env["ADCRAWLER_CLIENTS_FILE"]) or None)
+        clients = [c.slug for c in registry.select(args.clients)]
+    except (ConfigError, ClientConfigError) as exc:
+        print(f"dispatch: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     username = config("SCRAPYD_USERNAME", default="")
     password = config("SCRAPYD_PASSWORD", default="")
     if not username or not password:
         print("dispatch: set SCRAPYD_USERNAME and SCRAPYD_PASSWORD", file=sys.stderr)
-        return 2
-    try:
-        clients = [c.slug for c in Registry.load(config("ADCRAWLER_CLIENTS_FILE", default="")).select(args.clients)]
-    except ClientConfigError as exc:
-        print(f"dispatch: {exc}", file=sys.stderr)
-        return 2
-    nodes = {url.rstrip("/"): Scrapyd(url, username, password) for url in urls if url.strip()}
-    return dispatch(clients, nodes, config("ADCRAWLER_SCRAPYD_PROJECT", default="adcrawler"), args.dry_run)
+        return EXIT_CONFIG
+    nodes = {url: Scrapyd(url, username, password) for url in urls}
+    return dispatch(clients, nodes, project, args.dry_run)
 
 
 if __name__ == "__main__":

@@ -1,59 +1,78 @@
-"""Resuming an interrupted run from its job directory (Scrapy's ``JOBDIR``).
+"""The job directory (Scrapy's ``JOBDIR``): which run this is, and what is not committed yet.
 
-What a resumed run must know is what the interrupted one *stored*, so the job
-directory holds our own state, not Scrapy's request queue:
+It holds only two files of ours, both JSON:
 
-- ``adcrawler-run-id``: the run id, so the resumed run writes the same run;
+- ``adcrawler-run.json``: ``{"run_id", "state"}``, ``state`` being ``running``
+  until the run ends. A job directory whose run ended starts a new run; only
+  one whose run was interrupted (killed, or stopped with SIGTERM) resumes it,
+  with the same run id;
 - ``adcrawler-journal.jsonl``: every item the moment it reaches the pipeline,
-  until its batch is committed. A run killed with items still buffered
-  replays them into the database when it starts again.
+  until its batch is committed. A run killed with items still buffered stores
+  them when it resumes.
 
-On start the spider lists the campaigns again and skips those already stored as
-synced for this run. Scrapy's disk queue and persistent duplicate filter are
-turned off here: the queue would send again requests whose answers we already
-stored, and the filter would forget the requests that were in flight at the
-kill. What a kill can cost is bounded by the requests in flight at that moment,
-at most ``ADCRAWLER_RATE_LIMIT`` per client: their sync may reach the platform
-and be sent again on resume.
+A resumed run lists the campaigns again and skips those already stored as
+synced for this run. Nothing of Scrapy's is kept here (no request queue, no
+seen-requests file, no pickled spider state): the queue would send again
+requests whose answers were stored, and the seen-requests file would drop the
+requests that were in flight at the kill. What a kill can cost is bounded by
+the requests in flight at that moment, at most ``ADCRAWLER_RATE_LIMIT`` per
+client: their sync may reach the platform again on resume.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scrapy.core.scheduler import Scheduler
-from scrapy.dupefilters import RFPDupeFilter
-
+from adcrawler.files import open_private, private_dir, write_private
 from adcrawler.items import CampaignItem, RejectedRecord
 from adcrawler.spool import read_spool, write_entries
 
-RUN_ID_FILE = "adcrawler-run-id"
+RUN_FILE = "adcrawler-run.json"
 JOURNAL_FILE = "adcrawler-journal.jsonl"
 
 
-def run_id_for(jobdir: str | None) -> str:
-    """The run id stored in ``jobdir``, created on the first start."""
-    if not jobdir:
-        return uuid.uuid4().hex
-    path = Path(jobdir, RUN_ID_FILE)
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run_id = uuid.uuid4().hex
-    path.write_text(run_id)
-    return run_id
+@dataclass
+class JobState:
+    run_id: str
+    resumed: bool = False
+    path: Path | None = None  # None: no job directory
+
+    @classmethod
+    def load(cls, jobdir: str | None) -> "JobState":
+        """The run of ``jobdir``: the interrupted one, or a new one."""
+        if not jobdir:
+            return cls(uuid.uuid4().hex)
+        path = Path(jobdir, RUN_FILE)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        if data.get("state") == "running" and isinstance(data.get("run_id"), str):
+            return cls(data["run_id"], resumed=True, path=path)
+        state = cls(uuid.uuid4().hex, path=path)
+        state.save("running")
+        return state
+
+    def save(self, state: str) -> None:
+        if self.path is not None:
+            private_dir(self.path.parent)
+            write_private(self.path, json.dumps({"run_id": self.run_id, "state": state}))
+
+    def journal(self) -> "Journal | None":
+        return Journal(self.path.parent / JOURNAL_FILE, self.run_id) if self.path else None
 
 
 class Journal:
     """Items not yet committed, on disk, one JSON line each."""
 
-    def __init__(self, jobdir: str, run_id: str):
-        self.path = Path(jobdir, JOURNAL_FILE)
+    def __init__(self, path: Path, run_id: str):
+        self.path = path
         self.run_id = run_id
-        self._fh = None
+        self._fh: Any = None
 
     def pending(self) -> list[CampaignItem | RejectedRecord]:
         if not self.path.exists():
@@ -62,7 +81,7 @@ class Journal:
 
     def append(self, item: Any) -> None:
         if self._fh is None:
-            self._fh = self.path.open("a", encoding="utf-8")
+            self._fh = open_private(self.path, "a")
         write_entries(self._fh, self.run_id, [item])
         self._fh.flush()  # in the OS's hands: survives a killed process
 
@@ -70,27 +89,11 @@ class Journal:
         """Keep only ``items`` (those still waiting for a commit)."""
         self.close()
         tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
+        with open_private(tmp, "w") as fh:
             write_entries(fh, self.run_id, items)
-        os.replace(tmp, self.path)
+        tmp.replace(self.path)
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-class ResumeScheduler(Scheduler):
-    """Scrapy's scheduler, never persisting requests to the job directory."""
-
-    def _dqdir(self, jobdir: str | None) -> None:
-        return None
-
-
-class ResumeDupeFilter(RFPDupeFilter):
-    """The default duplicate filter, kept in memory even when JOBDIR is set."""
-
-    @classmethod
-    def from_crawler(cls, crawler: Any) -> "ResumeDupeFilter":
-        return cls(None, debug=crawler.settings.getbool("DUPEFILTER_DEBUG"),
-                   fingerprinter=crawler.request_fingerprinter)

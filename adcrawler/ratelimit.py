@@ -43,16 +43,17 @@ class RollingWindowBudget:
             self._finished.popleft()
 
     def wait_time(self) -> float:
-        """Seconds until one more request may be sent (0 = now)."""
+        """Seconds until one more request may be sent: 0 = now, ``math.inf`` =
+        not before a request in flight finishes (call :meth:`release` then)."""
         now = self.clock()
         self._expire(now)
         wait = max(0.0, self._paused_until - now)
         if self.in_flight + len(self._finished) < self.limit:
             return wait
         if not self._finished:
-            # Every place is held by a request still in flight: it frees a place
-            # only ``window`` after it finishes, so check again a bit later.
-            return max(wait, self.window / self.limit)
+            # Every place is held by a request still in flight: a place frees
+            # only ``window`` after one of them finishes.
+            return math.inf
         return max(wait, self._finished[0] + self.window - now)
 
     def acquire(self) -> None:
@@ -84,9 +85,10 @@ class RollingWindowBudget:
         return self.in_flight + len(self._finished)
 
 
-def lower_bound_seconds(requests: int, limit: int, window: float) -> float:
+def lower_bound_seconds(requests: int, limit: int, window: float, last_latency: float = 0.0) -> float:
     """Least wall time the platform's budget allows for ``requests`` requests of
-    one client: ``limit`` go at once, each later group of ``limit`` waits a window."""
+    one client: ``limit`` go at once, each later group of ``limit`` waits a
+    window, and the last one still takes ``last_latency`` to answer."""
     if requests <= 0:
         return 0.0
-    return (-(-requests // limit) - 1) * window
+    return (-(-requests // limit) - 1) * window + last_latency

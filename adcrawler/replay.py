@@ -1,31 +1,38 @@
 """Replay spool files into the database: ``python -m adcrawler.replay FILE [FILE...]``.
 
 A spool file holds the batches a run could not write while the database was
-down (see the store pipeline). Replaying upserts them with their original run
-id; it is idempotent, so a file replayed twice changes nothing the second time.
-A file fully replayed is renamed ``*.replayed``. The database is the one the
-crawler uses (``DATABASE_URL``, else the SQLite file). Exit status 0 on success.
+unreachable (see the store pipeline). Replaying upserts them with their original
+run id; it is idempotent, so a file replayed twice changes nothing the second
+time. A row the database refuses, or a line that cannot be read back, is
+quarantined with the reason and the rest loads. A file fully replayed is renamed
+``*.replayed``. The database is the one the crawler uses (``DATABASE_URL``, else
+the SQLite file). Exit status 0 when every file was replayed, 1 if the database
+could not be used (nothing is renamed after the failing file), 2 for bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from scrapy.utils.project import get_project_settings
 
+from adcrawler.config import ConfigError, value
+from adcrawler.files import PRIVATE_UMASK
 from adcrawler.spool import read_spool
 from adcrawler.store import BatchResult, StoreError, first_line, open_store
 
 BATCH = 500
 
 
-def replay(paths: list[Path], database_url: str, sqlite_path: str) -> BatchResult:
+def replay(paths: list[Path], database_url: str, sqlite_path: str) -> tuple[BatchResult, int]:
+    """Load ``paths``; returns what the upserts did and how many rows the database refused."""
     store = open_store(database_url, sqlite_path)
-    total = BatchResult()
+    total, refused = BatchResult(), 0
     try:
         store.migrate()
         for path in paths:
@@ -34,12 +41,17 @@ def replay(paths: list[Path], database_url: str, sqlite_path: str) -> BatchResul
                 by_run[run_id].append(item)
             for run_id, items in by_run.items():
                 for start in range(0, len(items), BATCH):
-                    for result in store.write_batch(run_id, items[start:start + BATCH]).values():
+                    written = store.write(run_id, items[start:start + BATCH])
+                    for result in written.clients.values():
                         total += result
+                    for item, reason in written.refused:
+                        refused += 1
+                        print(f"replay: quarantined {getattr(item, 'campaign_id', None)!r} of client "
+                              f"{item.client_id!r}: {reason}", file=sys.stderr)
             path.rename(path.with_name(path.name + ".replayed"))
     finally:
         store.close()
-    return total
+    return total, refused
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,13 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=Path, help="spool files (*.jsonl) to replay")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.umask(PRIVATE_UMASK)
     settings = get_project_settings()
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
         print(f"replay: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        total = replay(args.files, settings.get("DATABASE_URL"), settings.get("ADCRAWLER_SQLITE_PATH"))
+        database_url, sqlite_path = value(settings, "DATABASE_URL"), value(settings, "ADCRAWLER_SQLITE_PATH")
+    except ConfigError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    try:
+        total, refused = replay(args.files, database_url, sqlite_path)
     except StoreError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1
@@ -62,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{first_line(exc)}", file=sys.stderr)
         return 1
     print(f"replayed: {total.inserted} inserted, {total.updated} updated, {total.unchanged} unchanged, "
-          f"{total.rejected} quarantined records")
+          f"{total.rejected} quarantined records ({refused} refused by the database)")
     return 0
 
 

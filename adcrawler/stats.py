@@ -1,7 +1,8 @@
-"""Every ``adcrawler/...`` stat key is written here and nowhere else.
+"""Every ``adcrawler/...`` stat key is defined here.
 
 Each counter exists as a run total (``adcrawler/<name>``) and per client
-(``adcrawler/client/<client_id>/<name>``). The README lists every key.
+(``adcrawler/client/<client_id>/<name>``). The README's stats table is checked
+against :data:`COUNTERS` and :data:`FINAL` by the tests.
 """
 
 from __future__ import annotations
@@ -10,52 +11,57 @@ from typing import Any
 
 PREFIX = "adcrawler"
 
-# Counters (name -> meaning); the README table is generated from this list.
 COUNTERS = {
-    "campaigns_seen": "distinct valid campaigns listed",
-    "campaigns_synced": "campaigns whose sync call succeeded",
-    "campaigns_sync_failed": "campaigns whose sync call failed after all retries",
-    "campaigns_stored": "campaign rows written (inserted, updated or unchanged)",
+    "campaigns_seen": "distinct campaigns listed (quarantined records included), at most the announced total",
+    "campaigns_synced": "campaigns whose sync call succeeded (a quarantined campaign with a usable id included)",
+    "campaigns_sync_failed": "campaigns whose sync still failed after every pass",
+    "campaigns_recovered": "campaigns synced on a later pass after their retries had run out",
+    "campaigns_stored": "distinct campaign rows written (inserted, updated or unchanged)",
+    "campaigns_flagged": "campaigns stored with at least one data-quality flag",
+    "flags": "per flag (`flags/<flag>`): campaigns stored with that flag",
+    "campaigns_quarantined": "records kept in quarantine: refused by validation or by the database",
     "campaigns_resumed": "campaigns skipped because an interrupted attempt of this run stored them",
-    "campaigns_not_attempted": "campaigns not synced because the crawl was stopped (SIGTERM) first",
-    "campaigns_duplicate": "campaigns listed again on a later page (skipped)",
-    "records_rejected": "records that failed validation (quarantined)",
+    "campaigns_not_attempted": "campaigns listed but not synced because the crawl stopped first",
+    "campaigns_duplicate": "records listed again on another page (synced once)",
+    "campaigns_beyond_total": "records past the announced total (invented, or the list grew): not taken",
     "list_pages": "list pages parsed",
-    "list_failed": "list pages given up on (the client's list is incomplete)",
-    "auth_failed": "clients that could not authenticate (credentials refused, "
-                   "or the token endpoint down after all retries)",
+    "list_failed": "list pages given up on",
+    "sync_passes": "extra passes over failed syncs",
+    "auth_failed": "clients that could not authenticate",
     "requests_sent": "API requests sent (list and sync, retries included)",
-    "retries": "requests retried after a 5xx, timeout, connection error or bad page",
+    "responses": "answers received; per endpoint and status (`responses/<endpoint>_<status>`), retried ones included",
+    "retries": "API requests retried; per reason (`retries/<reason>`: `http_503`, `DownloadTimeoutError`, ...)",
     "responses_429": "429 answers received",
-    "rate_wait_seconds": "seconds requests waited for the rate budget",
-    "token_refreshes": "bearer tokens obtained (first one included)",
-    "token_expired": "401 Token expired answers received",
+    "rate_wait_seconds": "seconds requests waited in the scheduler for the rate budget, summed",
+    "token_refreshes": "bearer tokens obtained (the first one included)",
+    "token_rejected": "API answers that refused the bearer token (401)",
+    "token_retries": "token requests retried; per reason (`token_retries/<reason>`)",
     "rows_inserted": "campaign rows inserted",
     "rows_updated": "campaign rows updated",
     "rows_unchanged": "campaign rows already up to date (not rewritten)",
-    "db_batches": "batches written",
-    "db_retries": "batch writes retried after a database error",
-    "rows_spooled": "rows written to the spool file because the database was down",
+    "rows_quarantined": "rows the database refused (quarantined with its reason)",
+    "rows_spooled": "rows written to the spool file because the database was unreachable",
+    "db_batches": "batches committed",
+    "db_retries": "batch writes retried after the database was unreachable",
 }
-# Per client, ``responses/<endpoint>_<status>`` counts every answer the
-# downloader received (retried ones included); ``errors/<endpoint>_<exception>``
-# every request that got no answer (timeouts, refused connections).
-# Values set during or at the end of the run, per client.
 FINAL = {
-    "campaigns_expected": "campaigns the platform announced (the list's total)",
+    "run_id": "the run's id (total only)",
+    "campaigns_expected": "campaigns the platform announced (the list's `total`)",
+    "outcome": "`succeeded`, `partial`, `failed` or `skipped` (see Outcomes)",
+    "outcome_reasons": "why the outcome is not `succeeded`, as the last log line says it",
+    "auth_failure": "why the client could not authenticate",
+    "locked": "1 when another run held the client's lock (the client was skipped)",
     "rate_limit_effective": "the client's per-window limit after 429s lowered it (absent: never lowered)",
-    "outcome": "succeeded, partial or failed (see README)",
-    "elapsed_seconds": "seconds from the start of the run to the client's last campaign",
-    "lower_bound_seconds": "least time the rate limit allows for the requests sent",
+    "elapsed_seconds": "seconds from the start of the run to the client's last answer",
+    "last_latency_seconds": "latency of the client's last answer",
+    "lower_bound_seconds": "least time the rate limit allows for the requests sent: "
+                           "(⌈requests / limit⌉ − 1) × window + the last answer's latency",
+    "last_success_timestamp": "Unix time of the client's last successful run (from the database)",
 }
 
 
 def key(name: str, client: str | None = None) -> str:
     return f"{PREFIX}/client/{client}/{name}" if client else f"{PREFIX}/{name}"
-
-
-def reason_key(name: str, reason: str, client: str | None = None) -> str:
-    return key(f"{name}/{reason}", client)
 
 
 class RunStats:
@@ -86,16 +92,14 @@ class RunStats:
     def get(self, name: str, client: str | None = None, default: Any = 0) -> Any:
         return self.stats.get_value(key(name, client), default)
 
-    def outcome(self, client: str, complete: bool = True) -> str:
-        """succeeded: the whole list read, every campaign synced and stored;
-        failed: nothing usable (no auth, no list); partial: anything between.
-        ``complete`` is False when the run was cut short."""
-        g = lambda name: self.get(name, client)  # noqa: E731
-        seen = g("campaigns_seen")
-        if g("auth_failed") or (not seen and (g("list_failed") or not complete)):
-            return "failed"
-        done = seen - g("campaigns_resumed")
-        if (not complete or g("list_failed") or g("records_rejected") or g("rows_spooled")
-                or g("campaigns_synced") != done or g("campaigns_stored") != done):
-            return "partial"
-        return "succeeded"
+
+def client_stats(stats: dict[str, Any], client: str) -> dict[str, Any]:
+    """The ``adcrawler/client/<client>/...`` values of a stats dict, by name."""
+    head = key("", client)
+    return {name[len(head):]: v for name, v in stats.items() if name.startswith(head)}
+
+
+def clients_in(stats: dict[str, Any]) -> list[str]:
+    """Client ids that have stats."""
+    head = f"{PREFIX}/client/"
+    return sorted({name[len(head):].partition("/")[0] for name in stats if name.startswith(head)})

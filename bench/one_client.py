@@ -22,7 +22,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from adcrawler.runner import run_crawl
+from harness.runner import run_crawl
 from mock_api.process import MockProcess
 
 QUIET = ("--list-503-rate", "0", "--list-hang-rate", "0", "--sync-503-rate", "0", "--sync-hang-rate", "0")

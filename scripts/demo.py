@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import sys
 
-from adcrawler.runner import ROOT, run_crawl
+from harness.runner import ROOT, run_crawl
 from mock_api.process import MockProcess
 
 SCALE = 0.01

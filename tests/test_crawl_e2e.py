@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 
-from adcrawler.runner import DEMO_PASSWORD, run_crawl
+from harness.runner import DEMO_PASSWORD, run_crawl
 from mock_api.campaigns import HOSTILE_NAMES
 
 SCALE = "0.01"

@@ -6,7 +6,7 @@ import json
 import re
 
 from adcrawler.extensions.metrics import StatsMetrics
-from adcrawler.runner import ROOT
+from harness.runner import ROOT
 from adcrawler.stats import COUNTERS, FINAL
 
 README = (ROOT / "README.md").read_text()

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from adcrawler.runner import DEMO_PASSWORD, latest_stats, run_crawl, start_crawl
+from harness.runner import DEMO_PASSWORD, latest_stats, run_crawl, start_crawl
 from tests.db import Db
 
 SCALE = "0.01"

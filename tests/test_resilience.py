@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adcrawler.runner import ROOT, latest_stats, run_crawl, start_crawl
+from harness.runner import ROOT, latest_stats, run_crawl, start_crawl
 from tests.db import Db
 
 SCALE = "0.01"

@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from adcrawler.dispatch import assign, rank
-from adcrawler.runner import DEMO_EMAIL, DEMO_PASSWORD, ROOT
-from adcrawler.timescale import crawler_env
+from harness.runner import DEMO_EMAIL, DEMO_PASSWORD, ROOT
+from harness.timescale import crawler_env
 from tests.db import Db
 
 USER, PASSWORD = "ops", "node-secret-1"

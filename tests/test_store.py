@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from adcrawler.items import CampaignItem, RejectedRecord
-from adcrawler.runner import ROOT
+from harness.runner import ROOT
 from adcrawler.spool import append_spool
 from adcrawler.store import StoreError, open_store
 from adcrawler.store import schema

@@ -1,44 +1,123 @@
+"""Validation of platform records (with generated inputs), the client registry, redaction."""
+
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adcrawler.clients import Client, ClientConfigError, Registry
+from adcrawler.items import RejectedRecord
 from adcrawler.redaction import MARK, RedactingFilter, Secrets
-from adcrawler.validation import InvalidRecord, validate_campaign
-from mock_api.campaigns import MALFORMED, corrupt, make_campaign
+from adcrawler.validation import Campaign, InvalidRecord, record_key, validate_campaign
+from mock_api.campaigns import (IMPLAUSIBLE, MALFORMED, OUT_OF_RANGE, apply_block, as_numeric_strings,
+                                make_campaign, quirks_campaign)
 
 GOOD = make_campaign("acme", 1, 0, 0)
 
 
-def test_valid_campaign_is_typed():
+def test_valid_campaign_is_typed_and_keeps_the_raw_record():
     campaign = validate_campaign(GOOD)
     assert campaign.campaign_id == "campaign_1"
     assert isinstance(campaign.budget, Decimal)
     assert campaign.created_at.tzinfo is not None
+    assert json.loads(campaign.raw) == GOOD and campaign.quality_flags == ()
 
 
-@pytest.mark.parametrize("k", range(len(MALFORMED)))
-def test_every_malformed_kind_is_rejected_with_a_reason(k):
+def test_numeric_strings_and_integral_floats_are_converted_without_loss():
+    campaign = validate_campaign(as_numeric_strings(GOOD))
+    assert (campaign.impressions, campaign.budget) == (GOOD["impressions"], Decimal(str(GOOD["budget"])))
+    assert validate_campaign({**GOOD, "clicks": 12.0, "conversions": "7"}).clicks == 12
+    assert json.loads(validate_campaign(as_numeric_strings(GOOD)).raw)["impressions"] == str(GOOD["impressions"])
+
+
+def test_unknown_fields_and_statuses_are_kept():
+    record = {**GOOD, "status": "learning", "objective": "CONVERSIONS", "labels": ["q4"]}
+    campaign = validate_campaign(record)
+    assert campaign.status == "learning" and campaign.quality_flags == ("unknown_status",)
+    assert json.loads(campaign.raw)["labels"] == ["q4"]
+
+
+@pytest.mark.parametrize("k", range(len(IMPLAUSIBLE)))
+def test_implausible_values_are_stored_and_flagged(k):
+    campaign = validate_campaign(apply_block(GOOD, "implausible", k))
+    assert campaign.quality_flags
+
+
+def test_the_inherited_platforms_records_are_all_kept():
+    import random
+
+    rng = random.Random(1)
+    campaigns = [validate_campaign(quirks_campaign(n, rng)) for n in range(1, 1001)]
+    flagged = [c for c in campaigns if c.quality_flags]
+    assert 0 < len(flagged) < 200 and {f for c in flagged for f in c.quality_flags} <= {
+        "clicks_exceed_impressions", "conversions_exceed_clicks"}
+
+
+@pytest.mark.parametrize("block, k", [("malformed", k) for k in range(len(MALFORMED))]
+                         + [("out_of_range", k) for k in range(len(OUT_OF_RANGE))])
+def test_what_cannot_be_stored_is_quarantined_with_a_reason(block, k):
+    record = apply_block(GOOD, block, k)
     with pytest.raises(InvalidRecord) as err:
-        validate_campaign(corrupt(GOOD, k))
+        validate_campaign(record)
     assert str(err.value)
+    usable = isinstance(record, dict) and record.get("id") == "campaign_1"
+    assert (err.value.campaign_id == "campaign_1") == usable  # a usable id can still be synced
+    kept = RejectedRecord.of("acme", record, str(err.value), validate_campaign(GOOD).created_at)
+    assert json.loads(kept.payload) == json.loads(json.dumps(record, default=str))
 
 
 @pytest.mark.parametrize("change", [
-    {"impressions": True}, {"clicks": 1.5}, {"budget": float("nan")}, {"budget": -1},
-    {"created_at": "2024-01-01T00:00:00"}, {"name": "x\x00y"}, {"name": "   "},
-    {"conversions": 10**9},
+    {"impressions": True}, {"budget": float("nan")}, {"budget": 10**14}, {"budget": "-1e14"},
+    {"created_at": "2024-13-01"}, {"name": "x\ud800y"}, {"objective": "\x00"}, {"extra": [1.0, float("inf")]},
+    {"id": "x" * 129}, {"id": True}, {"name": ""},
 ])
-def test_more_bad_values(change):
+def test_more_values_that_cannot_be_stored(change):
     with pytest.raises(InvalidRecord):
         validate_campaign({**GOOD, **change})
 
 
-def test_non_object_record():
-    with pytest.raises(InvalidRecord):
-        validate_campaign(["campaign_1"])
+def test_a_naive_date_is_read_as_utc_and_flagged():
+    campaign = validate_campaign({**GOOD, "created_at": "2024-01-01T00:00:00"})
+    assert campaign.created_at.tzinfo is not None and "created_at_without_timezone" in campaign.quality_flags
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ("id", "name", "status", "budget", "impressions", "clicks", "conversions", "created_at")
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON)
+def test_any_json_value_gives_a_campaign_or_invalid_record(value):
+    try:
+        assert isinstance(validate_campaign(value), Campaign)
+    except InvalidRecord:
+        pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.fixed_dictionaries({name: JSON | st.just(GOOD[name]) for name in FIELDS}))
+def test_any_record_shaped_value_gives_a_campaign_or_invalid_record(record):
+    try:
+        campaign = validate_campaign(record)
+    except InvalidRecord as exc:
+        assert str(exc)
+        return
+    assert -(2**63) <= campaign.clicks < 2**63 and abs(campaign.budget) < 10**14
+    json.loads(campaign.raw)
+
+
+def test_record_identity():
+    assert record_key({"id": "campaign_1", "x": 1}) == record_key({"id": "campaign_1", "x": 2})
+    assert record_key("campaign_1") != record_key({"id": "campaign_1"})
+    assert record_key({"name": "no id"}) == record_key({"name": "no id"})
 
 
 def test_registry_maps_slugs_and_defaults(tmp_path):

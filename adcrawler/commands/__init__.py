@@ -1,1 +1,51 @@
-"""Project commands (override Scrapy's ``crawl`` to set the exit status)."""
+"""Project commands: ``crawl`` (checked settings, true exit status) and ``settings``.
+
+Both check every setting before anything starts: a bad value prints one line
+naming it and exits with status 2, and values given with ``-s`` under our
+names drive Scrapy's own settings too (see :mod:`adcrawler.config`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from scrapy.settings import BaseSettings
+
+from adcrawler import logs, redaction
+from adcrawler.config import EXIT_CONFIG, ConfigError, resolve
+from adcrawler.files import PRIVATE_UMASK
+
+logger = logging.getLogger("adcrawler")
+
+
+def prepare(settings: BaseSettings, log: bool = True) -> None:
+    """Check and resolve ``settings``, set up logging; exit 2 with one line on a bad value."""
+    try:
+        warnings = resolve(settings)
+    except ConfigError as exc:
+        fail(str(exc), settings)
+    _register_secrets(settings)
+    os.umask(PRIVATE_UMASK)  # data files we create are private to this user
+    if log:
+        logs.configure(settings)
+        for warning in warnings:
+            logger.warning("%s", warning)
+
+
+def fail(message: str, settings: BaseSettings | None = None) -> None:
+    print(logs.error_line(message, settings), file=sys.stderr, flush=True)
+    sys.exit(EXIT_CONFIG)
+
+
+def _register_secrets(settings: BaseSettings) -> None:
+    """A password inside DATABASE_URL must never reach a log line (Scrapy logs overridden settings)."""
+    from urllib.parse import urlsplit
+
+    url = settings.get("DATABASE_URL") or ""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    redaction.SECRETS.add(password)

@@ -1,8 +1,10 @@
-"""``scrapy crawl``, with an exit status that tells whether the sync succeeded.
+"""``scrapy crawl``, with checked settings and an exit status that tells the truth.
 
-Scrapy exits 0 whatever the spider did. This command exits 1 unless the spider
-finished normally and every client's outcome is ``succeeded`` (every campaign
-listed was synced and stored, nothing quarantined or spooled), and logs why.
+Before anything starts, every setting, the client registry and ``-a client=``
+are checked: a bad one prints one line naming it and exits 2. After the crawl,
+the exit status is 0 only when the spider finished normally and every client
+either succeeded or was skipped because another run holds it; otherwise 1. The
+last log line names each incomplete client's outcome and reasons.
 """
 
 from __future__ import annotations
@@ -13,12 +15,27 @@ import logging
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
-from adcrawler.stats import key
+from adcrawler.clients import ClientConfigError, Registry
+from adcrawler.config import value
+from adcrawler.outcome import Outcome, final_line
+from adcrawler.stats import client_stats, clients_in
+
+from . import fail, prepare
 
 logger = logging.getLogger("adcrawler.crawl")
 
 
 class Command(ScrapyCrawl):
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)
+        assert self.settings is not None
+        prepare(self.settings)
+        try:
+            registry = Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None)
+            registry.select(opts.spargs.get("client", ""))
+        except ClientConfigError as exc:
+            fail(str(exc), self.settings)
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
             raise UsageError("give exactly one spider name")
@@ -33,20 +50,13 @@ class Command(ScrapyCrawl):
 
 
 def exit_status(stats: dict) -> int:
-    """0 when the run finished and every client succeeded, else 1 (and log why)."""
-    reason = stats.get("finish_reason")
-    problems = []
-    if reason != "finished":
-        problems.append(f"spider closed with reason {reason!r}")
-    prefix = key("client") + "/"
-    outcomes = {name[len(prefix):-len("/outcome")]: value for name, value in stats.items()
-                if name.startswith(prefix) and name.endswith("/outcome")}
-    if not outcomes:
-        problems.append("no client outcome was recorded")
-    problems += [f"client {client}: {outcome}" for client, outcome in sorted(outcomes.items())
-                 if outcome != "succeeded"]
-    if problems:
-        logger.error("Sync incomplete: %s", "; ".join(problems))
-        return 1
-    logger.info("Sync complete: %d client(s) succeeded", len(outcomes))
-    return 0
+    """0 when the run finished and every client succeeded (or was skipped), else 1; logs the last line."""
+    outcomes = {}
+    for client in clients_in(stats):
+        values = client_stats(stats, client)
+        if "outcome" in values:
+            reasons = str(values.get("outcome_reasons") or "")
+            outcomes[client] = Outcome(values["outcome"], (reasons,) if reasons else ())
+    complete, line = final_line(outcomes, str(stats.get("finish_reason")))
+    (logger.info if complete else logger.error)("%s", line)
+    return 0 if complete else 1

@@ -1,14 +1,22 @@
 """Prometheus metrics per client, through prometheus-client with a private registry.
 
-The metrics are read from the run's stats at each scrape (one source of truth:
-what Prometheus sees is what the stats file says). Two ways out:
+The metrics are read from the run's stats at each collection (one source of
+truth: what Prometheus sees is what the stats file says). Two ways out:
 
 - pull: an HTTP endpoint on ``ADCRAWLER_METRICS_HOST:ADCRAWLER_METRICS_PORT``
   for long runs (port 0 = off; a busy port is a warning, not a crash);
-- push: at the end of the run, one group per client to the Pushgateway at
-  ``ADCRAWLER_PUSHGATEWAY_URL`` (empty = off), for scrapyd batch jobs. It uses
-  push-add, so ``adcrawler_last_success_timestamp_seconds`` from an earlier
-  successful run survives a failed one and staleness stays measurable.
+- push: at the end of the run, one group per client (``job``, ``client``) on
+  the Pushgateway at ``ADCRAWLER_PUSHGATEWAY_URL`` (empty = off), for scrapyd
+  batch jobs.
+
+Every series in :data:`METRICS` is in every push, zeros included, and a push
+*replaces* the client's group (HTTP PUT): nothing from an earlier run
+survives, so a run without 429s shows 0 where the last one had some. The time of
+the last successful run comes from the database, so it survives failed runs.
+Counters count one run: the pushed value is the last run's total, and
+dashboards and alerts read it as such (never ``increase()`` across runs).
+A client skipped because another run holds it pushes nothing: the group
+belongs to the run that is doing the work.
 
 Settings: ADCRAWLER_METRICS_HOST, ADCRAWLER_METRICS_PORT, ADCRAWLER_PUSHGATEWAY_URL,
 ADCRAWLER_PUSHGATEWAY_JOB.
@@ -18,141 +26,150 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, pushadd_to_gateway, start_http_server
+from prometheus_client import CollectorRegistry, push_to_gateway, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
-from adcrawler.settings_check import positive_int
-from adcrawler.stats import PREFIX
+from adcrawler.config import value
+from adcrawler.outcome import OUTCOMES
+from adcrawler.stats import client_stats, clients_in
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 
-# stat name -> (metric name, help, extra labels)
-CAMPAIGN_RESULTS = ("seen", "synced", "sync_failed", "stored", "resumed", "duplicate")
-COUNTERS = {
-    "requests_sent": ("adcrawler_requests_sent", "API requests sent, retries included", {}),
-    "responses_429": ("adcrawler_rate_limited", "429 answers received", {}),
-    "token_refreshes": ("adcrawler_token_refreshes", "Bearer tokens obtained", {}),
-    "token_expired": ("adcrawler_token_rejected", "401 answers to a bearer token", {}),
-    "rate_wait_seconds": ("adcrawler_rate_wait_seconds", "Seconds requests waited for the rate budget", {}),
-    "records_rejected": ("adcrawler_records_rejected", "Records quarantined by validation", {}),
-    "rows_spooled": ("adcrawler_rows_spooled", "Rows kept on disk because the database was down", {}),
-    **{f"rows_{op}": ("adcrawler_rows", "Campaign rows written, by operation", {"operation": op})
-       for op in ("inserted", "updated", "unchanged")},
-    **{f"campaigns_{r}": ("adcrawler_campaigns", "Campaigns by result", {"result": r}) for r in CAMPAIGN_RESULTS},
-}
-GAUGES = {
-    "campaigns_expected": ("adcrawler_campaigns_expected", "Campaigns the platform announced for the client"),
-    "rate_limit_effective": ("adcrawler_rate_limit_effective", "Per-window limit after 429s lowered it"),
-    "elapsed_seconds": ("adcrawler_run_duration_seconds", "Seconds the client's sync took in the last run"),
-    "lower_bound_seconds": ("adcrawler_run_lower_bound_seconds", "Least time the rate limit allowed"),
+CAMPAIGN_RESULTS = ("seen", "synced", "sync_failed", "recovered", "stored", "flagged", "quarantined", "resumed",
+                    "not_attempted", "duplicate", "beyond_total")
+ROW_OPERATIONS = ("inserted", "updated", "unchanged", "quarantined", "spooled")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # counters without the _total suffix
+    kind: str  # "counter" or "gauge"
+    doc: str
+    labels: tuple[str, ...] = ()  # besides client
+    values: tuple[str, ...] = ()  # fixed values of a single label; empty = whatever the stats hold
+
+
+METRICS = [
+    Metric("adcrawler_campaigns", "counter", "Campaigns of the last run, by result", ("result",), CAMPAIGN_RESULTS),
+    Metric("adcrawler_requests_sent", "counter", "API requests sent, retries included"),
+    Metric("adcrawler_responses", "counter", "Answers received, by endpoint and status", ("endpoint", "status")),
+    Metric("adcrawler_retries", "counter", "API requests retried, by reason", ("reason",)),
+    Metric("adcrawler_rate_limited", "counter", "429 answers received"),
+    Metric("adcrawler_rate_wait_seconds", "counter", "Seconds requests waited for the rate budget"),
+    Metric("adcrawler_token_refreshes", "counter", "Bearer tokens obtained"),
+    Metric("adcrawler_token_rejected", "counter", "API answers that refused the bearer token"),
+    Metric("adcrawler_token_retries", "counter", "Token requests retried"),
+    Metric("adcrawler_rows", "counter", "Campaign rows written, by operation", ("operation",), ROW_OPERATIONS),
+    Metric("adcrawler_campaigns_expected", "gauge", "Campaigns the platform announced"),
+    Metric("adcrawler_rate_limit_effective", "gauge", "Per-window limit in force (lowered after 429s)"),
+    Metric("adcrawler_run_duration_seconds", "gauge", "Seconds the client's sync took"),
+    Metric("adcrawler_run_lower_bound_seconds", "gauge", "Least time the rate limit allowed for the requests sent"),
+    Metric("adcrawler_run_outcome", "gauge", "1 for the outcome of the client's run, 0 for the others",
+           ("outcome",), OUTCOMES),
+    Metric("adcrawler_run_in_progress", "gauge", "1 while a run of the client is going on"),
+    Metric("adcrawler_run_start_timestamp_seconds", "gauge", "When the run started"),
+    Metric("adcrawler_run_end_timestamp_seconds", "gauge", "When the run ended (0 while it runs)"),
+    Metric("adcrawler_last_success_timestamp_seconds", "gauge",
+           "When the client's last successful run ended (0: never)"),
+]
+# Stat name behind each single-valued metric.
+_STAT = {
+    "adcrawler_requests_sent": "requests_sent", "adcrawler_rate_limited": "responses_429",
+    "adcrawler_rate_wait_seconds": "rate_wait_seconds", "adcrawler_token_refreshes": "token_refreshes",
+    "adcrawler_token_rejected": "token_rejected", "adcrawler_token_retries": "token_retries",
+    "adcrawler_campaigns_expected": "campaigns_expected", "adcrawler_run_duration_seconds": "elapsed_seconds",
+    "adcrawler_run_lower_bound_seconds": "lower_bound_seconds",
+    "adcrawler_last_success_timestamp_seconds": "last_success_timestamp",
 }
 
 
-def per_client(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``adcrawler/client/<id>/<name>`` keys, grouped by client id."""
-    out: dict[str, dict[str, Any]] = defaultdict(dict)
-    head = f"{PREFIX}/client/"
-    for key, value in stats.items():
-        if key.startswith(head):
-            client, _, name = key[len(head):].partition("/")
-            out[client][name] = value
-    return out
+def samples(metric: Metric, values: dict[str, Any], run: dict[str, float]) -> list[tuple[tuple[str, ...], float]]:
+    """(label values besides client, value) for one client: every documented series, zeros included."""
+    name = metric.name
+    if name == "adcrawler_campaigns":
+        return [((r,), float(values.get(f"campaigns_{r}", 0))) for r in metric.values]
+    if name == "adcrawler_rows":
+        return [((op,), float(values.get(f"rows_{op}", 0))) for op in metric.values]
+    if name == "adcrawler_responses":
+        return [(tuple(k[len("responses/"):].rsplit("_", 1)), float(v)) for k, v in sorted(values.items())
+                if k.startswith("responses/")]
+    if name == "adcrawler_retries":
+        return [((k[len("retries/"):],), float(v)) for k, v in sorted(values.items()) if k.startswith("retries/")]
+    if name == "adcrawler_run_outcome":
+        return [((o,), 1.0 if values.get("outcome") == o else 0.0) for o in metric.values]
+    if name == "adcrawler_rate_limit_effective":
+        return [((), float(values.get("rate_limit_effective", run["rate_limit"])))]
+    if name in run:
+        return [((), float(run[name]))]
+    return [((), float(values.get(_STAT[name], 0)))]
 
 
 class StatsMetrics(Collector):
     """Builds the metric families from a stats snapshot at each collection."""
 
-    def __init__(self, snapshot, only_client: str | None = None):
-        self.snapshot = snapshot  # () -> (stats dict, extra per-client gauges)
-        self.only_client = only_client
+    def __init__(self, snapshot: Callable[[], tuple[dict[str, Any], dict[str, float]]],
+                 clients: Callable[[dict[str, Any]], list[str]] = clients_in):
+        self.snapshot = snapshot  # () -> (stats, run-wide values)
+        self.clients = clients
 
     def collect(self) -> Iterator[Any]:
-        stats, extra = self.snapshot()
-        families: dict[str, Any] = {}
-
-        def family(kind, name, doc, labels):
-            if name not in families:
-                families[name] = kind(name, doc, labels=labels)
-            return families[name]
-
-        for client, values in sorted(per_client(stats).items()):
-            if self.only_client not in (None, client):
-                continue
-            for stat, (name, doc, extra_labels) in COUNTERS.items():
-                if stat in values:
-                    f = family(CounterMetricFamily, name, doc, ["client", *extra_labels])
-                    f.add_metric([client, *extra_labels.values()], float(values[stat]))
-            for stat, value in values.items():
-                kind, _, detail = stat.partition("/")
-                if kind == "responses" and detail:
-                    endpoint, _, status = detail.rpartition("_")
-                    family(CounterMetricFamily, "adcrawler_responses", "Answers received by endpoint and status",
-                           ["client", "endpoint", "status"]).add_metric([client, endpoint, status], float(value))
-                elif kind == "retries" and detail:
-                    family(CounterMetricFamily, "adcrawler_retries", "Requests retried, by reason",
-                           ["client", "reason"]).add_metric([client, detail], float(value))
-            for stat, (name, doc) in GAUGES.items():
-                if stat in values:
-                    family(GaugeMetricFamily, name, doc, ["client"]).add_metric([client], float(values[stat]))
-            if "outcome" in values:
-                family(GaugeMetricFamily, "adcrawler_run_outcome", "1 for the outcome of the client's last run",
-                       ["client", "outcome"]).add_metric([client, values["outcome"]], 1.0)
-            for name, (doc, value) in extra.get(client, {}).items():
-                family(GaugeMetricFamily, name, doc, ["client"]).add_metric([client], value)
-        yield from families.values()
+        stats, run = self.snapshot()
+        clients = self.clients(stats)
+        for metric in METRICS:
+            cls = CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily
+            family = cls(metric.name, metric.doc, labels=["client", *metric.labels])
+            for client in clients:
+                for labels, number in samples(metric, client_stats(stats, client), run):
+                    family.add_metric([client, *labels], number)
+            yield family
 
 
 class PrometheusMetrics:
-    def __init__(self, crawler: Crawler, host: str, port: int, pushgateway: str, job: str):
+    def __init__(self, crawler: Crawler, host: str, port: int, pushgateway: str, job: str, rate_limit: int):
         self.crawler = crawler
         self.host = host
         self.port = port
         self.pushgateway = pushgateway
         self.job = job
+        self.run = {"rate_limit": float(rate_limit), "adcrawler_run_in_progress": 1.0,
+                    "adcrawler_run_start_timestamp_seconds": time.time(), "adcrawler_run_end_timestamp_seconds": 0.0}
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StatsMetrics(self.snapshot))
+        self.registry.register(StatsMetrics(self.snapshot, self._running_clients))
         self.server = None
-        self.started = time.time()
-        self.finished: dict[str, float] = {}
-        self.in_progress = True
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "PrometheusMetrics":
         s = crawler.settings
-        port = positive_int(s, "ADCRAWLER_METRICS_PORT", allow_zero=True)
-        pushgateway = s.get("ADCRAWLER_PUSHGATEWAY_URL") or ""
+        port, pushgateway = value(s, "ADCRAWLER_METRICS_PORT"), value(s, "ADCRAWLER_PUSHGATEWAY_URL")
         if not port and not pushgateway:
             raise NotConfigured
-        ext = cls(crawler, s.get("ADCRAWLER_METRICS_HOST"), port, pushgateway, s.get("ADCRAWLER_PUSHGATEWAY_JOB"))
+        ext = cls(crawler, value(s, "ADCRAWLER_METRICS_HOST"), port, pushgateway,
+                  value(s, "ADCRAWLER_PUSHGATEWAY_JOB"), value(s, "ADCRAWLER_RATE_LIMIT"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
+        # After the spider and the run records (see EXTENSIONS in settings.py).
+        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
 
-    def snapshot(self) -> tuple[dict[str, Any], dict[str, dict[str, tuple[str, float]]]]:
-        stats = dict(self.crawler.stats.get_stats())  # one C-level copy: safe from the server thread
-        extra: dict[str, dict[str, tuple[str, float]]] = defaultdict(dict)
-        for client, values in per_client(stats).items():
-            extra[client]["adcrawler_run_in_progress"] = ("1 while a run of the client is going on",
-                                                          1.0 if self.in_progress else 0.0)
-            extra[client]["adcrawler_run_start_timestamp_seconds"] = ("When the run started", self.started)
-            if values.get("outcome") == "succeeded" and client in self.finished:
-                extra[client]["adcrawler_last_success_timestamp_seconds"] = (
-                    "When the client's last successful sync finished", self.finished[client])
-        return stats, extra
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, float]]:
+        return dict(self.crawler.stats.get_stats()), dict(self.run)  # C-level copies: safe from the server thread
+
+    def _running_clients(self, stats: dict[str, Any]) -> list[str]:
+        spider = self.crawler.spider
+        clients = list(getattr(spider, "clients", {})) or clients_in(stats)
+        return [c for c in clients if not client_stats(stats, c).get("locked")]
 
     def spider_opened(self, spider: Any) -> None:
-        # Connected now so that it runs after the spider has settled outcomes.
-        self.crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
         if not self.port:
             return
         try:
@@ -164,22 +181,22 @@ class PrometheusMetrics:
         logger.info("Prometheus metrics at http://%s:%d/metrics", self.host, self.server.server_port)
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
-        self.in_progress = False
-        now = time.time()
-        self.finished = {client: now for client in getattr(spider, "clients", {})}
+        self.run["adcrawler_run_in_progress"] = 0.0
+        self.run["adcrawler_run_end_timestamp_seconds"] = time.time()
         if self.pushgateway:
-            await run_in_thread(self.push)
+            stats, run = self.snapshot()  # before the first await: see the class docstring of RunRecords
+            await run_in_thread(self.push, stats, run)
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
 
-    def push(self) -> None:
-        stats, _ = self.snapshot()
-        for client in per_client(stats):
+    def push(self, stats: dict[str, Any], run: dict[str, float]) -> None:
+        for client in self._running_clients(stats):
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(StatsMetrics(self.snapshot, only_client=client))
+            registry.register(StatsMetrics(lambda: (stats, run), lambda _, c=client: [c]))
             try:
-                pushadd_to_gateway(self.pushgateway, job=self.job, registry=registry,
-                                   grouping_key={"client": client}, timeout=10)
+                push_to_gateway(self.pushgateway, job=self.job, registry=registry,
+                                grouping_key={"client": client}, timeout=10)
             except OSError as exc:
-                logger.error("Could not push metrics of client %s to the Pushgateway: %s", client, exc)
+                logger.error("Could not push metrics of client %s to the Pushgateway: %s", client, exc,
+                             extra={"client": client})

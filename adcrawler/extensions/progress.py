@@ -2,11 +2,15 @@
 
 Like Scrapy's LogStats, but in the terms an operator cares about::
 
-    Progress demo: 45/100 done (43 synced, 2 failed), 12 retries, 0 429s, ETA 330s
+    Progress demo: 45/100 done (43 synced, 2 quarantined), 3 retrying, 12 retries, 0 429s, ETA 330s
 
-The ETA comes from the rate budget, not from the past rate: the campaigns
-left, times the attempts a campaign has needed so far, spread over the
-client's budget of ADCRAWLER_RATE_LIMIT requests per ADCRAWLER_RATE_WINDOW.
+Progress counts campaigns against the work actually known: the campaigns
+listed, or the announced total while the listing goes on, so it never reads
+``108/100``. The ETA comes from the rate budget, not from the past rate: the
+campaigns left (failed ones waiting for another pass included), times the
+requests a campaign has needed so far, spread over the client's budget of
+ADCRAWLER_RATE_LIMIT requests per ADCRAWLER_RATE_WINDOW; while work remains it
+is at least one request's worth, never 0 s.
 
 Settings: ADCRAWLER_PROGRESS_INTERVAL, ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW.
 """
@@ -21,7 +25,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
-from adcrawler.settings_check import positive_float, positive_int
+from adcrawler.config import value
 from adcrawler.stats import RunStats
 
 if TYPE_CHECKING:
@@ -30,16 +34,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def eta_seconds(remaining: int, done: int, requests_sent: int, limit: int, window: float) -> float:
+def eta_seconds(remaining: int, settled: int, requests_sent: int, limit: int, window: float) -> float:
     """Seconds the budget needs for ``remaining`` campaigns.
 
-    Each campaign is expected to cost as many requests as the finished ones
-    did on average (at least one); ``limit`` requests fit in each ``window``.
+    Each campaign is expected to cost as many requests as the settled ones did
+    on average (at least one); ``limit`` requests fit in each ``window``, and
+    the last group still takes a request's time, a fraction of a window.
     """
     if remaining <= 0:
         return 0.0
-    per_campaign = max(1.0, requests_sent / done) if done else 1.0
-    return math.ceil(remaining * per_campaign / limit) * window
+    per_campaign = max(1.0, requests_sent / settled) if settled else 1.0
+    windows = math.ceil(remaining * per_campaign / limit) - 1
+    return windows * window + window / limit
 
 
 class Progress:
@@ -54,11 +60,10 @@ class Progress:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "Progress":
         s = crawler.settings
-        interval = positive_float(s, "ADCRAWLER_PROGRESS_INTERVAL", allow_zero=True)
+        interval = value(s, "ADCRAWLER_PROGRESS_INTERVAL")
         if interval == 0:
             raise NotConfigured
-        ext = cls(crawler, interval, positive_int(s, "ADCRAWLER_RATE_LIMIT"),
-                  positive_float(s, "ADCRAWLER_RATE_WINDOW"))
+        ext = cls(crawler, interval, value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
@@ -67,20 +72,23 @@ class Progress:
         self.task = create_looping_call(self.log, spider)
         self.task.start(self.interval, now=False)
 
-    def line(self, client: str) -> str:
+    def line(self, spider: Any, client: str) -> str:
         g = lambda name: self.stats.get(name, client)  # noqa: E731
-        synced, failed, resumed = g("campaigns_synced"), g("campaigns_sync_failed"), g("campaigns_resumed")
-        done = synced + failed + resumed
-        total = g("campaigns_expected") or g("campaigns_seen")
-        eta = eta_seconds(total - done - g("records_rejected"), synced + failed, g("requests_sent"),
-                          self.limit, self.window)
-        return (f"Progress {client}: {done}/{total or '?'} done ({synced} synced, {failed} failed"
-                f"{f', {resumed} from before' if resumed else ''}), {g('retries')} retries, "
-                f"{g('responses_429')} 429s, ETA {eta:.0f}s")
+        progress = spider.progress(client)
+        synced, quarantined = g("campaigns_synced"), g("campaigns_quarantined")
+        known = progress.known if progress.listing_done or progress.known else "?"
+        eta = eta_seconds(progress.known - progress.done, progress.done, g("requests_sent"), self.limit, self.window)
+        if not progress.listing_done and not progress.known:
+            eta_text = "ETA unknown (listing)"
+        else:
+            eta_text = f"ETA {math.ceil(eta)}s"
+        return (f"Progress {client}: {progress.done}/{known} done ({synced} synced, {quarantined} quarantined), "
+                f"{progress.retrying} retrying, {g('retries')} retries, {g('responses_429')} 429s, {eta_text}")
 
     def log(self, spider: Any) -> None:
         for client in getattr(spider, "clients", {}):
-            logger.info("%s", self.line(client), extra={"client": client})
+            if not self.stats.get("locked", client):
+                logger.info("%s", self.line(spider, client), extra={"client": client})
 
     def spider_closed(self, spider: Any, reason: str) -> None:
         if self.task and self.task.running:

@@ -20,6 +20,8 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
+from adcrawler.config import value
+from adcrawler.files import write_private
 from adcrawler.stats import key
 
 if TYPE_CHECKING:
@@ -28,15 +30,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # readers never see half a file
-
-
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+def _jsonable(obj: Any) -> Any:
+    return obj.isoformat() if isinstance(obj, datetime) else str(obj)
 
 
 class StatsDump:
@@ -47,18 +42,14 @@ class StatsDump:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "StatsDump":
-        directory = crawler.settings.get("ADCRAWLER_STATS_DIR")
+        directory = value(crawler.settings, "ADCRAWLER_STATS_DIR")
         if not directory:
             raise NotConfigured
         ext = cls(crawler, Path(directory))
-        crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
+        # After the spider and the run records (see EXTENSIONS in settings.py):
+        # handlers start in the order they were connected.
+        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
-
-    def spider_opened(self, spider: Any) -> None:
-        # Connected now, not in from_crawler, so that it runs after the spider
-        # and the pipeline have settled the outcome (handlers run in the order
-        # they were connected).
-        self.crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
         stats = dict(self.crawler.stats.get_stats())
@@ -66,6 +57,6 @@ class StatsDump:
         run_id = stats.get(key("run_id"), "run")
         started = stats.get("start_time") or datetime.now()
         self.path = self.directory / f"{run_id}-{started:%Y%m%dT%H%M%S%f}.json"
-        await run_in_thread(_write_atomically, self.path,
+        await run_in_thread(write_private, self.path,
                             json.dumps(stats, default=_jsonable, indent=2, sort_keys=True))
         logger.info("Run stats written to %s", self.path)

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Request, signals
 from scrapy.http import Response
 
-from adcrawler.middlewares import CLIENT, ENDPOINT
-from adcrawler.middlewares.auth import CLIENT_OF_AUTH
+from adcrawler.middlewares import ENDPOINT, client_of
 from adcrawler.stats import RunStats
 
 if TYPE_CHECKING:
@@ -35,5 +34,4 @@ class TrafficStats:
         endpoint = request.meta.get(ENDPOINT)
         if endpoint is None:
             return
-        client = request.meta.get(CLIENT) or request.meta.get(CLIENT_OF_AUTH)
-        self.stats.inc("responses", client, reason=f"{endpoint}_{response.status}")
+        self.stats.inc("responses", client_of(request), reason=f"{endpoint}_{response.status}")

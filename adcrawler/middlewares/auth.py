@@ -1,25 +1,40 @@
-"""Bearer token per client: obtained on first use, attached at send time, refreshed.
+"""Credentials on every request, attached when it is sent; bearer tokens per client.
 
-The token is attached in ``process_request`` of the last middleware before the
-downloader, after the rate budget's wait, so a request that waited, queued or
-is a retry never carries a stale token; the header is removed again when the
-answer comes back, so it is never copied into a retry or written to a job
-directory. A token is refreshed ``ADCRAWLER_TOKEN_REFRESH_MARGIN`` seconds
-before it expires, and on a 401 (``Token expired`` or an unknown token) it is
-dropped and the request sent again, at most twice. Only one refresh per client
-is in flight; every other request of that client waits for it.
+``process_request`` is the one place credentials are added: Basic credentials
+on the token request (read from the environment at that moment), the client's
+bearer token on an API call (refreshed first if needed). ``process_response``
+and ``process_exception`` remove them again, so a request copied for a retry,
+or queued, never carries a stale or secret header.
 
-Wrong credentials (a 401 from ``/auth/token``) fail the client at once: its
-requests are dropped without being sent, and when no client is left the spider
-closes with the reason ``auth_failed``.
+Tokens: obtained on first use, refreshed ``ADCRAWLER_TOKEN_REFRESH_MARGIN``
+seconds before they expire, and dropped when the platform refuses one (the
+retry middleware calls :meth:`invalidate` and sends the request again). One
+refresh per client is in flight; every request of that client waits for it.
 
-Settings: ADCRAWLER_API_URL, ADCRAWLER_TOKEN_REFRESH_MARGIN, ADCRAWLER_TIMEOUT_AUTH.
+The token request is judged by :mod:`adcrawler.answers` like any call and
+retried here, with the platform's Retry-After or the backoff, on 5xx, 429,
+timeouts, dropped connections and unusable answers: a failed attempt never
+fails the requests waiting for the token. The client is failed only when the
+platform refuses its credentials (401/403 from the token endpoint), or when
+the token endpoint still fails after ``ADCRAWLER_RETRY_TIMES`` retries; its
+waiting and later requests then fail without being sent, and when no client is
+left the spider closes with the reason ``auth_failed``.
+
+Why a middleware and not the spider's start requests: a token belongs to the
+moment a request is *sent*, not to when it was created. Requests wait in the
+scheduler for their budget, come back from retries, or outlive a token; only
+the last step before the downloader knows which token is valid then.
+
+Settings: AD_PLATFORM_API_URL, ADCRAWLER_TOKEN_REFRESH_MARGIN, ADCRAWLER_TIMEOUT_AUTH,
+ADCRAWLER_RETRY_TIMES, ADCRAWLER_RETRY_HTTP_CODES, ADCRAWLER_RETRY_BACKOFF_BASE,
+ADCRAWLER_RETRY_BACKOFF_MAX, ADCRAWLER_RETRY_AFTER_MAX.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import logging
 import time
@@ -30,25 +45,24 @@ from typing import TYPE_CHECKING
 from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
+from scrapy.utils.asyncio import sleep
 
+from adcrawler import redaction
+from adcrawler.answers import Decision, Verdict, decide_exception, decide_response
+from adcrawler.backoff import backoff_delay
 from adcrawler.clients import ClientConfigError
-from adcrawler.redaction import SECRETS
-from adcrawler.settings_check import positive_float
+from adcrawler.config import value
 from adcrawler.stats import RunStats
 from adcrawler.tokens import Token
 
-from . import AUTH_REQUEST, ENDPOINT, client_of, resend
-
-# The client a token request is for (not CLIENT: that would budget it).
-CLIENT_OF_AUTH = "adcrawler_auth_client"
+from . import CLIENT, ENDPOINT, TOKEN_FOR
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 
-EXPIRED_RETRIES = "adcrawler_token_retries"
-MAX_EXPIRED_RETRIES = 2
+TOKEN_SERIAL = "_adcrawler_token_serial"  # which token an API call was sent with
 
 
 class AuthenticationFailed(IgnoreRequest):
@@ -58,38 +72,70 @@ class AuthenticationFailed(IgnoreRequest):
 @dataclass
 class _ClientAuth:
     token: Token | None = None
+    serial: int = 0
     refreshing: asyncio.Future | None = None
     failure: str | None = None
 
 
 class BearerTokenMiddleware:
-    def __init__(self, crawler: Crawler, api_url: str, margin: float, timeout: float,
+    def __init__(self, crawler: Crawler, api_url: str, margin: float, timeout: float, retries: int,
+                 retry_codes: frozenset[int], retry_after_cap: float, backoff_base: float, backoff_cap: float,
                  clock: Callable[[], float] = time.monotonic):
         self.crawler = crawler
-        self.api_url = api_url.rstrip("/")
+        self.token_url = f"{api_url}/auth/token"
         self.margin = margin
         self.timeout = timeout
+        self.retries = retries
+        self.retry_codes = retry_codes
+        self.retry_after_cap = retry_after_cap
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
         self.clock = clock
         self.stats = RunStats(crawler)
         self.clients: dict[str, _ClientAuth] = {}
+        self._serials = itertools.count(1)
         self._closing: asyncio.Future | None = None
+        # This component reads secrets: make sure every log handler redacts them.
+        redaction.install()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "BearerTokenMiddleware":
         s = crawler.settings
-        return cls(crawler, s.get("ADCRAWLER_API_URL"),
-                   positive_float(s, "ADCRAWLER_TOKEN_REFRESH_MARGIN", allow_zero=True),
-                   positive_float(s, "ADCRAWLER_TIMEOUT_AUTH"))
+        return cls(crawler, value(s, "AD_PLATFORM_API_URL"), value(s, "ADCRAWLER_TOKEN_REFRESH_MARGIN"),
+                   value(s, "ADCRAWLER_TIMEOUT_AUTH"), value(s, "ADCRAWLER_RETRY_TIMES"),
+                   frozenset(value(s, "ADCRAWLER_RETRY_HTTP_CODES")), value(s, "ADCRAWLER_RETRY_AFTER_MAX"),
+                   value(s, "ADCRAWLER_RETRY_BACKOFF_BASE"), value(s, "ADCRAWLER_RETRY_BACKOFF_MAX"))
 
+    # -- credentials on the wire ------------------------------------------------------
     async def process_request(self, request: Request) -> None:
-        client = client_of(request)
-        if client is None or request.meta.get(AUTH_REQUEST):
-            return None
-        token = await self.token(client)
-        request.headers["Authorization"] = f"Bearer {token.value}"
-        request.meta["_adcrawler_token_at"] = token.obtained_at
+        if request.meta.get(TOKEN_FOR):
+            request.headers["Authorization"] = f"Basic {self._basic(request.meta[TOKEN_FOR])}"
+        elif request.meta.get(CLIENT):
+            client = request.meta[CLIENT]
+            await self.token(client)
+            auth = self.clients[client]
+            request.headers["Authorization"] = f"Bearer {auth.token.value}"
+            request.meta[TOKEN_SERIAL] = auth.serial
         return None
 
+    def process_response(self, request: Request, response: Response) -> Response:
+        request.headers.pop("Authorization", None)
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        request.headers.pop("Authorization", None)
+        return None
+
+    def _basic(self, client: str) -> str:
+        try:
+            email, password = self.crawler.spider.clients[client].credentials()
+        except ClientConfigError as exc:
+            raise AuthenticationFailed(str(exc)) from None
+        basic = base64.b64encode(f"{email}:{password}".encode()).decode()
+        redaction.SECRETS.add(password, basic)
+        return basic
+
+    # -- tokens -----------------------------------------------------------------------
     async def token(self, client: str) -> Token:
         """A valid token for ``client``, refreshing (once for all waiters) if needed."""
         auth = self.clients.setdefault(client, _ClientAuth())
@@ -101,9 +147,17 @@ class BearerTokenMiddleware:
             auth.refreshing = asyncio.ensure_future(self._refresh(client, auth))
         return await asyncio.shield(auth.refreshing)
 
+    def invalidate(self, request: Request) -> None:
+        """The platform refused the token ``request`` was sent with: drop it,
+        unless a newer one replaced it meanwhile."""
+        auth = self.clients.get(request.meta.get(CLIENT, ""))
+        if auth and auth.token and auth.serial == request.meta.get(TOKEN_SERIAL):
+            auth.token = None
+
     async def _refresh(self, client: str, auth: _ClientAuth) -> Token:
         try:
             auth.token = await self._obtain(client)
+            auth.serial = next(self._serials)
             self.stats.inc("token_refreshes", client)
             logger.info("Client %s: new bearer token, valid %.0fs", client, auth.token.expires_in,
                         extra={"client": client})
@@ -111,6 +165,7 @@ class BearerTokenMiddleware:
         except AuthenticationFailed as exc:
             auth.failure = str(exc)
             self.stats.inc("auth_failed", client)
+            self.stats.set("auth_failure", auth.failure, client)
             logger.error("Client %s: %s", client, exc, extra={"client": client})
             self._close_if_no_client_left()
             raise
@@ -118,62 +173,49 @@ class BearerTokenMiddleware:
             auth.refreshing = None
 
     async def _obtain(self, client: str) -> Token:
-        spider = self.crawler.spider
-        try:
-            email, password = spider.clients[client].credentials()
-        except ClientConfigError as exc:
-            raise AuthenticationFailed(str(exc)) from None
-        basic = base64.b64encode(f"{email}:{password}".encode()).decode()
-        SECRETS.add(password, basic)
-        request = Request(
-            f"{self.api_url}/auth/token", method="POST", dont_filter=True,
-            headers={"Authorization": f"Basic {basic}", "X-Client-ID": client, "Accept": "application/json"},
-            meta={AUTH_REQUEST: True, ENDPOINT: "auth", CLIENT_OF_AUTH: client,
-                  "download_slot": f"auth:{client}", "download_timeout": self.timeout},
-        )
-        try:
-            response = await self.crawler.engine.download_async(request)
-        except Exception as exc:  # timeouts and connection errors, after retries
-            raise AuthenticationFailed(f"token endpoint unreachable: {type(exc).__name__}") from None
-        finally:
-            request.headers.pop("Authorization", None)
-        if response.status in (401, 403):
-            raise AuthenticationFailed(f"credentials refused by the platform (HTTP {response.status}); "
-                                       f"check the variables named for client {client!r}")
-        if response.status != 200:
-            raise AuthenticationFailed(f"token endpoint answered HTTP {response.status}")
-        try:
-            token = Token.from_payload(json.loads(response.body), self.clock())
-        except ValueError as exc:
-            raise AuthenticationFailed(f"unusable token response: {exc}") from None
-        SECRETS.add(token.value)
-        return token
+        """Ask the token endpoint until it gives a token or refuses the credentials."""
+        for attempt in itertools.count(1):
+            request = Request(self.token_url, method="POST", dont_filter=True,
+                              headers={"X-Client-ID": client, "Accept": "application/json"},
+                              meta={TOKEN_FOR: client, ENDPOINT: "auth", "dont_retry": True,
+                                    "download_slot": f"auth:{client}", "download_timeout": self.timeout})
+            try:
+                response = await self.crawler.engine.download_async(request)
+            except AuthenticationFailed:
+                raise
+            except Exception as exc:  # noqa: BLE001 - judged like any failed download
+                decision, status = decide_exception(exc), None
+            else:
+                status = response.status
+                decision = decide_response("auth", status, response.headers.get("Retry-After"), response.body,
+                                           self.retry_codes, time.time(), self.retry_after_cap)
+            if decision.verdict is Verdict.OK:
+                try:
+                    token = Token.from_payload(json.loads(response.body), self.clock())
+                except ValueError as exc:
+                    decision = Decision(Verdict.RETRY, "unusable_token")
+                    logger.warning("Client %s: unusable token answer: %s", client, exc, extra={"client": client})
+                else:
+                    redaction.SECRETS.add(token.value)
+                    return token
+            if decision.verdict is Verdict.REFUSED:
+                raise AuthenticationFailed(f"credentials refused by the platform (HTTP {status}); "
+                                           f"check the variables named for client {client!r}")
+            if decision.verdict not in (Verdict.RETRY, Verdict.RATE_LIMITED) or attempt > self.retries:
+                raise AuthenticationFailed(f"token endpoint unavailable ({decision.reason}) "
+                                           f"after {attempt} attempt{'s' * (attempt > 1)}")
+            wait = decision.wait if decision.wait is not None else backoff_delay(
+                attempt, self.backoff_base, self.backoff_cap)
+            self.stats.inc("token_retries", client, reason=decision.reason)
+            logger.warning("Client %s: token request failed (%s); trying again in %.2fs", client,
+                           decision.reason, wait, extra={"client": client})
+            await sleep(wait)
+        raise AssertionError("unreachable")
 
     def _close_if_no_client_left(self) -> None:
         spider = self.crawler.spider
-        if all(self.clients.get(c, _ClientAuth()).failure for c in spider.clients):
+        active = [c for c in spider.clients if not self.stats.get("locked", c)]
+        if all(self.clients.get(c, _ClientAuth()).failure for c in active):
             logger.error("No client could authenticate; closing the spider")
             # Kept: the event loop holds only a weak reference to tasks.
             self._closing = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="auth_failed"))
-
-    def process_response(self, request: Request, response: Response) -> Request | Response:
-        sent_with = request.meta.pop("_adcrawler_token_at", None)
-        request.headers.pop("Authorization", None)
-        client = client_of(request)
-        if response.status != 401 or client is None or request.meta.get(AUTH_REQUEST):
-            return response
-        self.stats.inc("token_expired", client)
-        auth = self.clients.get(client)
-        if auth and auth.token and auth.token.obtained_at == sent_with:
-            auth.token = None  # refused: the next request fetches a new one
-        attempt = request.meta.get(EXPIRED_RETRIES, 0) + 1
-        if attempt > MAX_EXPIRED_RETRIES:
-            return response
-        logger.info("Client %s: token refused on %s, refreshing and sending again", client, request.url,
-                    extra={"client": client})
-        return resend(request, EXPIRED_RETRIES, attempt)
-
-    def process_exception(self, request: Request, exception: Exception) -> None:
-        request.meta.pop("_adcrawler_token_at", None)
-        request.headers.pop("Authorization", None)
-        return None

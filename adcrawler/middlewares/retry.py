@@ -1,92 +1,134 @@
-"""Retries for transient failures, with capped exponential backoff and jitter.
+"""Acting on the verdict on each answer: retry, pause for a 429, re-authenticate.
 
-Replaces Scrapy's RetryMiddleware (same ``retry/...`` stats, ``dont_retry`` and
-``max_retry_times`` meta keys) and adds the wait: the retry is returned only
-after ``backoff_delay`` has passed, awaited on the event loop so nothing else
-blocks. 429 is not handled here (see ratebudget), 401 neither (see auth); any
-other 4xx is a permanent answer and reaches the spider's errback. A 200 whose
-body is not JSON, on a request whose ``meta["adcrawler_expect_json"]`` is set,
-is a transient fault too (a proxy's error page): retried as ``invalid_json``.
+Replaces Scrapy's RetryMiddleware. Every answer and download exception of an
+API call is judged by :mod:`adcrawler.answers`; this middleware carries out the
+verdict and never waits itself: a request to send again goes back to the
+scheduler with the wait in its meta (``adcrawler_not_before`` for a backoff,
+``adcrawler_pause`` for a 429, which pauses the whole client), so no place in
+``CONCURRENT_REQUESTS`` is held while waiting.
 
-Settings: RETRY_TIMES, RETRY_EXCEPTIONS, ADCRAWLER_RETRY_HTTP_CODES,
-ADCRAWLER_RETRY_BACKOFF_BASE, ADCRAWLER_RETRY_BACKOFF_MAX.
+- RETRY: up to ``ADCRAWLER_RETRY_TIMES`` times (or ``max_retry_times`` in
+  meta), after the platform's Retry-After when it sent one, else the backoff;
+  Scrapy's ``retry/...`` stats, and ``adcrawler/retries/<reason>``;
+- RATE_LIMITED: up to ``ADCRAWLER_RATE_429_RETRIES`` times;
+- REAUTH: the token that was refused is dropped (the token middleware fetches
+  a new one when the request is sent again), at most twice per request;
+- anything else, or out of attempts: the answer or exception goes on to the
+  spider, which records it.
+
+Sits below HttpCompressionMiddleware (590), so it judges decompressed bodies.
+Token requests are not handled here: the token middleware retries them itself.
+
+Settings: ADCRAWLER_RETRY_TIMES, ADCRAWLER_RETRY_HTTP_CODES, ADCRAWLER_RETRY_BACKOFF_BASE,
+ADCRAWLER_RETRY_BACKOFF_MAX, ADCRAWLER_RATE_429_RETRIES, ADCRAWLER_RETRY_AFTER_MAX.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from scrapy import Request
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Response
-from scrapy.utils.asyncio import sleep
-from scrapy.utils.misc import load_object
 
+from adcrawler.answers import Decision, Verdict, decide_exception, decide_response
 from adcrawler.backoff import backoff_delay
-from adcrawler.settings_check import positive_float, positive_int
+from adcrawler.config import value
+from adcrawler.scheduler import NOT_BEFORE, PAUSE
 from adcrawler.stats import RunStats
 
-from . import EXPECT_JSON, client_of
+from . import CLIENT, ENDPOINT, resend
+from .auth import BearerTokenMiddleware
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 
-
-def _is_json(body: bytes) -> bool:
-    try:
-        json.loads(body)
-    except ValueError:
-        return False
-    return True
+RETRIES_429 = "adcrawler_429_times"
+REAUTH_TIMES = "adcrawler_reauth_times"
+MAX_REAUTH = 2
 
 
-class BackoffRetryMiddleware:
-    def __init__(self, crawler: Crawler, max_retry_times: int, http_codes: set[int],
-                 exceptions: tuple[type[BaseException], ...], base: float, cap: float):
+class RetryMiddleware:
+    def __init__(self, crawler: Crawler, retry_times: int, retry_codes: frozenset[int], max_429: int,
+                 retry_after_cap: float, backoff_base: float, backoff_cap: float):
         self.crawler = crawler
-        self.max_retry_times = max_retry_times
-        self.http_codes = http_codes
-        self.exceptions = exceptions
-        self.base = base
-        self.cap = cap
+        self.retry_times = retry_times
+        self.retry_codes = retry_codes
+        self.max_429 = max_429
+        self.retry_after_cap = retry_after_cap
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
         self.stats = RunStats(crawler)
+        self._tokens: BearerTokenMiddleware | None = None
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> "BackoffRetryMiddleware":
+    def from_crawler(cls, crawler: Crawler) -> "RetryMiddleware":
         s = crawler.settings
-        return cls(
-            crawler,
-            max_retry_times=positive_int(s, "RETRY_TIMES", allow_zero=True),
-            http_codes={int(c) for c in s.getlist("ADCRAWLER_RETRY_HTTP_CODES")},
-            exceptions=tuple(load_object(e) if isinstance(e, str) else e for e in s.getlist("RETRY_EXCEPTIONS")),
-            base=positive_float(s, "ADCRAWLER_RETRY_BACKOFF_BASE"),
-            cap=positive_float(s, "ADCRAWLER_RETRY_BACKOFF_MAX"),
-        )
+        return cls(crawler, value(s, "ADCRAWLER_RETRY_TIMES"), frozenset(value(s, "ADCRAWLER_RETRY_HTTP_CODES")),
+                   value(s, "ADCRAWLER_RATE_429_RETRIES"), value(s, "ADCRAWLER_RETRY_AFTER_MAX"),
+                   value(s, "ADCRAWLER_RETRY_BACKOFF_BASE"), value(s, "ADCRAWLER_RETRY_BACKOFF_MAX"))
 
-    async def process_response(self, request: Request, response: Response) -> Request | Response:
-        if request.meta.get("dont_retry"):
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        if not self._handles(request):
             return response
-        if response.status in self.http_codes:
-            return await self.retry(request, f"http_{response.status}") or response
-        if response.status == 200 and request.meta.get(EXPECT_JSON) and not _is_json(response.body):
-            return await self.retry(request, "invalid_json") or response
-        return response
+        decision = decide_response(request.meta.get(ENDPOINT, ""), response.status,
+                                   response.headers.get("Retry-After"), response.body, self.retry_codes,
+                                   time.time(), self.retry_after_cap)
+        return self._act(request, decision) or response
 
-    async def process_exception(self, request: Request, exception: Exception) -> Request | None:
-        if request.meta.get("dont_retry") or not isinstance(exception, self.exceptions):
+    def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        if not self._handles(request):
             return None
-        return await self.retry(request, type(exception).__name__)
+        return self._act(request, decide_exception(exception))
 
-    async def retry(self, request: Request, reason: str) -> Request | None:
-        """The request to send again after the backoff, or None when out of attempts."""
-        new = get_retry_request(request, spider=self.crawler.spider, reason=reason,
-                                max_retry_times=request.meta.get("max_retry_times", self.max_retry_times))
-        if new is None:
-            return None
-        self.stats.inc("retries", client_of(request), reason=reason)
-        await sleep(backoff_delay(new.meta["retry_times"], self.base, self.cap))
-        return new
+    def _handles(self, request: Request) -> bool:
+        return request.meta.get(CLIENT) is not None and not request.meta.get("dont_retry")
+
+    def _act(self, request: Request, decision: Decision) -> Request | None:
+        client = request.meta[CLIENT]
+        if decision.verdict is Verdict.RETRY:
+            again = get_retry_request(request, spider=self.crawler.spider, reason=decision.reason,
+                                      max_retry_times=request.meta.get("max_retry_times", self.retry_times))
+            if again is None:
+                return None
+            self.stats.inc("retries", client, reason=decision.reason)
+            again.meta[NOT_BEFORE] = self._wait(decision, again.meta["retry_times"])
+            return again
+        if decision.verdict is Verdict.RATE_LIMITED:
+            self.stats.inc("responses_429", client)
+            attempt = request.meta.get(RETRIES_429, 0) + 1
+            if attempt > self.max_429:
+                logger.error("Client %s: still rate limited after %d retries of %s; giving up",
+                             client, self.max_429, request.url, extra={"client": client})
+                return None
+            wait = self._wait(decision, attempt)
+            logger.warning("Client %s: 429 on %s, pausing the client for %.2fs", client, request.url, wait,
+                           extra={"client": client})
+            return resend(request, RETRIES_429, attempt, **{PAUSE: wait})
+        if decision.verdict is Verdict.REAUTH:
+            self.stats.inc("token_rejected", client)
+            self.tokens.invalidate(request)
+            attempt = request.meta.get(REAUTH_TIMES, 0) + 1
+            if attempt > MAX_REAUTH:
+                return None
+            logger.info("Client %s: token refused on %s; sending again with a new one", client, request.url,
+                        extra={"client": client})
+            return resend(request, REAUTH_TIMES, attempt)
+        return None
+
+    def _wait(self, decision: Decision, attempt: int) -> float:
+        if decision.wait is not None:
+            return decision.wait
+        return backoff_delay(attempt, self.backoff_base, self.backoff_cap)
+
+    @property
+    def tokens(self) -> BearerTokenMiddleware:
+        """The token middleware (looked up on first use: it exists once the engine does)."""
+        if self._tokens is None:
+            self._tokens = self.crawler.get_downloader_middleware(BearerTokenMiddleware)
+            assert self._tokens is not None, "BearerTokenMiddleware must be enabled"
+        return self._tokens

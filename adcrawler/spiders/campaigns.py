@@ -2,42 +2,52 @@
 
 ``scrapy crawl campaigns -a client=<slug>`` (or ``a,b,c``, or ``all``).
 
-For each client: page through ``GET /api/campaigns`` with the stop rule of
-:mod:`adcrawler.pagination`, validate each record (bad ones are quarantined),
-then ``POST /api/campaigns/{id}/sync`` once per distinct campaign and yield one
-:class:`~adcrawler.items.CampaignItem` carrying the sync outcome. Tokens, the
-rate budget and retries live in the downloader middlewares; a request that
-still fails reaches an errback here and is recorded, never dropped.
+For each client: page through ``GET /api/campaigns`` (:mod:`adcrawler.pagination`
+decides what to keep and when to stop), turn each record into a campaign or a
+quarantined record (:mod:`adcrawler.validation`), then
+``POST /api/campaigns/{id}/sync`` once per distinct usable id (a quarantined
+campaign is synced too: only our copy of it could not be stored) and yield one
+:class:`~adcrawler.items.CampaignItem` with the sync's outcome. A sync that
+still fails after its retries is stored as failed and tried again in another
+pass once the client's first pass is over, up to ``ADCRAWLER_SYNC_PASSES``
+passes in all. Tokens, the rate budget and retries live in the scheduler and the
+downloader middlewares; a request that still fails reaches an errback here and
+is recorded, never dropped. When the crawl closes, each client's outcome is
+decided (:mod:`adcrawler.outcome`) and written to the stats.
 
-Settings: ADCRAWLER_API_URL, ADCRAWLER_CLIENTS_FILE, ADCRAWLER_PAGE_SIZE,
-ADCRAWLER_TIMEOUT_LIST, ADCRAWLER_TIMEOUT_SYNC, ADCRAWLER_RATE_LIMIT and
-ADCRAWLER_RATE_WINDOW (for the lower bound reported per client).
+Settings: AD_PLATFORM_API_URL, ADCRAWLER_CLIENTS_FILE, ADCRAWLER_PAGE_SIZE,
+ADCRAWLER_TIMEOUT_LIST, ADCRAWLER_TIMEOUT_SYNC, ADCRAWLER_SYNC_PASSES,
+ADCRAWLER_RETRY_HTTP_CODES, and ADCRAWLER_RATE_LIMIT / ADCRAWLER_RATE_WINDOW for
+the lower bound reported per client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import scrapy
 from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from adcrawler.clients import Registry
+from adcrawler.answers import NOT_JSON, Verdict, decide_exception, decide_response, json_body
+from adcrawler.clients import Client, Registry
+from adcrawler.config import value
 from adcrawler.items import CampaignItem, RejectedRecord
-from adcrawler.middlewares import CLIENT, ENDPOINT, EXPECT_JSON
-from adcrawler.middlewares.ratebudget import ShuttingDown
-from adcrawler.pagination import next_page
+from adcrawler.middlewares import CLIENT, ENDPOINT
+from adcrawler.middlewares.auth import AuthenticationFailed
+from adcrawler.outcome import client_outcome
+from adcrawler.pagination import Listing
 from adcrawler.pipelines.store import StorePipeline
 from adcrawler.ratelimit import lower_bound_seconds
-from adcrawler.settings_check import positive_float, positive_int
 from adcrawler.stats import RunStats
-from adcrawler.validation import InvalidRecord, validate_campaign
+from adcrawler.validation import Campaign, InvalidRecord, record_key, validate_campaign
 
 logger = logging.getLogger(__name__)
 
@@ -55,59 +65,77 @@ def _reason(failure: Failure) -> str:
     return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
 
 
+@dataclass
+class FailedSync:
+    campaign: Campaign | None  # None: a quarantined record, synced for the platform's sake
+    fetched_at: datetime
+    error: str
+    retryable: bool  # a transient failure: worth another pass
+
+
+@dataclass
+class ClientRun:
+    """One client's progress through this run."""
+
+    client: Client
+    listing: Listing
+    listing_done: bool = False
+    pending: int = 0  # sync requests not settled yet
+    passes: int = 1
+    syncable: set[str] = field(default_factory=set)  # usable ids listed
+    synced: set[str] = field(default_factory=set)
+    failed: dict[str, FailedSync] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)  # stored by an interrupted attempt of this run
+    last_answer: float = 0.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # campaigns settled: synced, quarantined without a usable id, or failed for good
+    known: int  # campaigns known to exist: listed, or announced while the listing goes on
+    retrying: int  # failed syncs waiting for another pass
+    listing_done: bool
+
+
 class CampaignsSpider(scrapy.Spider):
     name = "campaigns"
 
     def __init__(self, client: str = "", *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.client_argument = client
-        # Campaign ids listed so far, per client. Deliberately not kept in
-        # Spider.state: a resumed run must list again and learn from the
-        # database what is done (see adcrawler/jobdir.py).
-        self.seen: dict[str, set[str]] = {}
-        self.started_at = _now()
-        self.last_activity: dict[str, float] = {}
+        self.started = time.monotonic()
 
     @classmethod
     def from_crawler(cls, crawler, *args: Any, **kwargs: Any) -> "CampaignsSpider":
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
-        spider.api_url = s.get("ADCRAWLER_API_URL").rstrip("/")
-        spider.page_size = positive_int(s, "ADCRAWLER_PAGE_SIZE")
-        spider.list_timeout = positive_float(s, "ADCRAWLER_TIMEOUT_LIST")
-        spider.sync_timeout = positive_float(s, "ADCRAWLER_TIMEOUT_SYNC")
-        registry = Registry.load(s.get("ADCRAWLER_CLIENTS_FILE"))
+        spider.api_url = value(s, "AD_PLATFORM_API_URL")
+        spider.page_size = value(s, "ADCRAWLER_PAGE_SIZE")
+        spider.list_timeout = value(s, "ADCRAWLER_TIMEOUT_LIST")
+        spider.sync_timeout = value(s, "ADCRAWLER_TIMEOUT_SYNC")
+        spider.max_passes = value(s, "ADCRAWLER_SYNC_PASSES")
+        spider.retry_codes = frozenset(value(s, "ADCRAWLER_RETRY_HTTP_CODES"))
+        spider.rate_limit = value(s, "ADCRAWLER_RATE_LIMIT")
+        spider.rate_window = value(s, "ADCRAWLER_RATE_WINDOW")
+        registry = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None)
         # Keyed by the platform client id: that is what requests carry in meta.
         spider.clients = {c.client_id: c for c in registry.select(spider.client_argument)}
+        spider.runs = {cid: ClientRun(c, Listing(spider.page_size)) for cid, c in spider.clients.items()}
         spider.run_stats = RunStats(crawler)
-        spider.rate_limit = positive_int(s, "ADCRAWLER_RATE_LIMIT")
-        spider.rate_window = positive_float(s, "ADCRAWLER_RATE_WINDOW")
         return spider
 
-    def closed(self, reason: str) -> None:
-        """Settle each client's outcome and timing before the run is recorded.
-
-        Runs before the pipeline's and the stats dump's own ``spider_closed``
-        handlers (the spider connects first), after the last batch was stored.
-        """
-        elapsed = (_now() - self.started_at).total_seconds()
-        for client in self.clients:
-            self.run_stats.set("outcome", self.run_stats.outcome(client, complete=reason == "finished"), client)
-            self.run_stats.set("elapsed_seconds", round(self.last_activity.get(client, elapsed), 3), client)
-            self.run_stats.set("lower_bound_seconds", round(lower_bound_seconds(
-                self.run_stats.get("requests_sent", client), self.rate_limit, self.rate_window), 3), client)
-
-    def _touch(self, client: str) -> None:
-        self.last_activity[client] = (_now() - self.started_at).total_seconds()
-
+    # -- start --------------------------------------------------------------------------
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        for client in self.clients.values():
-            logger.info("Client %s (%s): starting", client.slug, client.client_id, extra={"client": client.client_id})
-            yield self.list_request(client.client_id, 1)
+        store = self.crawler.get_item_pipeline(StorePipeline)
+        for client_id, run in self.runs.items():
+            if self.run_stats.get("locked", client_id):
+                continue  # another run is syncing it (see the run records)
+            run.done = store.done.get(client_id, set()) if store else set()
+            logger.info("Client %s (%s): starting", run.client.slug, client_id, extra={"client": client_id})
+            yield self.list_request(client_id, 1)
 
     def _meta(self, client: str, endpoint: str, timeout: float) -> dict[str, Any]:
-        return {CLIENT: client, ENDPOINT: endpoint, EXPECT_JSON: True, "download_slot": f"client:{client}",
-                "download_timeout": timeout}
+        return {CLIENT: client, ENDPOINT: endpoint, "download_slot": f"client:{client}", "download_timeout": timeout}
 
     def list_request(self, client: str, page: int) -> scrapy.Request:
         query = urlencode({"page": page, "limit": self.page_size})
@@ -117,107 +145,194 @@ class CampaignsSpider(scrapy.Spider):
             callback=self.parse_list, errback=self.list_failed, priority=LIST_PRIORITY, dont_filter=True,
         )
 
-    def sync_request(self, client: str, campaign: dict[str, Any]) -> scrapy.Request:
+    def sync_request(self, client: str, campaign_id: str, campaign: Campaign | None,
+                     fetched_at: datetime) -> scrapy.Request:
+        self.runs[client].pending += 1
         return scrapy.Request(
-            f"{self.api_url}/api/campaigns/{campaign['campaign_id']}/sync", method="POST",
+            f"{self.api_url}/api/campaigns/{quote(campaign_id, safe='')}/sync", method="POST",
             headers={"X-Client-ID": client, "Accept": "application/json"},
-            meta=self._meta(client, "sync", self.sync_timeout), cb_kwargs={"client": client, "campaign": campaign},
+            meta=self._meta(client, "sync", self.sync_timeout), dont_filter=True,
+            cb_kwargs={"client": client, "campaign_id": campaign_id, "campaign": campaign, "fetched_at": fetched_at},
             callback=self.parse_sync, errback=self.sync_failed,
         )
 
+    # -- listing ------------------------------------------------------------------------
     def parse_list(self, response: Response, client: str, page: int) -> Iterator[Any]:
-        try:
-            payload = json.loads(response.body)
-            records = payload["data"]
-            pagination = payload.get("pagination") or {}
-            if not isinstance(records, list) or not isinstance(pagination, dict):
-                raise ValueError("data is not a list")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            # Not JSON even after the retry middleware's attempts, or JSON of the wrong shape.
-            self._list_given_up(client, page, f"page {page} is not a valid campaign list: {exc}")
+        run = self.runs[client]
+        payload = json_body(response.body)
+        records = payload.get("data") if isinstance(payload, dict) else None
+        pagination = payload.get("pagination") if isinstance(payload, dict) else None
+        if not isinstance(records, list) or not isinstance(pagination or {}, dict):
+            what = "not JSON" if payload is NOT_JSON else "not a campaign list"
+            yield from self._list_given_up(client, page, f"the answer is {what}")
             return
+        pagination = pagination or {}
         self.run_stats.inc("list_pages", client)
-        if page == 1 and _int(pagination.get("total"), None):
-            self.run_stats.set("campaigns_expected", pagination["total"], client)
-        seen = self.seen.setdefault(client, set())
-        done = self._done(client)
+        if run.listing.total is None:
+            run.listing.announce(pagination.get("total"))
+            if run.listing.total is not None:
+                self.run_stats.set("campaigns_expected", run.listing.total, client)
         fetched_at = _now()
+        new = beyond = 0
         for record in records:
-            try:
-                campaign = validate_campaign(record)
-            except InvalidRecord as exc:
-                self.run_stats.inc("records_rejected", client)
-                logger.warning("Client %s: rejected a record on page %d: %s", client, page, exc,
-                               extra={"client": client})
-                yield RejectedRecord(client_id=client, reason=str(exc), seen_at=fetched_at,
-                                     payload=json.dumps(record, ensure_ascii=False, default=str))
-                continue
-            if campaign.campaign_id in seen:
+            admitted = run.listing.admit(record_key(record))
+            if admitted == "duplicate":
                 self.run_stats.inc("campaigns_duplicate", client)
                 continue
-            seen.add(campaign.campaign_id)
-            self.run_stats.inc("campaigns_seen", client)
-            if campaign.campaign_id in done:
-                self.run_stats.inc("campaigns_resumed", client)  # stored before the interruption
+            if admitted == "beyond_total":
+                beyond += 1
                 continue
-            yield self.sync_request(client, {**vars(campaign), "fetched_at": fetched_at})
-        after = next_page(page, _int(pagination.get("limit"), self.page_size), len(records), len(seen),
-                          _int(pagination.get("total"), None), _bool(pagination.get("has_more")))
-        if after is None:
-            logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, len(seen), page,
-                        extra={"client": client})
-        else:
+            new += 1
+            self.run_stats.inc("campaigns_seen", client)
+            yield from self._take(client, record, fetched_at)
+        if beyond:
+            self.run_stats.inc("campaigns_beyond_total", client, beyond)
+            logger.warning("Client %s: %d records on page %d lie beyond the %d campaigns announced; not taken",
+                           client, beyond, page, run.listing.total, extra={"client": client})
+        after = run.listing.next_page(page, len(records), new, pagination.get("limit"), pagination.get("has_more"))
+        if after is not None:
             yield self.list_request(client, after)
+            return
+        if run.listing.stop_reason:
+            logger.warning("Client %s: listing stopped: %s", client, run.listing.stop_reason, extra={"client": client})
+        logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, run.listing.seen,
+                    run.listing.pages, extra={"client": client})
+        run.listing_done = True
+        yield from self._next_pass(client)
 
-    def _done(self, client: str) -> set[str]:
-        """Campaigns an interrupted attempt of this run already stored as synced."""
-        store = self.crawler.get_item_pipeline(StorePipeline)
-        return store.done.get(client, set()) if store else set()
+    def _take(self, client: str, record: Any, fetched_at: datetime) -> Iterator[Any]:
+        """A new record: quarantine it or sync it (or both, when only our copy is the problem)."""
+        run = self.runs[client]
+        try:
+            campaign = validate_campaign(record)
+        except InvalidRecord as exc:
+            self.run_stats.inc("campaigns_quarantined", client)
+            logger.warning("Client %s: quarantined a record: %s", client, exc, extra={"client": client})
+            yield RejectedRecord.of(client, record, str(exc), fetched_at)
+            if exc.campaign_id and exc.campaign_id not in run.syncable:
+                run.syncable.add(exc.campaign_id)
+                yield self.sync_request(client, exc.campaign_id, None, fetched_at)
+            return
+        cid = campaign.campaign_id
+        if cid in run.syncable:  # the same id under another representation on this list
+            self.run_stats.inc("campaigns_duplicate", client)
+            return
+        run.syncable.add(cid)
+        if cid in run.done:
+            self.run_stats.inc("campaigns_resumed", client)
+            return
+        yield self.sync_request(client, cid, campaign, fetched_at)
 
-    def list_failed(self, failure: Failure) -> None:
+    def list_failed(self, failure: Failure) -> Iterator[Any]:
         kwargs = failure.request.cb_kwargs
-        self._list_given_up(kwargs["client"], kwargs["page"], _reason(failure))
+        yield from self._list_given_up(kwargs["client"], kwargs["page"], _reason(failure))
 
-    def _list_given_up(self, client: str, page: int, reason: str) -> None:
+    def _list_given_up(self, client: str, page: int, reason: str) -> Iterator[Any]:
         self.run_stats.inc("list_failed", client)
         logger.error("Client %s: gave up on list page %d (%s); campaigns after it are not synced",
                      client, page, reason, extra={"client": client})
+        self.runs[client].listing_done = True
+        yield from self._next_pass(client)
 
-    def parse_sync(self, response: Response, client: str, campaign: dict[str, Any]) -> Iterator[CampaignItem]:
-        try:
-            body = json.loads(response.body)
-            ok = body.get("success") is True and body.get("campaign_id") == campaign["campaign_id"]
-            synced_at = datetime.fromisoformat(str(body.get("synced_at")).replace("Z", "+00:00"))
-        except (ValueError, AttributeError):
-            ok, synced_at = False, None
-        if not ok:
-            yield self._item(client, campaign, "failed", error="sync answer was not a success")
+    # -- syncing ------------------------------------------------------------------------
+    def parse_sync(self, response: Response, client: str, campaign_id: str, campaign: Campaign | None,
+                   fetched_at: datetime) -> Iterator[Any]:
+        body = json_body(response.body)
+        synced_at = None
+        if isinstance(body, dict) and body.get("success") is True and body.get("campaign_id") == campaign_id:
+            try:
+                synced_at = datetime.fromisoformat(str(body.get("synced_at")).replace("Z", "+00:00"))
+            except ValueError:
+                synced_at = _now()
+        if synced_at is None:
+            yield from self._settle(client, campaign_id, campaign, fetched_at, "sync answer was not a success",
+                                    again=True)
+        else:
+            yield from self._settle(client, campaign_id, campaign, fetched_at, None, synced_at=synced_at)
+
+    def sync_failed(self, failure: Failure) -> Iterator[Any]:
+        k = failure.request.cb_kwargs
+        yield from self._settle(k["client"], k["campaign_id"], k["campaign"], k["fetched_at"], _reason(failure),
+                                again=self._worth_another_pass(failure))
+
+    def _worth_another_pass(self, failure: Failure) -> bool:
+        exc = failure.value
+        if isinstance(exc, AuthenticationFailed):
+            return False
+        if isinstance(exc, HttpError):
+            verdict = decide_response("sync", exc.response.status, None, b"", self.retry_codes, 0, 0).verdict
+        else:
+            verdict = decide_exception(exc).verdict
+        return verdict in (Verdict.RETRY, Verdict.RATE_LIMITED, Verdict.REAUTH)
+
+    def _settle(self, client: str, campaign_id: str, campaign: Campaign | None, fetched_at: datetime,
+                error: str | None, synced_at: datetime | None = None, again: bool = False) -> Iterator[Any]:
+        """A sync call's final answer for this pass: record it, then maybe start the next pass."""
+        run = self.runs[client]
+        run.pending -= 1
+        run.last_answer = time.monotonic()
+        if error is None:
+            run.synced.add(campaign_id)
+            self.run_stats.inc("campaigns_synced", client)
+            if run.failed.pop(campaign_id, None) is not None:
+                self.run_stats.inc("campaigns_recovered", client)
+            if campaign is not None:
+                yield CampaignItem.of(client, campaign, fetched_at, sync_status="synced", synced_at=synced_at)
+        else:
+            first = campaign_id not in run.failed
+            run.failed[campaign_id] = FailedSync(campaign, fetched_at, error, again)
+            if first:
+                logger.warning("Client %s: sync of %s failed: %s", client, campaign_id, error, extra={"client": client})
+                if campaign is not None:  # stored now, so nothing fetched waits in memory
+                    yield CampaignItem.of(client, campaign, fetched_at, sync_status="failed", sync_error=error)
+        yield from self._next_pass(client)
+
+    def _next_pass(self, client: str) -> Iterator[scrapy.Request]:
+        """Once a client's pass is over, try its failed syncs again while passes remain."""
+        run = self.runs[client]
+        retry = {cid: f for cid, f in run.failed.items() if f.retryable}
+        if not run.listing_done or run.pending or not retry or run.passes >= self.max_passes \
+                or not self.crawler.engine.running:
             return
-        self.run_stats.inc("campaigns_synced", client)
-        yield self._item(client, campaign, "synced", synced_at=synced_at)
+        run.passes += 1
+        self.run_stats.inc("sync_passes", client)
+        logger.info("Client %s: pass %d of %d over %d failed sync(s)", client, run.passes, self.max_passes,
+                    len(retry), extra={"client": client})
+        for cid, failed in retry.items():
+            yield self.sync_request(client, cid, failed.campaign, failed.fetched_at)
 
-    def sync_failed(self, failure: Failure) -> Iterator[CampaignItem]:
-        kwargs = failure.request.cb_kwargs
-        if failure.check(ShuttingDown):
-            # Never attempted: nothing to record; a resumed run will sync it.
-            self.run_stats.inc("campaigns_not_attempted", kwargs["client"])
-            return
-        yield self._item(kwargs["client"], kwargs["campaign"], "failed", error=_reason(failure))
+    # -- the end ------------------------------------------------------------------------
+    def progress(self, client: str) -> Progress:
+        run = self.runs[client]
+        more_passes = run.passes < self.max_passes
+        failed_for_good = sum(1 for f in run.failed.values() if not (f.retryable and more_passes))
+        without_id = self.run_stats.get("campaigns_seen", client) - len(run.syncable)  # quarantined, not syncable
+        done = len(run.synced) + len(run.done & run.syncable) + without_id + failed_for_good
+        known = run.listing.seen if run.listing_done else max(run.listing.total or 0, run.listing.seen)
+        return Progress(done=min(done, known), known=known, retrying=len(run.failed) - failed_for_good,
+                        listing_done=run.listing_done)
 
-    def _item(self, client: str, campaign: dict[str, Any], status: str,
-              synced_at: datetime | None = None, error: str | None = None) -> CampaignItem:
-        self._touch(client)
-        if status == "failed":
-            self.run_stats.inc("campaigns_sync_failed", client)
-            logger.error("Client %s: sync of %s failed: %s", client, campaign["campaign_id"], error,
-                         extra={"client": client})
-        return CampaignItem(client_id=client, sync_status=status, synced_at=synced_at, sync_error=error,
-                            **campaign)
+    def closed(self, reason: str) -> None:
+        """Settle each client's outcome and timing before the run is recorded.
 
-
-def _int(value: Any, default: Any) -> Any:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
-
-
-def _bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
+        Runs before the extensions' own ``spider_closed`` handlers (the spider
+        connects first), after the last batch was written.
+        """
+        stats = self.run_stats
+        for client, run in self.runs.items():
+            if not stats.get("locked", client):
+                stats.set("campaigns_sync_failed", len(run.failed), client)
+                stats.set("campaigns_not_attempted",
+                          len(run.syncable - run.synced - run.failed.keys() - run.done), client)
+                if run.failed:
+                    shown = ", ".join(sorted(run.failed)[:10]) + (" ..." if len(run.failed) > 10 else "")
+                    logger.error("Client %s: %d campaign(s) could not be synced: %s", client, len(run.failed), shown,
+                                 extra={"client": client})
+                elapsed = (run.last_answer or time.monotonic()) - self.started
+                stats.set("elapsed_seconds", round(elapsed, 3), client)
+                stats.set("lower_bound_seconds", round(lower_bound_seconds(
+                    stats.get("requests_sent", client), self.rate_limit, self.rate_window,
+                    stats.get("last_latency_seconds", client)), 3), client)
+            outcome = client_outcome(lambda name, c=client: stats.get(name, c), stopped_early=reason != "finished")
+            stats.set("outcome", outcome.name, client)
+            stats.set("outcome_reasons", ", ".join(outcome.reasons), client)

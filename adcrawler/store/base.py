@@ -1,4 +1,4 @@
-"""What both backends share: the SQL, the batch write and its counts.
+"""What both backends share: the SQL, batch writes, migrations and run records.
 
 Statements are written with ``%s`` placeholders and a ``{values}`` slot for
 multi-row inserts; each backend renders them its own way. Values are always
@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,10 +20,11 @@ from adcrawler.items import CampaignItem, RejectedRecord
 from . import schema
 
 CAMPAIGN_COLUMNS = ("client_id", "campaign_id", "name", "status", "budget", "impressions", "clicks",
-                    "conversions", "created_at", "sync_status", "synced_at", "sync_error", "fetched_at",
-                    "updated_at")
-# A row is unchanged, and not rewritten, when all of these are equal.
-COMPARED = ("name", "status", "budget", "impressions", "clicks", "conversions", "created_at",
+                    "conversions", "created_at", "raw", "quality_flags", "sync_status", "synced_at", "sync_error",
+                    "fetched_at", "updated_at")
+# A row is unchanged, and not rewritten, when all of these are equal (the raw
+# record is not compared: JSON text of the same record may differ in form).
+COMPARED = ("name", "status", "budget", "impressions", "clicks", "conversions", "created_at", "quality_flags",
             "sync_status", "synced_at", "sync_error")
 # A failed sync keeps the time of the last successful one.
 _NEW = {"synced_at": "COALESCE(excluded.synced_at, campaigns.synced_at)"}
@@ -37,15 +38,15 @@ UPSERT = (
     + " RETURNING client_id, campaign_id"
 )
 METRICS_COLUMNS = ("run_id", "client_id", "campaign_id", "captured_at", "status", "budget", "impressions",
-                   "clicks", "conversions", "sync_status")
+                   "clicks", "conversions", "quality_flags", "sync_status")
 METRICS = (f"INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) VALUES {{values}} "
            "ON CONFLICT (run_id, client_id, campaign_id) DO UPDATE SET "
            + ", ".join(f"{c} = excluded.{c}" for c in METRICS_COLUMNS[3:]))
-REJECTED = ("INSERT INTO rejected_records (run_id, client_id, reason, payload, payload_sha1, seen_at) "
+REJECTED = ("INSERT INTO rejected_records (run_id, client_id, campaign_id, reason, payload, payload_sha1, seen_at) "
             "VALUES {values} ON CONFLICT (run_id, client_id, payload_sha1) DO NOTHING")
-RUN_COLUMNS = ("run_id", "client_id", "started_at", "finished_at", "outcome", "finish_reason", "campaigns_seen",
-               "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "rows_unchanged",
-               "records_rejected", "retries", "responses_429", "token_refreshes", "stats")
+RUN_COLUMNS = ("run_id", "client_id", "started_at", "finished_at", "outcome", "outcome_reasons", "finish_reason",
+               "campaigns_seen", "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated",
+               "rows_unchanged", "records_rejected", "retries", "responses_429", "token_refreshes", "stats")
 # A resumed run writes its row again: effort counters add up over the attempts
 # that recorded one, the start stays the first attempt's, the rest is the latest.
 _RUN_ADDED = ("rows_inserted", "rows_updated", "rows_unchanged", "retries", "responses_429", "token_refreshes")
@@ -58,6 +59,8 @@ _RUN_UPDATE = {
 RUN = (f"INSERT INTO sync_runs ({', '.join(RUN_COLUMNS)}) VALUES {{values}} "
        "ON CONFLICT (run_id, client_id) DO UPDATE SET "
        + ", ".join(f"{c} = {expr}" for c, expr in _RUN_UPDATE.items()))
+RUN_STARTED = ("INSERT INTO sync_runs (run_id, client_id, started_at, outcome) VALUES {values} "
+               "ON CONFLICT (run_id, client_id) DO UPDATE SET outcome = excluded.outcome, finished_at = NULL")
 
 
 class StoreError(Exception):
@@ -75,12 +78,27 @@ class BatchResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    rejected: int = 0
+    rejected: int = 0  # quarantine rows written (validation's and the database's)
 
     def __iadd__(self, other: "BatchResult") -> "BatchResult":
         for f in ("inserted", "updated", "unchanged", "rejected"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         return self
+
+
+@dataclass
+class WriteResult:
+    """What a write did, per client, and the rows the database refused."""
+
+    clients: dict[str, BatchResult] = field(default_factory=dict)
+    stored: list[CampaignItem] = field(default_factory=list)
+    refused: list[tuple[CampaignItem | RejectedRecord, str]] = field(default_factory=list)
+
+    def add(self, results: dict[str, BatchResult], items: list[CampaignItem | RejectedRecord]) -> None:
+        for client, result in results.items():
+            merged = self.clients.setdefault(client, BatchResult())
+            merged += result
+        self.stored.extend(i for i in items if isinstance(i, CampaignItem))
 
 
 class Store:
@@ -95,6 +113,9 @@ class Store:
     def connect(self) -> None:
         raise NotImplementedError
 
+    def _begin(self, cur: Any, kind: str) -> None:
+        """Start a transaction of ``kind``: ``read``, ``write`` or ``migrate`` (one process at a time)."""
+
     def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:
         raise NotImplementedError
 
@@ -104,15 +125,19 @@ class Store:
     def _value(self, value: Any) -> Any:
         return value
 
+    def _timestamp(self, value: Any) -> datetime | None:
+        return value
+
     # -- shared logic ---------------------------------------------------
     def _execute(self, cur: Any, sql: str, params: tuple | list = ()) -> None:
         cur.execute(self._sql(sql), [self._value(v) for v in params])
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, kind: str = "write") -> Iterator[Any]:
         """A cursor in one transaction: committed on success, rolled back on any error."""
         cur = self._cursor()
         try:
+            self._begin(cur, kind)
             yield cur
             self.conn.commit()
         except BaseException:
@@ -122,9 +147,14 @@ class Store:
             self._close_cursor(cur)
 
     def migrate(self, target: int = schema.LATEST) -> int:
-        """Apply the migrations this database lacks, up to ``target``; returns the version now in force."""
-        with self._transaction() as cur:
-            self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        """Apply the migrations this database lacks, up to ``target``; returns the version now in force.
+
+        Serialised: several processes starting together on a fresh database
+        apply each migration once (PostgreSQL advisory lock, SQLite exclusive
+        transaction); the others then find it applied.
+        """
+        with self._transaction("migrate") as cur:
+            self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
             self._execute(cur, "SELECT MAX(version) FROM schema_version")
             current = cur.fetchone()[0] or 0
             if current > schema.LATEST:
@@ -134,6 +164,42 @@ class Store:
                     self._execute(cur, statement)
                 self._execute(cur, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
         return max(current, target)
+
+    def write(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> WriteResult:
+        """Store ``items``; rows the database refuses for good are found and quarantined.
+
+        The batch is tried whole, in one transaction. If the database refuses it
+        for a reason retrying cannot cure (a value out of a column's range, text
+        it cannot encode), the batch is halved until the refused rows stand
+        alone; each is quarantined with the database's reason and the rest
+        commit. Errors in ``transient`` (the database is unreachable) propagate:
+        the caller retries or spools.
+        """
+        result = WriteResult()
+        self._write_or_split(run_id, items, result)
+        return result
+
+    def _write_or_split(self, run_id: str, items: list[CampaignItem | RejectedRecord], result: WriteResult) -> None:
+        try:
+            result.add(self.write_batch(run_id, items), items)
+            return
+        except self.transient:
+            raise
+        except Exception as exc:  # noqa: BLE001 - refused by the database: find the rows
+            if len(items) > 1:
+                middle = len(items) // 2
+                self._write_or_split(run_id, items[:middle], result)
+                self._write_or_split(run_id, items[middle:], result)
+                return
+            refusal = exc
+        item = items[0]
+        reason = f"refused by the database: {first_line(refusal)}"
+        result.refused.append((item, reason))
+        if isinstance(item, RejectedRecord):
+            raise StoreError(f"a quarantine row was refused: {first_line(refusal)}")
+        record = json.loads(item.raw) if item.raw else {"id": item.campaign_id}
+        quarantined = RejectedRecord.of(item.client_id, record, reason, item.fetched_at)
+        result.add(self.write_batch(run_id, [quarantined]), [])
 
     def write_batch(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> dict[str, BatchResult]:
         """Store one batch in one transaction; returns, per client, what happened to its rows.
@@ -157,7 +223,9 @@ class Store:
                 # Keys that exist before the upsert tell inserted from updated; RETURNING
                 # names the rows inserted or updated, so the rest were unchanged.
                 existing = self._existing(cur, list(latest))
-                rows = [tuple(getattr(i, c) for c in CAMPAIGN_COLUMNS[:-1]) + (now,) for i in latest.values()]
+                rows = [(i.client_id, i.campaign_id, i.name, i.status, i.budget, i.impressions, i.clicks,
+                         i.conversions, i.created_at, i.raw, i.flags_text, i.sync_status, i.synced_at,
+                         i.sync_error, i.fetched_at, now) for i in latest.values()]
                 changed = {tuple(r) for r in self._insert_many(cur, UPSERT, rows, fetch=True)}
                 for key in latest:
                     result = results.setdefault(key[0], BatchResult())
@@ -168,12 +236,12 @@ class Store:
                     else:
                         result.inserted += 1
                 metrics = [(run_id, i.client_id, i.campaign_id, i.fetched_at, i.status, i.budget, i.impressions,
-                            i.clicks, i.conversions, i.sync_status) for i in latest.values()]
+                            i.clicks, i.conversions, i.flags_text, i.sync_status) for i in latest.values()]
                 self._insert_many(cur, METRICS, metrics, fetch=False)
             if rejected:
                 self._insert_many(cur, REJECTED, [
-                    (run_id, r.client_id, r.reason, r.payload, hashlib.sha1(r.payload.encode()).hexdigest(),
-                     r.seen_at) for r in rejected], fetch=False)
+                    (run_id, r.client_id, r.campaign_id, r.reason, r.payload,
+                     hashlib.sha1(r.payload.encode()).hexdigest(), r.seen_at) for r in rejected], fetch=False)
         return results
 
     def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -188,32 +256,55 @@ class Store:
             found.update((client, row[0]) for row in cur.fetchall())
         return found
 
+    # -- runs -----------------------------------------------------------
     def done_campaigns(self, run_id: str, client: str) -> set[str]:
         """Campaigns this run already stored as synced (for a resumed run)."""
-        with self._transaction() as cur:
+        with self._transaction("read") as cur:
             self._execute(cur, "SELECT campaign_id FROM campaign_metrics WHERE run_id = %s AND client_id = %s "
                                "AND sync_status = 'synced'", (run_id, client))
             return {row[0] for row in cur.fetchall()}
 
     def run_counts(self, run_id: str, client: str) -> tuple[int, int]:
         """(synced, failed) campaigns stored for this run: right across resumed attempts."""
-        with self._transaction() as cur:
+        with self._transaction("read") as cur:
             self._execute(cur, "SELECT sync_status, COUNT(*) FROM campaign_metrics WHERE run_id = %s "
                                "AND client_id = %s GROUP BY sync_status", (run_id, client))
             counts = dict(cur.fetchall())
         return counts.get("synced", 0), counts.get("failed", 0)
 
-    def try_lock(self, client: str) -> bool:
-        """Take the client's lock for as long as this store is open; False if another run holds it."""
-        raise NotImplementedError
+    def start_run(self, run_id: str, client: str, started_at: datetime) -> list[tuple[str, datetime | None]]:
+        """Record the run as ``running``; returns the runs of ``client`` that never finished
+        (killed), now marked ``interrupted``. Call only while holding the client's lock."""
+        with self._transaction() as cur:
+            self._execute(cur, "SELECT run_id, started_at FROM sync_runs WHERE client_id = %s "
+                               "AND outcome = 'running' AND run_id <> %s", (client, run_id))
+            stale = [(row[0], self._timestamp(row[1])) for row in cur.fetchall()]
+            if stale:
+                self._execute(cur, "UPDATE sync_runs SET outcome = 'interrupted', outcome_reasons = "
+                                   "'the process ended before the run did' WHERE client_id = %s "
+                                   "AND outcome = 'running' AND run_id <> %s", (client, run_id))
+            self._insert_many(cur, RUN_STARTED, [(run_id, client, started_at, "running")], fetch=False)
+        return stale
 
     def record_run(self, row: dict[str, Any]) -> None:
-        """Insert or complete the ``sync_runs`` row of (run_id, client_id)."""
+        """Complete the ``sync_runs`` row of (run_id, client_id)."""
         values = tuple(json.dumps(row[c], default=str, sort_keys=True) if c == "stats" else row.get(c)
                        for c in RUN_COLUMNS)
         with self._transaction() as cur:
             self._insert_many(cur, RUN, [values], fetch=False)
 
+    def last_success(self, client: str) -> datetime | None:
+        """When the client's last successful run finished."""
+        with self._transaction("read") as cur:
+            self._execute(cur, "SELECT MAX(finished_at) FROM sync_runs WHERE client_id = %s "
+                               "AND outcome = 'succeeded'", (client,))
+            return self._timestamp(cur.fetchone()[0])
+
+    def try_lock(self, client: str) -> bool:
+        """Take the client's lock for as long as this store is open; False if another run holds it."""
+        raise NotImplementedError
+
+    # -- connection -------------------------------------------------------
     def _cursor(self) -> Any:
         if self.conn is None:  # lost earlier; raises the backend's transient error while down
             self.connect()

@@ -31,6 +31,12 @@ class PostgresStore(Store):
             if not self._advisory_lock(client):
                 raise StoreError(f"client {client!r} was taken over by another run while reconnecting")
 
+    def _begin(self, cur: Any, kind: str) -> None:
+        # psycopg2 opens the transaction itself; migrations also wait for each
+        # other on a transaction-level advisory lock (released at commit).
+        if kind == "migrate":
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('adcrawler:migrate', 0))")
+
     def try_lock(self, client: str) -> bool:
         # A session-level advisory lock: the server drops it when the
         # connection ends, so a killed run never leaves a stale lock behind.

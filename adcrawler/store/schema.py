@@ -2,8 +2,8 @@
 
 ``{ts}``, ``{money}``, ``{json}``, ``{bigint}`` and ``{id}`` are filled with each
 backend's types. A database records the versions applied in ``schema_version``;
-``migrate`` applies the missing ones in order, so an older database upgrades in
-place. Never edit a released migration: add the next one.
+``migrate`` applies the missing ones in order, one process at a time, so an
+older database upgrades in place. Never edit a released migration: add the next one.
 """
 
 from __future__ import annotations
@@ -85,6 +85,21 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # A resumed run lists again: quarantine each bad record once per run.
         "ALTER TABLE rejected_records ADD COLUMN payload_sha1 TEXT",
         "CREATE UNIQUE INDEX rejected_records_once ON rejected_records (run_id, client_id, payload_sha1)",
+    ]),
+    (3, [
+        # Keep what the platform sends: the record as received, and what looked wrong in it.
+        "ALTER TABLE campaigns ADD COLUMN raw {json}",
+        "ALTER TABLE campaigns ADD COLUMN quality_flags TEXT",
+        "ALTER TABLE campaign_metrics ADD COLUMN quality_flags TEXT",
+        # The id a quarantined record was sent with, when it had one.
+        "ALTER TABLE rejected_records ADD COLUMN campaign_id TEXT",
+        # Why a run is not 'succeeded'; a run row exists from the start ('running').
+        "ALTER TABLE sync_runs ADD COLUMN outcome_reasons TEXT",
+        # One row per version: a second process applying the same migration fails loudly.
+        "CREATE TABLE schema_version_keyed (version INTEGER PRIMARY KEY, applied_at {ts})",
+        "INSERT INTO schema_version_keyed (version) SELECT DISTINCT version FROM schema_version",
+        "DROP TABLE schema_version",
+        "ALTER TABLE schema_version_keyed RENAME TO schema_version",
     ]),
 ]
 

@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from adcrawler.files import private_dir
+
 from .base import Store, StoreError, first_line
 
 # SQLite limits the parameters of one statement; stay well below it.
@@ -31,17 +33,26 @@ class SqliteStore(Store):
 
     def connect(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # Used from the pipeline's worker thread, one call at a time.
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            private_dir(Path(self.path).parent)
+        # Used from a worker thread, one call at a time. isolation_level=None:
+        # transactions are begun explicitly (see _begin), DDL included.
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _begin(self, cur: Any, kind: str) -> None:
+        # IMMEDIATE takes the write lock up front (waiting up to the timeout), so a
+        # transaction never fails half-way on a lock upgrade; EXCLUSIVE also keeps
+        # readers out while the schema changes.
+        cur.execute({"read": "BEGIN", "write": "BEGIN IMMEDIATE", "migrate": "BEGIN EXCLUSIVE"}[kind])
+
+    def _timestamp(self, value: Any) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
 
     def try_lock(self, client: str) -> bool:
         # An OS file lock beside the database: released by the kernel if the
         # process dies, so a killed run never leaves a stale lock behind.
-        lock_dir = Path(f"{self.path}.locks")
-        lock_dir.mkdir(parents=True, exist_ok=True)
+        lock_dir = private_dir(Path(f"{self.path}.locks"))
         fh = (lock_dir / (hashlib.sha1(client.encode()).hexdigest()[:16] + ".lock")).open("a")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adcrawler.stats import key
-from adcrawler.timescale import crawler_env
+from harness.timescale import crawler_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_EMAIL = "admin@mixoads.com"

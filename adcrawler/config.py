@@ -1,0 +1,266 @@
+"""Every adcrawler setting: one name, one form, one line of documentation.
+
+A setting has the same name in the environment, in ``.env`` and with
+``scrapy crawl -s NAME=value``. ``adcrawler/settings.py`` reads each one from
+the environment (python-decouple) as text; :func:`resolve` parses them all at
+start-up, stops the run with one line naming a bad value (exit status 2),
+warns about ``ADCRAWLER_*`` names it does not know, and copies the few that
+drive Scrapy's own settings (``CONCURRENT_REQUESTS``, ``LOG_LEVEL``...) onto
+them, so a value given with ``-s`` reaches Scrapy too. Components read typed
+values with :func:`value` in ``from_crawler``.
+
+The README's settings table is checked against :data:`SETTINGS` by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from scrapy.settings import BaseSettings
+
+PREFIX = "ADCRAWLER_"
+EXIT_CONFIG = 2  # a bad setting, client registry or command line
+
+
+class ConfigError(ValueError):
+    """A setting or the client registry is wrong; the message is the one line to print."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a value is written: ``form`` is what the error message asks for."""
+
+    form: str
+    parse: Callable[[str], Any]
+    bad: str  # an example of a value this kind refuses (the tests use it)
+
+
+def _number(cast: type, minimum: float, allow_min: bool) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        number = cast(text)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError
+        if number < minimum or (number == minimum and not allow_min):
+            raise ValueError
+        return number
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError
+    return text.strip().rstrip("/")
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lambda text: parse(text) if text.strip() else ""
+
+
+def _database_url(text: str) -> str:
+    text = text.strip()
+    if text and not text.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        raise ValueError
+    return text
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError
+    return text.strip()
+
+
+def _existing_file(text: str) -> str:
+    if text.strip() and not os.path.isfile(text.strip()):
+        raise ValueError
+    return text.strip()
+
+
+def _log_level(text: str) -> str:
+    if text.strip().upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError
+    return text.strip().upper()
+
+
+def _status_list(text: str) -> tuple[int, ...]:
+    codes = tuple(int(code) for code in text.split(",") if code.strip())
+    if not codes or any(not 400 <= code <= 599 or code in (401, 403, 429) for code in codes):
+        raise ValueError
+    return codes
+
+
+def _job_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text.strip()):
+        raise ValueError
+    return text.strip()
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError
+    return port
+
+
+def _url_list(text: str) -> tuple[str, ...]:
+    urls = tuple(_http_url(part) for part in text.split(",") if part.strip())
+    if not urls:
+        raise ValueError
+    return urls
+
+
+COUNT = Kind("a whole number > 0", _number(int, 1, True), "ten")
+COUNT_OR_ZERO = Kind("a whole number >= 0", _number(int, 0, True), "-1")
+PORT = Kind("a port number from 0 to 65535 (0 = off)", _port, "70000")
+SECONDS = Kind("a number of seconds > 0", _number(float, 0, False), "soon")
+SECONDS_OR_ZERO = Kind("a number of seconds >= 0 (0 = off)", _number(float, 0, True), "-5")
+BOOL = Kind("true or false", _bool, "maybe")
+HTTP_URL = Kind("an http:// or https:// URL", _http_url, "ftp://example.com")
+OPTIONAL_URL = Kind("an http:// or https:// URL, or empty for off", _optional(_http_url), "localhost:9091")
+DATABASE = Kind("postgresql://..., sqlite:///path, or empty for the SQLite file", _database_url, "mysql://db")
+PATH = Kind("a path", _non_empty, " ")
+OPTIONAL_PATH = Kind("a path, or empty for off", lambda t: t.strip(), "")
+REGISTRY = Kind("the path of an existing TOML file, or empty for the packaged registry", _existing_file,
+                "/nonexistent/clients.toml")
+HOST = Kind("a host name or address", _non_empty, " ")
+LOG_LEVEL = Kind("DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level, "LOUD")
+STATUSES = Kind("comma-separated HTTP statuses from 400 to 599 (not 401, 403, 429)", _status_list, "503,abc")
+JOB = Kind("letters, digits, '.', '_' or '-'", _job_name, "a job")
+URLS = Kind("comma-separated http:// URLs", _url_list, "node1:6800")
+
+# Kind.bad of OPTIONAL_PATH is empty: every text is a valid optional path.
+# The settings that use it have no invalid value, and the tests know it.
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    kind: Kind
+    doc: str
+    scrapy: str | None = None  # the Scrapy setting this one drives
+    command: str = "crawl"  # who reads it: "crawl" or "dispatch"
+
+
+SETTINGS: list[Setting] = [
+    # -- The platform
+    Setting("AD_PLATFORM_API_URL", "http://127.0.0.1:3001", HTTP_URL, "base URL of the platform"),
+    Setting("ADCRAWLER_CLIENTS_FILE", "", REGISTRY, "client registry file (empty: the packaged one)"),
+    Setting("ADCRAWLER_PAGE_SIZE", "100", COUNT, "`limit` asked for on list calls; the platform may cap it"),
+    # -- Rate budget, per client
+    Setting("ADCRAWLER_RATE_LIMIT", "10", COUNT, "the platform's budget per client: requests per window"),
+    Setting("ADCRAWLER_RATE_WINDOW", "60", SECONDS, "the budget's rolling window (s)"),
+    Setting("ADCRAWLER_RATE_429_RETRIES", "5", COUNT_OR_ZERO, "times one request may meet a 429 before it is given up"),
+    Setting("ADCRAWLER_RETRY_AFTER_MAX", "300", SECONDS, "longest Retry-After honoured (s); larger values are clamped"),
+    # -- Retries
+    Setting("ADCRAWLER_RETRY_TIMES", "6", COUNT_OR_ZERO,
+            "retries of a 5xx, timeout, dropped connection or non-JSON answer (the token request too)"),
+    Setting("ADCRAWLER_RETRY_HTTP_CODES", "500,502,503,504,408,522,524", STATUSES, "statuses retried"),
+    Setting("ADCRAWLER_RETRY_BACKOFF_BASE", "1", SECONDS,
+            "backoff before retry n: uniform in [c/2, c], c = min(MAX, BASE·2ⁿ⁻¹) s, unless Retry-After says"),
+    Setting("ADCRAWLER_RETRY_BACKOFF_MAX", "30", SECONDS, "cap of that backoff (s)"),
+    Setting("ADCRAWLER_SYNC_PASSES", "3", COUNT,
+            "passes over a client's failed syncs: a campaign whose sync failed after all retries is tried "
+            "again at the end of its client's run, up to this many passes in all"),
+    # -- Timeouts
+    Setting("ADCRAWLER_TIMEOUT_AUTH", "10", SECONDS, "timeout of a token request (s)"),
+    Setting("ADCRAWLER_TIMEOUT_LIST", "15", SECONDS, "timeout of a list call (s)"),
+    Setting("ADCRAWLER_TIMEOUT_SYNC", "10", SECONDS, "timeout of a sync call (s); a sync takes about 2 s"),
+    Setting("ADCRAWLER_TOKEN_REFRESH_MARGIN", "60", SECONDS_OR_ZERO,
+            "refresh a token this long before it expires (at most a tenth of its life)"),
+    # -- Storage
+    Setting("DATABASE_URL", "", DATABASE, "empty or `sqlite:///path` = SQLite; `postgresql://...` = PostgreSQL"),
+    Setting("ADCRAWLER_SQLITE_PATH", "data/adcrawler.sqlite3", PATH, "SQLite file when `DATABASE_URL` is empty"),
+    Setting("ADCRAWLER_DB_BATCH_SIZE", "50", COUNT, "rows per batch (one transaction)"),
+    Setting("ADCRAWLER_DB_FLUSH_INTERVAL", "5", SECONDS, "a partial batch is written once its oldest row waited this long (s)"),
+    Setting("ADCRAWLER_DB_RETRIES", "5", COUNT_OR_ZERO, "retries of a batch while the database is unreachable"),
+    Setting("ADCRAWLER_DB_RETRY_BACKOFF_BASE", "1", SECONDS, "backoff between batch retries: base (s)"),
+    Setting("ADCRAWLER_DB_RETRY_BACKOFF_MAX", "30", SECONDS, "backoff between batch retries: cap (s)"),
+    Setting("ADCRAWLER_SPOOL_DIR", "data/spool", PATH, "where batches go when the database stays down"),
+    # -- Operating
+    Setting("ADCRAWLER_STATS_DIR", "data/stats", OPTIONAL_PATH, "one JSON stats file per run (empty = off)"),
+    Setting("ADCRAWLER_METRICS_HOST", "127.0.0.1", HOST, "address of the Prometheus pull endpoint"),
+    Setting("ADCRAWLER_METRICS_PORT", "0", PORT, "port of the Prometheus pull endpoint (0 = off)"),
+    Setting("ADCRAWLER_PUSHGATEWAY_URL", "", OPTIONAL_URL, "Pushgateway to push each client's metrics to at the end (empty = off)"),
+    Setting("ADCRAWLER_PUSHGATEWAY_JOB", "adcrawler", JOB, "`job` label of the pushed groups"),
+    Setting("ADCRAWLER_PROGRESS_INTERVAL", "30", SECONDS_OR_ZERO, "a progress line per client every N s (0 = off)"),
+    Setting("ADCRAWLER_LOG_JSON", "false", BOOL, "one JSON object per log line, from the first line to the last"),
+    Setting("ADCRAWLER_LOG_LEVEL", "INFO", LOG_LEVEL, "log level", scrapy="LOG_LEVEL"),
+    Setting("ADCRAWLER_LOGSTATS_INTERVAL", "60", SECONDS, "Scrapy's periodic stats line (s)", scrapy="LOGSTATS_INTERVAL"),
+    # -- Concurrency
+    Setting("ADCRAWLER_CONCURRENT_REQUESTS", "1024", COUNT,
+            "requests on the wire at once, all clients together (requests waiting for budget do not count)",
+            scrapy="CONCURRENT_REQUESTS"),
+    Setting("ADCRAWLER_CONCURRENT_PER_CLIENT", "16", COUNT, "requests on the wire at once for one client",
+            scrapy="CONCURRENT_REQUESTS_PER_DOMAIN"),
+    # -- Dispatch over scrapyd nodes (python -m adcrawler.dispatch)
+    Setting("ADCRAWLER_SCRAPYD_NODES", "http://127.0.0.1:6800", URLS, "scrapyd nodes to spread clients over",
+            command="dispatch"),
+    Setting("ADCRAWLER_SCRAPYD_PROJECT", "adcrawler", JOB, "scrapyd project name", command="dispatch"),
+]
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def environment_values() -> dict[str, str]:
+    """Each setting as text from the environment or ``.env``, else its default."""
+    from decouple import config
+
+    return {s.name: config(s.name, default=s.default) for s in SETTINGS}
+
+
+def _text(raw: Any) -> str:
+    if isinstance(raw, (list, tuple)):
+        return ",".join(str(part) for part in raw)
+    return "" if raw is None else str(raw)
+
+
+def parse(name: str, raw: Any) -> Any:
+    """The typed value of setting ``name``; ConfigError names the setting and the form."""
+    setting = BY_NAME[name]
+    try:
+        return setting.kind.parse(_text(raw))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={_text(raw)!r}: expected {setting.kind.form}") from None
+
+
+def value(settings: BaseSettings | Mapping[str, Any], name: str) -> Any:
+    """The typed value of ``name`` in ``settings`` (its default when absent)."""
+    raw = settings.get(name)
+    return parse(name, BY_NAME[name].default if raw is None else raw)
+
+
+def unknown_names(names: Iterable[str]) -> list[str]:
+    return sorted({n for n in names if n.startswith(PREFIX) and n not in BY_NAME})
+
+
+def _dotenv_names() -> list[str]:
+    from decouple import config
+
+    repository = getattr(getattr(config, "config", None), "repository", None)
+    return list(getattr(repository, "data", {}) or {})
+
+
+def resolve(settings: BaseSettings, command: str = "crawl") -> list[str]:
+    """Check every setting ``command`` reads, drive Scrapy's settings from ours,
+    and return warnings for unknown ``ADCRAWLER_*`` names. Raises ConfigError."""
+    values = {s.name: value(settings, s.name) for s in SETTINGS if s.command == command}
+    for s in SETTINGS:
+        if s.scrapy and s.name in values:
+            settings.set(s.scrapy, values[s.name], priority=settings.getpriority(s.name) or "project")
+    names = [*os.environ, *_dotenv_names(), *(name for name, _ in settings.items())]
+    return [f"unknown setting {name} is ignored (see the settings table in the README)"
+            for name in unknown_names(names)]

@@ -1,0 +1,140 @@
+"""The run's life in the database: its identity, one lock per client, one ``sync_runs`` row per client.
+
+When the spider opens, for each client:
+
+- the client's lock is taken (a PostgreSQL advisory lock, or a file lock beside
+  the SQLite file, both released if the process dies). A client locked by
+  another run is ``skipped``: nothing is sent for it, its outcome says why, and
+  the other clients go on;
+- runs of the client that never finished (killed) are marked ``interrupted``
+  and logged;
+- this run's row is written as ``running``, so a run killed from now on shows
+  as such until the next run of the client marks it.
+
+Then the store pipeline is told which run it writes for (it stores what an
+interrupted attempt journaled first). When the spider closes, each row is
+completed with the outcome the spider decided, the counts and the stats.
+
+The run id comes from the job directory when there is one (see
+:mod:`adcrawler.jobdir`): an interrupted run resumes under its id, a finished
+one is followed by a new run.
+
+Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH, JOBDIR.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.utils.asyncio import run_in_thread
+
+from adcrawler import logs
+from adcrawler.config import value
+from adcrawler.jobdir import JobState
+from adcrawler.outcome import SUCCEEDED
+from adcrawler.pipelines.store import StorePipeline
+from adcrawler.stats import PREFIX, RunStats, key
+from adcrawler.store import Store, StoreError, first_line, open_store
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+
+class RunRecords:
+    def __init__(self, crawler: Crawler, database_url: str, sqlite_path: str, jobdir: str | None):
+        self.crawler = crawler
+        self.database_url = database_url
+        self.sqlite_path = sqlite_path
+        self.job = JobState.load(jobdir)
+        self.stats = RunStats(crawler)
+        self.stats.set("run_id", self.job.run_id)
+        logs.set_run_id(self.job.run_id)
+        self.started_at = datetime.now(timezone.utc)
+        self.store: Store | None = None
+        self.owned: list[str] = []  # clients whose lock this run holds
+        self.last_success: dict[str, float] = {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> "RunRecords":
+        s = crawler.settings
+        ext = cls(crawler, value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), s.get("JOBDIR") or None)
+        crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
+        return ext
+
+    async def spider_opened(self, spider: Any) -> None:
+        try:
+            self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path)
+            await run_in_thread(self.store.migrate)
+        except Exception as exc:  # noqa: BLE001 - the pipeline has already closed the spider
+            logger.error("Run records unavailable: %s", first_line(exc))
+            self.store = None
+            return
+        if self.job.resumed:
+            logger.info("Resuming run %s from the job directory", self.job.run_id)
+        for client in spider.clients:
+            if not await run_in_thread(self.store.try_lock, client):
+                self.stats.set("locked", 1, client)
+                logger.warning("Client %s is being synced by another run against this database; skipped",
+                               client, extra={"client": client})
+                continue
+            self.owned.append(client)
+            for run_id, started in await run_in_thread(self.store.start_run, self.job.run_id, client,
+                                                      self.started_at):
+                logger.warning("Client %s: run %s (started %s) never finished: the process ended first; "
+                               "recorded as interrupted", client, run_id, started, extra={"client": client})
+            last = await run_in_thread(self.store.last_success, client)
+            if last is not None:
+                self.last_success[client] = last.timestamp()
+        pipeline = self.crawler.get_item_pipeline(StorePipeline)
+        if pipeline is not None and pipeline.store is not None:
+            await pipeline.start_run(self.job, self.owned)
+
+    async def spider_closed(self, spider: Any, reason: str) -> None:
+        # Before the first await: the stats file and the metrics push, whose
+        # handlers start after this one, read what is set here.
+        now = time.time()
+        for client in self.owned:
+            if self.stats.get("outcome", client) == SUCCEEDED:
+                self.last_success[client] = now
+            if client in self.last_success:
+                self.stats.set("last_success_timestamp", self.last_success[client], client)
+        all_stats = dict(self.crawler.stats.get_stats())
+        if self.store is None:
+            return
+        finished = datetime.now(timezone.utc)
+        for client in self.owned:
+            try:
+                await run_in_thread(self.store.record_run, await self._row(client, reason, finished, all_stats))
+            except (StoreError, *self.store.transient) as exc:
+                logger.error("Could not record the run of client %s: %s", client, first_line(exc),
+                             extra={"client": client})
+        # A job directory whose run ended starts a new run next time; a stopped one resumes.
+        self.job.save("running" if reason == "shutdown" else "finished")
+        await run_in_thread(self.store.close)  # releases the locks
+
+    async def _row(self, client: str, reason: str, finished: datetime, all_stats: dict[str, Any]) -> dict[str, Any]:
+        def g(name: str) -> Any:
+            return self.stats.get(name, client)
+
+        try:
+            # From the database, so a resumed run counts its earlier attempts too.
+            synced, failed = await run_in_thread(self.store.run_counts, self.job.run_id, client)
+        except self.store.transient:
+            synced, failed = g("campaigns_synced"), g("campaigns_sync_failed")
+        own, any_client = key("", client), f"{PREFIX}/client/"
+        return {
+            "run_id": self.job.run_id, "client_id": client, "started_at": self.started_at,
+            "finished_at": finished, "outcome": g("outcome") or None, "outcome_reasons": g("outcome_reasons") or None,
+            "finish_reason": reason, "campaigns_seen": g("campaigns_seen"), "campaigns_synced": synced,
+            "campaigns_failed": failed, "rows_inserted": g("rows_inserted"), "rows_updated": g("rows_updated"),
+            "rows_unchanged": g("rows_unchanged"), "records_rejected": g("campaigns_quarantined"),
+            "retries": g("retries"), "responses_429": g("responses_429"), "token_refreshes": g("token_refreshes"),
+            "stats": {k: v for k, v in all_stats.items() if not k.startswith(any_client) or k.startswith(own)},
+        }

@@ -1,0 +1,227 @@
+"""A scheduler that releases a client's request only when its rate budget admits it.
+
+Every request carrying ``meta["adcrawler_client"]`` waits here, in its
+client's queue (highest priority first, then first come), until that client's
+rolling-window budget (:mod:`adcrawler.ratelimit`) has a free place. So the
+downloader only ever holds requests that are on the wire, and
+``CONCURRENT_REQUESTS`` counts those: a client waiting for its budget never
+takes a place another client could use. Clients are served in the order they
+became ready, one request at a time, so all of them progress from the first
+minute whatever order their lists arrive in.
+
+A place is held from the moment the request leaves this scheduler until a
+window after its answer arrived (``request_left_downloader``): the platform
+counts the request somewhere in between, so its window never holds more of our
+requests than ours does.
+
+Two meta keys, set by the retry middleware, ask for waits:
+
+- ``adcrawler_not_before`` (seconds from now): a backoff; the request sleeps
+  outside the queues and comes back through the engine when due;
+- ``adcrawler_pause`` (seconds): the platform answered 429; the whole client
+  pauses that long and its limit is lowered (see ``RollingWindowBudget``).
+
+The engine asks for requests when a download finishes; when only the budget
+can wake a client, a timer hands one of its requests back through
+``engine.crawl()``, the engine's public way in, which also makes it ask again.
+
+Nothing is written to ``JOBDIR``: a resumed run lists again and learns from
+the database what is done (see :mod:`adcrawler.jobdir`). Requests are not
+de-duplicated here: the spider never asks twice for the same campaign.
+
+Settings: ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from scrapy import Request, signals
+from scrapy.utils.asyncio import CallLaterResult, call_later
+
+from adcrawler.config import value
+from adcrawler.middlewares import CLIENT
+from adcrawler.ratelimit import RollingWindowBudget
+from adcrawler.stats import RunStats
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+NOT_BEFORE = "adcrawler_not_before"
+PAUSE = "adcrawler_pause"
+_HELD = "_adcrawler_held_since"  # set while the request holds a budget place
+_SEQ = "_adcrawler_seq"  # arrival order, kept when a request comes back
+_READY = "_adcrawler_ready_at"
+
+
+class BudgetScheduler:
+    def __init__(self, crawler: Crawler, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.crawler = crawler
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self.stats = RunStats(crawler)
+        self.budgets: dict[str, RollingWindowBudget] = {}
+        self._queues: dict[str, list[tuple[int, int, Request]]] = {}
+        self._ready: list[tuple[float, int, str]] = []  # (ready at, tie-break, client), one entry per client
+        self._in_ready: set[str] = set()
+        self._sleeping: dict[int, tuple[Request, CallLaterResult]] = {}
+        self._queued = 0
+        self._seq = itertools.count()
+        self._timer: CallLaterResult | None = None
+        self._timer_at = math.inf
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> "BudgetScheduler":
+        scheduler = cls(crawler, value(crawler.settings, "ADCRAWLER_RATE_LIMIT"),
+                        value(crawler.settings, "ADCRAWLER_RATE_WINDOW"))
+        crawler.signals.connect(scheduler.request_left_downloader, signal=signals.request_left_downloader)
+        return scheduler
+
+    # -- the scheduler interface -----------------------------------------------
+    def close(self, reason: str) -> None:
+        for _, call in self._sleeping.values():
+            call.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._queued or self._sleeping:
+            logger.info("Scheduler closed with %d requests never sent (%s)", self._queued + len(self._sleeping),
+                        reason)
+
+    def has_pending_requests(self) -> bool:
+        return bool(self._queued or self._sleeping)
+
+    def __len__(self) -> int:
+        return self._queued + len(self._sleeping)
+
+    def enqueue_request(self, request: Request) -> bool:
+        client = request.meta.get(CLIENT) or ""
+        pause = request.meta.pop(PAUSE, None)
+        if pause is not None and client:
+            self._rate_limited(client, pause)
+        delay = request.meta.pop(NOT_BEFORE, None)
+        if delay and delay > 0:
+            self._sleep(request, delay)
+            return True
+        if _SEQ not in request.meta:
+            request.meta[_SEQ] = next(self._seq)
+        request.meta[_READY] = self.clock()
+        heapq.heappush(self._queues.setdefault(client, []), (-request.priority, request.meta[_SEQ], request))
+        self._queued += 1
+        self._mark_ready(client, self.clock())
+        return True
+
+    def next_request(self) -> Request | None:
+        now = self.clock()
+        while self._ready and self._ready[0][0] <= now:
+            _, _, client = heapq.heappop(self._ready)
+            self._in_ready.discard(client)
+            queue = self._queues.get(client)
+            if not queue:
+                continue
+            wait = self.budget(client).wait_time() if client else 0.0
+            if wait > 0:
+                if wait < math.inf:  # else a finishing request wakes it (request_left_downloader)
+                    self._mark_ready(client, now + wait)
+                continue
+            _, _, request = heapq.heappop(queue)
+            self._queued -= 1
+            if queue:
+                self._mark_ready(client, now)  # behind the clients that were ready before it
+            waited = now - request.meta.pop(_READY, now)
+            if client:
+                self.budget(client).acquire()
+                request.meta[_HELD] = now
+                self.stats.inc("requests_sent", client)
+                if waited > 0:
+                    self.stats.inc("rate_wait_seconds", client, round(waited, 3))
+            return request
+        self._arm()
+        return None
+
+    # -- budget places ---------------------------------------------------------
+    def budget(self, client: str) -> RollingWindowBudget:
+        if client not in self.budgets:
+            self.budgets[client] = RollingWindowBudget(self.limit, self.window, self.clock)
+        return self.budgets[client]
+
+    def request_left_downloader(self, request: Request, spider: Any = None) -> None:
+        sent = request.meta.pop(_HELD, None)
+        if sent is None:
+            return
+        client = request.meta[CLIENT]
+        budget = self.budget(client)
+        budget.release()
+        # The lower bound of a client's run ends with its last answer's latency.
+        self.stats.set("last_latency_seconds", round(self.clock() - sent, 3), client)
+        if self._queues.get(client) and client not in self._in_ready:
+            self._mark_ready(client, self.clock() + budget.wait_time())
+            self._arm()
+
+    def _rate_limited(self, client: str, pause: float) -> None:
+        budget = self.budget(client)
+        if budget.rate_limited(pause):
+            self.stats.set("rate_limit_effective", budget.limit, client)
+            logger.warning("Client %s: the platform's limit is lower than ADCRAWLER_RATE_LIMIT=%d; using %d per "
+                           "%gs for the rest of the run", client, self.limit, budget.limit, self.window,
+                           extra={"client": client})
+        if self._queues.get(client):
+            self._mark_ready(client, self.clock() + budget.wait_time())
+
+    # -- waking the engine -------------------------------------------------------
+    def _mark_ready(self, client: str, when: float) -> None:
+        if client in self._in_ready or when == math.inf:
+            return
+        heapq.heappush(self._ready, (when, next(self._seq), client))
+        self._in_ready.add(client)
+
+    def _sleep(self, request: Request, delay: float) -> None:
+        key = id(request)
+        self._sleeping[key] = (request, call_later(delay, self._wake_with, key))
+
+    def _wake_with(self, key: int) -> None:
+        request, _ = self._sleeping.pop(key)
+        self._hand_back(request)
+
+    def _arm(self) -> None:
+        """Make sure the engine asks again when the earliest waiting client is due."""
+        if not self._ready:
+            return
+        when = self._ready[0][0]
+        if self._timer is not None and self._timer_at <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = call_later(max(0.0, when - self.clock()), self._due)
+
+    def _due(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self.clock()
+        while self._ready and self._ready[0][0] <= now:
+            client = self._ready[0][2]
+            queue = self._queues.get(client)
+            if queue:
+                # Take the client's next request out and give it back: it lands
+                # in the same place, and the engine asks for requests again.
+                _, _, request = heapq.heappop(queue)
+                self._queued -= 1
+                self._hand_back(request)
+                return
+            heapq.heappop(self._ready)
+            self._in_ready.discard(client)
+        self._arm()
+
+    def _hand_back(self, request: Request) -> None:
+        try:
+            self.crawler.engine.crawl(request)
+        except RuntimeError:  # the spider is closing: nothing more is sent
+            pass
