@@ -1,9 +1,10 @@
-"""Downloader middlewares, built from a crawler with the project's settings."""
+"""The scheduler and the downloader middlewares, built from a crawler with the project's settings."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from scrapy import Request
@@ -13,11 +14,10 @@ from scrapy.settings import Settings
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
-from adcrawler.middlewares import CLIENT
+from adcrawler.middlewares import CLIENT, ENDPOINT
 from adcrawler.middlewares.auth import AuthenticationFailed, BearerTokenMiddleware
-from adcrawler.middlewares.ratebudget import RateBudgetMiddleware
-from adcrawler.middlewares.retry import BackoffRetryMiddleware
-from adcrawler.settings_check import SettingError
+from adcrawler.middlewares.retry import RetryMiddleware
+from adcrawler.scheduler import NOT_BEFORE, PAUSE, BudgetScheduler
 from adcrawler.spiders.campaigns import CampaignsSpider
 
 API = "http://127.0.0.1:9"
@@ -26,15 +26,15 @@ API = "http://127.0.0.1:9"
 def make_crawler(**overrides):
     settings = Settings()
     settings.setmodule("adcrawler.settings")
-    values = {**settings.copy_to_dict(), "TWISTED_REACTOR_ENABLED": False, "ADCRAWLER_API_URL": API,
+    values = {**settings.copy_to_dict(), "TWISTED_REACTOR_ENABLED": False, "AD_PLATFORM_API_URL": API,
               "ADCRAWLER_RETRY_BACKOFF_BASE": 0.001, "ADCRAWLER_RETRY_BACKOFF_MAX": 0.002, **overrides}
     crawler = get_crawler(CampaignsSpider, values)
     crawler.spider = crawler._create_spider(client="acme,globex")
     return crawler
 
 
-def api_request(client="acme-corp", path="/api/campaigns") -> Request:
-    return Request(API + path, meta={CLIENT: client})
+def api_request(client="acme-corp", path="/api/campaigns", endpoint="list", priority=0) -> Request:
+    return Request(API + path, meta={CLIENT: client, ENDPOINT: endpoint}, priority=priority)
 
 
 def json_response(request, status, body=None, headers=None) -> Response:
@@ -42,160 +42,234 @@ def json_response(request, status, body=None, headers=None) -> Response:
                         headers=headers or {}, request=request)
 
 
-# -- rate budget and 429 -------------------------------------------------------
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
 
-def test_429_pauses_only_that_client_for_retry_after():
-    crawler = make_crawler()
-    mw = build_from_crawler(RateBudgetMiddleware, crawler)
-    req = api_request()
-    retry = mw.process_response(req, json_response(req, 429, {"retry_after": 60}, {"Retry-After": "12"}))
-    assert isinstance(retry, Request) and retry.meta["adcrawler_429_times"] == 1 and retry.dont_filter
-    assert 11.9 < mw.budget("acme-corp").wait_time() <= 12
-    assert mw.budget("globex").wait_time() == 0
-    assert crawler.stats.get_value("adcrawler/client/acme-corp/responses_429") == 1
+    def __call__(self):
+        return self.now
 
 
-def test_429_without_any_wait_falls_back_to_backoff_and_gives_up_eventually():
-    crawler = make_crawler(ADCRAWLER_RATE_429_RETRIES=2)
-    mw = build_from_crawler(RateBudgetMiddleware, crawler)
-    req = api_request()
-    for attempt in (1, 2):
-        req = mw.process_response(req, json_response(req, 429, {"error": "Rate limit exceeded"}))
-        assert req.meta["adcrawler_429_times"] == attempt
-    final = json_response(req, 429)
-    assert mw.process_response(req, final) is final
-    assert 0 < mw.budget("acme-corp").wait_time() <= 0.002
+class FakeEngine:
+    """What the scheduler and the token middleware use of Scrapy's engine."""
+
+    def __init__(self, scheduler=None, answers=None, middleware=None):
+        self.scheduler = scheduler
+        self.answers = list(answers or [])  # token endpoint answers: (status, body, headers)
+        self.middleware = middleware
+        self.requests: list[Request] = []
+        self.crawled: list[Request] = []
+        self.closed: list[str] = []
+        self.running = True
+
+    def crawl(self, request):
+        self.crawled.append(request)
+        self.scheduler.enqueue_request(request)
+
+    async def download_async(self, request):
+        await self.middleware.process_request(request)  # the downloader chain passes through it
+        self.requests.append(request.copy())
+        self.middleware.process_response(request, None)
+        status, body, headers = self.answers.pop(0) if self.answers else (
+            200, {"access_token": f"tok-{len(self.requests)}", "token_type": "Bearer", "expires_in": 3600}, {})
+        if isinstance(status, type):
+            raise status()
+        await asyncio.sleep(0.001)
+        return json_response(request, status, body, headers)
+
+    async def close_spider_async(self, reason):
+        self.closed.append(reason)
 
 
-def test_budget_gate_admits_the_limit_then_holds_until_places_free():
-    crawler = make_crawler(ADCRAWLER_RATE_LIMIT=2, ADCRAWLER_RATE_WINDOW=0.2)
-    mw = build_from_crawler(RateBudgetMiddleware, crawler)
+# -- the budget-aware scheduler -------------------------------------------------
 
+def make_scheduler(limit=2, window=60.0):
+    crawler = make_crawler(ADCRAWLER_RATE_LIMIT=limit, ADCRAWLER_RATE_WINDOW=window)
+    clock = Clock()
+    scheduler = BudgetScheduler(crawler, limit, window, clock)
+    crawler.engine = FakeEngine(scheduler)
+    return crawler, scheduler, clock
+
+
+def drain(scheduler):
+    out = []
+    while (request := scheduler.next_request()) is not None:
+        out.append(request)
+    return out
+
+
+def test_a_client_gets_its_budget_then_waits_a_window_after_an_answer():
     async def scenario():
-        loop = asyncio.get_running_loop()
-        requests = [api_request() for _ in range(3)]
-        await mw.process_request(requests[0])
-        await mw.process_request(requests[1])
-        third = asyncio.ensure_future(mw.process_request(requests[2]))
-        await asyncio.sleep(0.05)
-        assert not third.done()  # both places held while in flight
-        began = loop.time()
-        mw._left_downloader(requests[0])
-        await third
-        return loop.time() - began
-
-    waited = asyncio.run(scenario())
-    assert waited >= 0.19  # a full window after the first request finished
-    assert crawler.stats.get_value("adcrawler/client/acme-corp/requests_sent") == 3
-
-
-def test_requests_without_client_are_not_budgeted():
-    mw = build_from_crawler(RateBudgetMiddleware, make_crawler(ADCRAWLER_RATE_LIMIT=1))
-    assert asyncio.run(mw.process_request(Request(API + "/auth/token"))) is None
-    assert mw.budgets == {}
+        crawler, scheduler, clock = make_scheduler(limit=2, window=60)
+        for n in range(5):
+            scheduler.enqueue_request(api_request(path=f"/{n}"))
+        sent = drain(scheduler)
+        assert [r.url[-1] for r in sent] == ["0", "1"]
+        assert scheduler.has_pending_requests() and len(scheduler) == 3
+        clock.now += 2
+        scheduler.request_left_downloader(sent[0])  # answered at 1002: its place frees at 1062
+        assert drain(scheduler) == []
+        clock.now = 1061.9
+        assert drain(scheduler) == []
+        clock.now = 1062
+        assert [r.url[-1] for r in drain(scheduler)] == ["2"]
+        assert crawler.stats.get_value("adcrawler/client/acme-corp/requests_sent") == 3
+        assert crawler.stats.get_value("adcrawler/client/acme-corp/last_latency_seconds") == 2
+    asyncio.run(scenario())
 
 
-def test_bad_setting_fails_at_start_naming_it():
-    with pytest.raises(SettingError, match="ADCRAWLER_RATE_LIMIT"):
-        build_from_crawler(RateBudgetMiddleware, make_crawler(ADCRAWLER_RATE_LIMIT=0))
-    with pytest.raises(SettingError, match="ADCRAWLER_RATE_WINDOW"):
-        build_from_crawler(RateBudgetMiddleware, make_crawler(ADCRAWLER_RATE_WINDOW="soon"))
+def test_clients_take_turns_and_one_clients_backlog_never_blocks_another():
+    async def scenario():
+        _, scheduler, _ = make_scheduler(limit=3)
+        for n in range(50):
+            scheduler.enqueue_request(api_request("big", path=f"/{n}"))
+        for client in ("a", "b"):
+            scheduler.enqueue_request(api_request(client))
+        sent = [r.meta[CLIENT] for r in drain(scheduler)]
+        assert sorted(sent) == ["a", "b", "big", "big", "big"]  # each within its own budget
+        assert sent.index("a") < 3 and sent.index("b") < 3  # served in turn, not after big's backlog
+    asyncio.run(scenario())
 
 
-# -- retries --------------------------------------------------------------------
+def test_list_pages_go_before_syncs_within_a_client():
+    async def scenario():
+        _, scheduler, _ = make_scheduler(limit=10)
+        scheduler.enqueue_request(api_request(path="/sync", endpoint="sync"))
+        scheduler.enqueue_request(api_request(path="/list", priority=10))
+        assert [r.url.rsplit("/", 1)[1] for r in drain(scheduler)] == ["list", "sync"]
+    asyncio.run(scenario())
 
-def test_503_is_retried_with_stats_and_other_4xx_is_not():
+
+def test_a_429_pauses_the_whole_client_and_lowers_its_limit():
+    async def scenario():
+        crawler, scheduler, clock = make_scheduler(limit=8)
+        again = api_request()
+        again.meta[PAUSE] = 30
+        scheduler.enqueue_request(again)
+        scheduler.enqueue_request(api_request("globex"))
+        assert [r.meta[CLIENT] for r in drain(scheduler)] == ["globex"]
+        clock.now += 30
+        assert drain(scheduler) == [again]
+        assert crawler.stats.get_value("adcrawler/client/acme-corp/rate_limit_effective") == 6
+    asyncio.run(scenario())
+
+
+def test_a_backoff_waits_outside_the_queues_and_comes_back_through_the_engine():
+    async def scenario():
+        crawler, scheduler, _ = make_scheduler()
+        later = api_request()
+        later.meta[NOT_BEFORE] = 0.05
+        scheduler.enqueue_request(later)
+        assert drain(scheduler) == [] and scheduler.has_pending_requests()
+        await asyncio.sleep(0.1)
+        assert crawler.engine.crawled == [later]  # handed back: the engine asks again
+        assert drain(scheduler) == [later] and not scheduler.has_pending_requests()
+    asyncio.run(scenario())
+
+
+def test_the_engine_is_woken_when_a_budget_frees():
+    async def scenario():
+        crawler, scheduler, clock = make_scheduler(limit=1, window=0.05)
+        scheduler.clock = time.monotonic
+        scheduler.budgets.clear()
+        first, second = api_request(path="/1"), api_request(path="/2")
+        scheduler.enqueue_request(first)
+        scheduler.enqueue_request(second)
+        assert drain(scheduler) == [first]
+        scheduler.request_left_downloader(first)
+        assert drain(scheduler) == []  # the window has not passed
+        await asyncio.sleep(0.1)
+        assert crawler.engine.crawled == [second] and drain(scheduler) == [second]
+    asyncio.run(scenario())
+
+
+# -- acting on verdicts ------------------------------------------------------------
+
+def test_503_is_retried_after_a_backoff_that_the_scheduler_keeps():
     crawler = make_crawler()
-    mw = build_from_crawler(BackoffRetryMiddleware, crawler)
+    mw = build_from_crawler(RetryMiddleware, crawler)
     req = api_request()
-    retry = asyncio.run(mw.process_response(req, json_response(req, 503)))
-    assert isinstance(retry, Request) and retry.meta["retry_times"] == 1
+    retry = mw.process_response(req, json_response(req, 503))
+    assert isinstance(retry, Request) and retry.meta["retry_times"] == 1 and 0 < retry.meta[NOT_BEFORE] <= 0.002
     assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/http_503") == 1
     assert crawler.stats.get_value("retry/count") == 1
+    told = mw.process_response(req, json_response(req, 503, headers={"Retry-After": "7"}))
+    assert told.meta[NOT_BEFORE] == 7  # the platform's Retry-After, on a 503 too
     not_found = json_response(req, 404)
-    assert asyncio.run(mw.process_response(req, not_found)) is not_found
+    assert mw.process_response(req, not_found) is not_found
 
 
 def test_timeouts_are_retried_until_retry_times_then_left_to_the_errback():
-    crawler = make_crawler(RETRY_TIMES=2)
-    mw = build_from_crawler(BackoffRetryMiddleware, crawler)
+    crawler = make_crawler(ADCRAWLER_RETRY_TIMES=2)
+    mw = build_from_crawler(RetryMiddleware, crawler)
     req = api_request()
     for _ in range(2):
-        req = asyncio.run(mw.process_exception(req, DownloadTimeoutError()))
+        req = mw.process_exception(req, DownloadTimeoutError())
         assert isinstance(req, Request)
-    assert asyncio.run(mw.process_exception(req, DownloadTimeoutError())) is None
+    assert mw.process_exception(req, DownloadTimeoutError()) is None
     assert crawler.stats.get_value("retry/max_reached") == 1
 
 
-# -- bearer token ----------------------------------------------------------------
-
-class FakeEngine:
-    """Stands in for the Scrapy engine's download_async: answers /auth/token."""
-
-    def __init__(self, status=200, expires_in=3600):
-        self.calls = 0
-        self.status = status
-        self.expires_in = expires_in
-
-    async def download_async(self, request):
-        self.calls += 1
-        assert request.headers["Authorization"].startswith(b"Basic ")
-        await asyncio.sleep(0.01)
-        body = {"access_token": f"tok-{self.calls}", "token_type": "Bearer", "expires_in": self.expires_in}
-        return json_response(request, self.status, body if self.status == 200 else {"error": "Unauthorized"})
+def test_429_asks_the_scheduler_to_pause_the_client_then_gives_up():
+    crawler = make_crawler(ADCRAWLER_RATE_429_RETRIES=2)
+    mw = build_from_crawler(RetryMiddleware, crawler)
+    req = api_request()
+    for attempt in (1, 2):
+        req = mw.process_response(req, json_response(req, 429, {"retry_after": 60}))
+        assert req.meta["adcrawler_429_times"] == attempt and req.meta[PAUSE] == 60
+    final = json_response(req, 429)
+    assert mw.process_response(req, final) is final
+    assert crawler.stats.get_value("adcrawler/client/acme-corp/responses_429") == 3
 
 
-def token_mw(monkeypatch, engine):
+def test_a_200_that_is_not_json_is_retried():
+    crawler = make_crawler()
+    mw = build_from_crawler(RetryMiddleware, crawler)
+    req = api_request()
+    page = TextResponse(req.url, status=200, body=b"<html>Bad gateway</html>", request=req)
+    assert isinstance(mw.process_response(req, page), Request)
+    assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/invalid_json") == 1
+
+
+# -- the bearer token ------------------------------------------------------------
+
+def token_setup(monkeypatch, answers=(), **overrides):
     monkeypatch.setenv("AD_PLATFORM_EMAIL", "admin@mixoads.com")
     monkeypatch.setenv("AD_PLATFORM_PASSWORD", "pw-for-tests")
-    crawler = make_crawler()
-    crawler.engine = engine
-    return crawler, build_from_crawler(BearerTokenMiddleware, crawler)
+    crawler = make_crawler(**overrides)
+    mw = build_from_crawler(BearerTokenMiddleware, crawler)
+    crawler.engine = FakeEngine(answers=answers, middleware=mw)
+    crawler._engine = crawler.engine
+    return crawler, mw, crawler.engine
 
 
 def test_one_token_request_for_many_concurrent_requests(monkeypatch):
-    engine = FakeEngine()
-    crawler, mw = token_mw(monkeypatch, engine)
+    crawler, mw, engine = token_setup(monkeypatch)
     requests = [api_request() for _ in range(20)]
 
     async def scenario():
         await asyncio.gather(*(mw.process_request(r) for r in requests))
 
     asyncio.run(scenario())
-    assert engine.calls == 1
+    assert len(engine.requests) == 1
     assert {r.headers["Authorization"] for r in requests} == {b"Bearer tok-1"}
     assert crawler.stats.get_value("adcrawler/client/acme-corp/token_refreshes") == 1
 
 
-def test_token_expired_answer_refreshes_and_resends_without_the_old_header(monkeypatch):
-    engine = FakeEngine()
-    _, mw = token_mw(monkeypatch, engine)
+def test_a_token_request_keeps_its_credentials_through_failures(monkeypatch):
+    answers = [(503, {"error": "Service temporarily unavailable"}, {}), (DownloadTimeoutError, None, None),
+               (429, {"retry_after": 0.001}, {}), (200, {"no": "token"}, {})]
+    crawler, mw, engine = token_setup(monkeypatch, answers)
     req = api_request()
     asyncio.run(mw.process_request(req))
-    retry = mw.process_response(req, json_response(req, 401, {"error": "Token expired"}))
-    assert isinstance(retry, Request) and b"Authorization" not in retry.headers
-    asyncio.run(mw.process_request(retry))
-    assert retry.headers["Authorization"] == b"Bearer tok-2"
-    assert engine.calls == 2
+    assert req.headers["Authorization"] == b"Bearer tok-5"
+    basics = [r.headers.get("Authorization", b"") for r in engine.requests]
+    assert len(basics) == 5 and all(b.startswith(b"Basic ") for b in basics)  # sent whole every time
+    assert crawler.stats.get_value("adcrawler/client/acme-corp/token_retries") == 4
 
 
-def test_header_is_removed_when_the_answer_arrives(monkeypatch):
-    _, mw = token_mw(monkeypatch, FakeEngine())
-    req = api_request()
-    asyncio.run(mw.process_request(req))
-    mw.process_response(req, json_response(req, 200))
-    assert b"Authorization" not in req.headers
-
-
-def test_wrong_credentials_fail_the_client_without_retrying(monkeypatch):
-    engine = FakeEngine(status=401)
-    crawler, mw = token_mw(monkeypatch, engine)
-    closed = []
-
-    async def close_spider_async(reason):
-        closed.append(reason)
-
-    engine.close_spider_async = close_spider_async
+def test_wrong_credentials_fail_the_client_at_once(monkeypatch):
+    crawler, mw, engine = token_setup(monkeypatch, [(401, {"error": "Invalid credentials"}, {})] * 2)
 
     async def scenario():
         for client in ("acme-corp", "acme-corp", "globex"):
@@ -204,38 +278,32 @@ def test_wrong_credentials_fail_the_client_without_retrying(monkeypatch):
         await asyncio.sleep(0)
 
     asyncio.run(scenario())
-    assert engine.calls == 2  # once per client, never again
-    assert closed == ["auth_failed"]  # closed once no client was left
+    assert len(engine.requests) == 2  # once per client, never again
+    assert engine.closed == ["auth_failed"]  # closed once no client was left
     assert crawler.stats.get_value("adcrawler/auth_failed") == 2
 
 
-def test_a_200_that_is_not_json_is_retried_when_json_is_expected():
-    crawler = make_crawler()
-    mw = build_from_crawler(BackoffRetryMiddleware, crawler)
-    req = api_request()
-    req.meta["adcrawler_expect_json"] = True
-    page = TextResponse(req.url, status=200, body=b"<html>Bad gateway</html>", request=req)
-    assert isinstance(asyncio.run(mw.process_response(req, page)), Request)
-    plain = api_request()
-    other = TextResponse(plain.url, status=200, body=b"<html/>", request=plain)
-    assert asyncio.run(mw.process_response(plain, other)) is other
-    assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/invalid_json") == 1
-
-
-def test_a_stopping_crawl_sends_nothing_more():
-    from adcrawler.middlewares.ratebudget import ShuttingDown
-    from adcrawler.stats import RunStats
-
-    running = [True]
-    crawler = make_crawler()
-    mw = RateBudgetMiddleware(1, 60, 5, 300, 1, 30, RunStats(crawler.stats), running=lambda: running[0])
+def test_a_token_endpoint_that_never_recovers_fails_the_client_after_its_retries(monkeypatch):
+    crawler, mw, engine = token_setup(monkeypatch, [(503, {}, {})] * 10, ADCRAWLER_RETRY_TIMES=3)
 
     async def scenario():
-        await mw.process_request(api_request())  # takes the only place
-        waiting = asyncio.ensure_future(mw.process_request(api_request()))
-        await asyncio.sleep(0.05)
-        running[0] = False
-        with pytest.raises(ShuttingDown):
-            await asyncio.wait_for(waiting, timeout=2)  # woken within one nap, not after the window
+        with pytest.raises(AuthenticationFailed, match=r"token endpoint unavailable \(http_503\) after 4 attempts"):
+            await mw.process_request(api_request())
 
     asyncio.run(scenario())
+    assert len(engine.requests) == 4
+
+
+def test_a_refused_token_is_dropped_and_the_request_sent_again_with_a_new_one(monkeypatch):
+    crawler, tokens, engine = token_setup(monkeypatch)
+    retry_mw = build_from_crawler(RetryMiddleware, crawler)
+    crawler.get_downloader_middleware = lambda cls: tokens
+    req = api_request()
+    asyncio.run(tokens.process_request(req))
+    tokens.process_response(req, None)
+    assert b"Authorization" not in req.headers  # never copied into a retry
+    again = retry_mw.process_response(req, json_response(req, 401, {"error": "Token expired"}))
+    assert isinstance(again, Request)
+    asyncio.run(tokens.process_request(again))
+    assert again.headers["Authorization"] == b"Bearer tok-2"
+    assert crawler.stats.get_value("adcrawler/client/acme-corp/token_rejected") == 1

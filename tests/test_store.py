@@ -1,31 +1,35 @@
-"""The storage layer on both backends: upsert counts, idempotence, migrations, locks, replay."""
+"""The storage layer on both backends: upserts, refused rows, migrations, locks, run records, replay."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from adcrawler.items import CampaignItem, RejectedRecord
-from harness.runner import ROOT
 from adcrawler.spool import append_spool
-from adcrawler.store import StoreError, open_store
-from adcrawler.store import schema
+from adcrawler.store import StoreError, open_store, schema
+from harness.runner import ROOT
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def item(n: int, client: str = "acme", **changes) -> CampaignItem:
+    record = {"id": f"campaign_{n}", "name": f"Campaign {n}", "objective": "REACH"}
     base = CampaignItem(client_id=client, campaign_id=f"campaign_{n}", name=f"Campaign {n}", status="active",
                         budget=Decimal("100.50"), impressions=1000 + n, clicks=10, conversions=1, created_at=T0,
-                        fetched_at=T0, sync_status="synced", synced_at=T0)
+                        raw=json.dumps(record), quality_flags=(), fetched_at=T0, sync_status="synced", synced_at=T0)
     return replace(base, **changes)
+
+
+def rejected(payload: str = '{"id": "campaign_; DROP", "clicks": -5}', reason: str = "bad id") -> RejectedRecord:
+    return RejectedRecord("acme", "campaign_; DROP", reason, payload, T0)
 
 
 @pytest.fixture
@@ -68,14 +72,105 @@ def test_failed_sync_keeps_the_last_successful_sync_time(store, db):
 
 
 def test_rejected_records_are_kept_verbatim(store, db):
-    payload = '{"id": "campaign_; DROP", "clicks": -5}'
-    store.write_batch("run1", [RejectedRecord("acme", "bad id", payload, T0)])
-    assert db.rows("SELECT client_id, reason, payload FROM rejected_records") == [("acme", "bad id", payload)]
+    store.write_batch("run1", [rejected()])
+    assert db.rows("SELECT client_id, campaign_id, reason, payload FROM rejected_records") == [
+        ("acme", "campaign_; DROP", "bad id", rejected().payload)]
+
+
+def test_raw_record_and_flags_are_stored_beside_the_typed_columns(store, db):
+    store.write_batch("run1", [item(1, quality_flags=("clicks_exceed_impressions", "unknown_status"))])
+    raw, flags = db.rows("SELECT raw, quality_flags FROM campaigns")[0]
+    assert (json.loads(raw) if isinstance(raw, str) else raw)["objective"] == "REACH"
+    assert flags == "clicks_exceed_impressions,unknown_status"
+    assert db.scalar("SELECT quality_flags FROM campaign_metrics") == flags
+
+
+# Rows no column can hold, as the database says it: each refused alone, the rest committed.
+REFUSED = {
+    "sqlite": [{"impressions": 10**20}, {"name": "lone \ud800 surrogate"}],
+    "postgresql": [{"budget": Decimal(10**15)}, {"name": "lone \ud800 surrogate"}, {"name": "nul \x00 byte"}],
+}
+
+
+def test_rows_the_database_refuses_are_quarantined_and_the_rest_of_the_batch_commits(store, db):
+    bad = REFUSED[db.kind]
+    batch = [item(n) for n in range(1, 51)]
+    for k, change in enumerate(bad):
+        batch[10 + 17 * k] = item(11 + 17 * k, **change)
+    written = store.write("run1", batch)
+    assert db.scalar("SELECT COUNT(*) FROM campaigns") == 50 - len(bad)
+    assert len(written.refused) == len(bad) and len(written.stored) == 50 - len(bad)
+    rows = db.rows("SELECT campaign_id, reason, payload FROM rejected_records ORDER BY campaign_id")
+    assert [r[0] for r in rows] == sorted(f"campaign_{11 + 17 * k}" for k in range(len(bad)))
+    assert all(r[1].startswith("refused by the database: ") for r in rows)
+    assert json.loads(rows[0][2])["objective"] == "REACH"  # the platform's record, kept
 
 
 def test_migrations_are_versioned_and_idempotent(store, db):
     assert store.migrate() == schema.LATEST
-    assert db.rows("SELECT version FROM schema_version") == [(v,) for v, _ in schema.MIGRATIONS]
+    assert db.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v, _ in schema.MIGRATIONS]
+
+
+MIGRATE = """
+import sys, time
+from adcrawler.store import open_store
+start = float(sys.argv[3])
+while time.time() < start:
+    pass
+store = open_store(sys.argv[1], sys.argv[2])
+print(store.migrate())
+store.close()
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_four_processes_migrate_a_fresh_database_together(tmp_path, request, backend):
+    """Several jobs starting at once on a new database: every one of them starts, each migration runs once."""
+    import time
+
+    for attempt in range(4):
+        if backend == "postgresql":
+            url = request.getfixturevalue("pg_url") if attempt == 0 else _fresh_pg_database(request)
+            path = str(tmp_path / "unused.sqlite3")
+        else:
+            url, path = "", str(tmp_path / f"fresh{attempt}.sqlite3")
+        start = time.time() + 1.5  # all four past their imports, then go together
+        procs = [subprocess.Popen([sys.executable, "-c", MIGRATE, url, path, str(start)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in results]
+        assert [out.strip() for out, _ in results] == [str(schema.LATEST)] * 4
+        check = open_store(url, path)
+        cur = check.conn.cursor()
+        cur.execute("SELECT version FROM schema_version ORDER BY version")
+        assert [row[0] for row in cur.fetchall()] == [v for v, _ in schema.MIGRATIONS]
+        check.close()
+
+
+def _fresh_pg_database(request) -> str:
+    """Another throwaway database for one round (dropped with the fixture's)."""
+    import uuid
+
+    import psycopg2
+
+    from tests.conftest import PG_ADMIN_DSN
+
+    name = f"adcrawler_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(PG_ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+
+    def drop():
+        admin = psycopg2.connect(PG_ADMIN_DSN)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+    request.addfinalizer(drop)
+    return f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
 
 
 def test_an_older_database_upgrades_in_place(db):
@@ -85,12 +180,17 @@ def test_an_older_database_upgrades_in_place(db):
         cur = old.conn.cursor()
         cur.execute("INSERT INTO rejected_records (run_id, client_id, reason, payload, seen_at) "
                     "VALUES ('r0', 'acme', 'old', '{}', '2026-01-01T00:00:00+00:00')")
+        cur.execute("INSERT INTO campaigns (client_id, campaign_id, name, status, budget, impressions, clicks, "
+                    "conversions, created_at, sync_status, fetched_at, updated_at) VALUES ('acme', 'campaign_1', "
+                    "'Campaign 1', 'active', 1, 1, 1, 1, '2026-01-01', 'synced', '2026-01-01', '2026-01-01')")
         old.conn.commit()
-        old.write_batch("r0", [item(1)])
         assert old.migrate() == schema.LATEST
         assert db.rows("SELECT reason FROM rejected_records") == [("old",)]
-        assert db.scalar("SELECT COUNT(*) FROM campaigns") == 1
-        bad = RejectedRecord("acme", "x", '{"clicks": -5}', T0)
+        assert db.rows("SELECT campaign_id, raw, quality_flags FROM campaigns") == [("campaign_1", None, None)]
+        assert db.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v, _ in schema.MIGRATIONS]
+        old.write_batch("r1", [item(1, clicks=99)])
+        assert db.scalar("SELECT clicks FROM campaigns") == 99
+        bad = RejectedRecord("acme", None, "x", '{"clicks": -5}', T0)
         old.write_batch("r1", [bad, bad])
         old.write_batch("r1", [bad])  # a resumed run quarantines it again: still one row
         assert db.scalar("SELECT COUNT(*) FROM rejected_records WHERE run_id = 'r1'") == 1
@@ -124,8 +224,19 @@ def _replay(db, *files):
                           capture_output=True, text=True, timeout=60)
 
 
+def test_run_rows_exist_from_the_start_and_killed_runs_become_interrupted(store, db):
+    assert store.start_run("r1", "acme", T0) == []
+    assert db.rows("SELECT outcome, finished_at FROM sync_runs") == [("running", None)]
+    # r1's process was killed: the next run of the client (holding its lock) finds it.
+    stale = store.start_run("r2", "acme", T0)
+    assert [run for run, _ in stale] == ["r1"]
+    assert dict(db.rows("SELECT run_id, outcome FROM sync_runs")) == {"r1": "interrupted", "r2": "running"}
+    assert store.start_run("r2", "acme", T0) == []  # a resumed attempt of the same run
+    assert store.last_success("acme") is None
+
+
 def test_replay_is_idempotent(db, tmp_path):
-    spool = append_spool(tmp_path / "spool", "run9", [item(1), item(2), RejectedRecord("acme", "x", "{}", T0)])
+    spool = append_spool(tmp_path / "spool", "run9", [item(1), item(2), rejected(payload="{}", reason="x")])
     copy = tmp_path / "copy.jsonl"
     copy.write_text(spool.read_text())
     first = _replay(db, spool)
@@ -139,6 +250,19 @@ def test_replay_is_idempotent(db, tmp_path):
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 
+def test_replay_quarantines_what_it_cannot_load_and_loads_the_rest(db, tmp_path):
+    bad_value = REFUSED[db.kind][0]
+    spool = append_spool(tmp_path / "spool", "run7", [item(1), item(2, **bad_value), item(3)])
+    with spool.open("a") as fh:
+        fh.write('{"run_id": "run7", "kind": "campaign", "item": {"client_id": "acme", "campaign_id": "cut\n')
+    result = _replay(db, spool)
+    assert result.returncode == 0, result.stderr
+    assert "2 inserted" in result.stdout and "1 refused by the database" in result.stdout
+    assert db.scalar("SELECT COUNT(*) FROM campaigns") == 2
+    reasons = [r[0] for r in db.rows("SELECT reason FROM rejected_records ORDER BY reason")]
+    assert reasons[0].startswith("refused by the database") and reasons[1].startswith("spool line 4 unreadable")
+
+
 def test_bad_database_url_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="DATABASE_URL"):
         open_store("mysql://x", str(tmp_path / "x.db"))
@@ -146,5 +270,6 @@ def test_bad_database_url_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot open SQLite database"):
         open_store("", str(blocker / "x.db"))
-    with pytest.raises(StoreError, match="cannot connect"):
+    with pytest.raises(StoreError, match="cannot connect") as err:
         open_store("postgresql://nobody:hunter22@127.0.0.1:1/none", str(tmp_path / "x.db"))
+    assert "hunter22" not in str(err.value)

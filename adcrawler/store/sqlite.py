@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import sqlite3
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ from .base import Store, StoreError, first_line
 
 # SQLite limits the parameters of one statement; stay well below it.
 _MAX_PARAMS = 30_000
+_BUSY_TIMEOUT = 30  # seconds a connection waits for another's lock
 
 
 class SqliteStore(Store):
@@ -36,8 +38,19 @@ class SqliteStore(Store):
             private_dir(Path(self.path).parent)
         # Used from a worker thread, one call at a time. isolation_level=None:
         # transactions are begun explicitly (see _begin), DDL included.
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=_BUSY_TIMEOUT, isolation_level=None)
+        # Switching a new file to WAL needs it to itself, and SQLite does not wait
+        # for that (no busy handler): several processes opening a fresh file at
+        # once must take turns.
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def _begin(self, cur: Any, kind: str) -> None:
