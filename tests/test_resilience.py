@@ -30,22 +30,25 @@ def _synced(mock, client="demo") -> int:
     return sum(mock.stats()["syncs"].get(client, {}).values())
 
 
-def test_second_run_of_a_client_exits_at_once_with_the_lock_message(mock_factory, db):
+def test_a_client_locked_by_another_run_is_skipped_and_the_others_go_on(mock_factory, db):
     mock = mock_factory("--time-scale", SCALE, "--campaigns", "60")
     first = start_crawl(mock.url, "demo", db.workdir, database_url=db.url)
     try:
         _wait_for(lambda: _synced(mock) > 0, 30, "the first run to start syncing")
         auth_before = mock.stats()["requests"]["demo"]["auth"]
-        second = run_crawl(mock.url, "demo", db.workdir, database_url=db.url, timeout=60)
-        assert second.returncode != 0
-        assert second.elapsed < 20
-        assert "already being synced by another run" in second.output
-        assert second.stats["finish_reason"] == "client_locked"
-        assert mock.stats()["requests"]["demo"]["auth"] == auth_before  # it sent nothing
+        second = run_crawl(mock.url, "demo,globex", db.workdir, database_url=db.url, timeout=120)
+        assert second.returncode == 0, second.output[-3000:]
+        assert "Client demo is being synced by another run against this database; skipped" in second.output
+        assert second.stat("outcome", "demo") == "skipped" and second.stat("outcome", "globex") == "succeeded"
+        assert mock.stats()["requests"]["demo"]["auth"] == auth_before  # it sent nothing for demo
+        assert "skipped (another run holds them): demo" in second.output.splitlines()[-1]
     finally:
         out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out[-2000:]
-    assert db.scalar("SELECT COUNT(*) FROM campaigns") == 60
+    assert dict(db.rows("SELECT client_id, COUNT(*) FROM campaigns GROUP BY client_id")) == {"demo": 60, "globex": 60}
+    # The skipped client has no row from the second run: only the run that did the work records it.
+    assert sorted(db.rows("SELECT client_id, outcome FROM sync_runs")) == [("demo", "succeeded"),
+                                                                          ("globex", "succeeded")]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -65,6 +68,8 @@ def test_killed_run_resumes_without_resyncing(mock_factory, tmp_path, sig):
     assert first.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 1)
     synced_before = _synced(mock)
     assert synced_before < 100
+    if sig == signal.SIGKILL:  # no process left to close its row
+        assert db.rows("SELECT outcome FROM sync_runs") == [("running",)]
 
     second = run_crawl(mock.url, "demo", tmp_path, settings=settings)
     assert second.returncode == 0, second.output[-3000:]
@@ -79,6 +84,39 @@ def test_killed_run_resumes_without_resyncing(mock_factory, tmp_path, sig):
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics") == 100  # one run, one row each
     # One run record, completed by the resumed attempt, counting both attempts' work.
     assert db.rows("SELECT outcome, campaigns_seen, campaigns_synced FROM sync_runs") == [("succeeded", 100, 100)]
+    # The job directory holds only our own JSON files: no request queue, no pickled spider.
+    assert sorted(p.name for p in jobdir.iterdir()) == ["adcrawler-journal.jsonl", "adcrawler-run.json"]
+
+    # The run is over: the same job directory now starts a new run, which syncs everything again.
+    third = run_crawl(mock.url, "demo", tmp_path, settings=settings)
+    assert third.returncode == 0, third.output[-3000:]
+    assert third.stats["adcrawler/run_id"] != second.stats["adcrawler/run_id"]
+    assert third.stat("campaigns_synced", "demo") == 100 and third.stat("campaigns_resumed", "demo") == 0
+    assert db.scalar("SELECT COUNT(DISTINCT run_id) FROM campaign_metrics") == 2
+
+
+def test_a_quiet_spell_does_not_keep_synced_rows_in_memory(mock_factory, tmp_path):
+    """The flush interval is a timer: rows are written while the crawler waits for its budget."""
+    db = Db(tmp_path)
+    # A 3 s window: the first ten syncs come back, then nothing for about three seconds.
+    mock = mock_factory("--time-scale", "0.05", "--quiet", "--campaigns", "15")
+    crawl = start_crawl(mock.url, "demo", tmp_path, scale=0.05,
+                        extra_env={"ADCRAWLER_DB_BATCH_SIZE": "1000", "ADCRAWLER_DB_FLUSH_INTERVAL": "0.25"})
+    try:
+        _wait_for(lambda: _synced(mock) >= 9, 30, "the first window's syncs")
+        time.sleep(1.0)
+        synced = _synced(mock)
+    finally:
+        crawl.kill()
+        crawl.communicate(timeout=30)
+    assert synced == 9  # still in the quiet spell: 1 list call + 9 syncs spent the window
+    assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == synced
+    # The killed run's row says so until the next run of the client finds it.
+    assert db.rows("SELECT outcome FROM sync_runs") == [("running",)]
+    again = run_crawl(mock.url, "demo", tmp_path, scale=0.05)
+    assert again.returncode == 0, again.output[-3000:]
+    assert "never finished: the process ended first; recorded as interrupted" in again.output
+    assert sorted(r[0] for r in db.rows("SELECT outcome FROM sync_runs")) == ["interrupted", "succeeded"]
 
 
 def _pg_ctl(action: str) -> None:
