@@ -16,8 +16,8 @@ class MockProcess:
     Use as a context manager; the process is stopped by its PID on exit.
     """
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, startup_timeout: float = 15.0):
-        self.args = ["--port", "0", *args]
+    def __init__(self, *args: str, env: dict[str, str] | None = None, startup_timeout: float = 15.0, port: int = 0):
+        self.args = ["--port", str(port), *args]
         self.env = env or {}
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None

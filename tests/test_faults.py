@@ -1,0 +1,100 @@
+"""The fault matrix: every endpoint x every fault x both backends, and a platform that is not there.
+
+Each cell runs the real crawl against a simulator that fails one endpoint in
+one way, a third of the time (the token endpoint refusing good credentials:
+every time), and asserts what a user sees: every campaign the platform served
+is stored exactly once or quarantined with a reason, the outcome and the exit
+status say what happened, and no secret reaches any output.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from harness.runner import DEMO_PASSWORD, run_crawl, start_crawl
+from mock_api.config import ENDPOINTS, FAULTS
+from mock_api.process import MockProcess
+from tests.db import Db
+from tests.test_crawl_e2e import assert_every_served_id_kept, last_line
+
+CLIENT = "acme-corp"
+BASIC = "U3VwZXJTZWNyZXQxMjMh"  # base64 of the demo password
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_fault_matrix(mock_factory, db, endpoint, fault):
+    refused = (endpoint, fault) == ("auth", "401")
+    rate = "1" if refused else "0.3"
+    # Seed 33: the first call to each endpoint draws a fault, so every cell meets its fault.
+    mock = mock_factory("--time-scale", "0.01", "--quiet", "--seed", "33", "--campaigns", "12",
+                        "--max-page-size", "5", f"--{endpoint}-{fault}-rate", rate)
+    result = run_crawl(mock.url, "acme", db.workdir, database_url=db.url, timeout=180,
+                       extra_env={"ADCRAWLER_LOG_LEVEL": "DEBUG"})
+    platform = mock.stats()
+    answered = platform["requests"].get(CLIENT, {}).get(endpoint, {})
+    if refused:
+        assert result.returncode == 1 and result.stat("outcome", CLIENT) == "failed"
+        assert answered == {"401": 1} and "list" not in platform["requests"][CLIENT]  # no retry storm
+        assert "credentials refused" in last_line(result)
+        assert db.scalar("SELECT COUNT(*) FROM campaigns") == 0
+    else:
+        assert answered.get(fault, 0) > 0, answered  # the fault happened
+        assert result.returncode == 0, result.output[-3000:]
+        assert result.stat("outcome", CLIENT) == "succeeded" and "Sync complete" in last_line(result)
+        assert_every_served_id_kept(mock, db, CLIENT)
+        assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 12
+        assert db.scalar("SELECT COUNT(*) FROM rejected_records") == 0
+        assert set(platform["syncs"][CLIENT]) == {f"campaign_{n}" for n in range(1, 13)}
+    outputs = result.output + json.dumps(result.stats, default=str) + json.dumps(
+        db.rows("SELECT * FROM sync_runs"), default=str)
+    for secret in [DEMO_PASSWORD, BASIC, *platform["tokens"]]:
+        assert secret not in outputs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_platform_that_is_not_there_fails_the_client_with_the_reason(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens: every connection is refused
+    # A timeout long enough to see the refusal (Twisted reports it after a few tenths of a second).
+    result = run_crawl(url, "acme", tmp_path, timeout=120, extra_env={"ADCRAWLER_TIMEOUT_AUTH": "5"})
+    assert result.returncode == 1
+    assert "acme-corp: failed (token endpoint unavailable (DownloadConnectionRefusedError) after 7 attempts)" \
+        in last_line(result)
+    assert result.stat("token_retries", CLIENT) == 6
+
+
+def test_a_platform_that_comes_back_is_used_as_soon_as_it_answers(tmp_path):
+    port = _free_port()
+    crawl = start_crawl(f"http://127.0.0.1:{port}", "acme", tmp_path,
+                        extra_env={"ADCRAWLER_RETRY_BACKOFF_BASE": "0.5", "ADCRAWLER_RETRY_BACKOFF_MAX": "2",
+                                   "ADCRAWLER_TIMEOUT_AUTH": "5"})
+    try:
+        time.sleep(1.5)  # refused connections meanwhile; the token request backs off
+        with MockProcess("--time-scale", "0.01", "--quiet", "--campaigns", "10", port=port) as mock:
+            out, _ = crawl.communicate(timeout=120)
+            syncs = mock.stats()["syncs"].get(CLIENT, {})
+    finally:
+        if crawl.poll() is None:
+            crawl.kill()
+    assert crawl.returncode == 0, out[-3000:]
+    assert "token request failed (DownloadConnectionRefusedError)" in out
+    assert len(syncs) == 10
+
+
+def test_a_gzipped_429_body_is_read_for_its_wait(mock_factory, tmp_path):
+    # The inherited platform says how long to wait in the body only; gzip it.
+    mock = mock_factory("--quirks", "--gzip", "--time-scale", "0.01", "--campaigns", "30", "--sync-429-rate", "0.3",
+                        "--seed", "5")
+    result = run_crawl(mock.url, "acme", tmp_path, extra_env={"ADCRAWLER_LOG_LEVEL": "DEBUG"})
+    assert result.returncode == 0, result.output[-3000:]
+    waits = [line for line in result.output.splitlines() if "pausing the client for" in line]
+    assert waits and all("pausing the client for 0.60s" in line for line in waits)  # retry_after 60 x 0.01
