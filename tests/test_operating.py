@@ -1,17 +1,26 @@
-"""What an operator sees: the stats file, Prometheus metrics (pull and push), progress, JSON logs."""
+"""What an operator sees: the stats file, Prometheus metrics (pull, and push through a real
+Pushgateway scraped by a real Prometheus), alerts, private files."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import socket
-import threading
+import stat
+import subprocess
 import time
+import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.runner import DEMO_PASSWORD, latest_stats, run_crawl, start_crawl
+from adcrawler.extensions.metrics import METRICS
+from adcrawler.spool import append_spool
+from harness.runner import DEMO_PASSWORD, ROOT, latest_stats, run_crawl, start_crawl
 from tests.db import Db
 
 SCALE = "0.01"
@@ -31,6 +40,20 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
     return out
 
 
+def get(url: str) -> str:
+    return urllib.request.urlopen(url, timeout=5).read().decode()
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_stats_file_matches_the_database_and_the_platform(mock_factory, tmp_path):
     db = Db(tmp_path)
     mock = mock_factory("--time-scale", SCALE, "--seed", "4", "--malformed", "2")
@@ -43,8 +66,8 @@ def test_stats_file_matches_the_database_and_the_platform(mock_factory, tmp_path
     assert stat("retries/DownloadTimeoutError") == platform["sync"].get("hang", 0) + platform["list"].get("hang", 0)
     assert stat("campaigns_stored") == db.scalar("SELECT COUNT(*) FROM campaigns") == 98
     assert stat("rows_inserted") == 98
-    assert stat("records_rejected") == db.scalar("SELECT COUNT(*) FROM rejected_records") == 2
-    assert stat("outcome") == "partial" and result.returncode == 1
+    assert stat("campaigns_quarantined") == db.scalar("SELECT COUNT(*) FROM rejected_records") == 2
+    assert stat("outcome") == "partial" and stat("outcome_reasons") == "2 quarantined" and result.returncode == 1
     assert stat("lower_bound_seconds") > 0 and stat("elapsed_seconds") >= stat("lower_bound_seconds")
     stored = json.loads(db.scalar("SELECT stats FROM sync_runs"))
     assert stored["adcrawler/client/demo/requests_sent"] == stat("requests_sent")
@@ -56,12 +79,12 @@ def test_metrics_endpoint_shows_progress_mid_run(mock_factory, tmp_path):
     port = free_port()
     crawl = start_crawl(mock.url, "demo", tmp_path, extra_env={"ADCRAWLER_METRICS_PORT": str(port)})
     try:
+        synced, now = 0.0, {}
         deadline = time.monotonic() + 30
-        synced = 0.0
         while time.monotonic() < deadline and not 20 <= synced < 100:
             time.sleep(0.2)
             try:
-                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                text = get(f"http://127.0.0.1:{port}/metrics")
             except OSError:
                 continue
             now = samples(text)
@@ -75,55 +98,8 @@ def test_metrics_endpoint_shows_progress_mid_run(mock_factory, tmp_path):
     assert crawl.returncode == 0, out[-2000:]
 
 
-class Receiver(BaseHTTPRequestHandler):
-    pushes: list[tuple[str, str, str]] = []
-
-    def do_PUT(self):  # noqa: N802
-        self._record()
-
-    def do_POST(self):  # noqa: N802
-        self._record()
-
-    def _record(self):
-        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-        Receiver.pushes.append((self.command, self.path, body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_metrics_pushed_at_close_match_the_stats_file(mock_factory, tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Receiver.pushes = []
-    try:
-        mock = mock_factory("--time-scale", SCALE, "--campaigns", "30", "--seed", "6")
-        url = f"http://127.0.0.1:{server.server_port}"
-        result = run_crawl(mock.url, "demo,globex", tmp_path, extra_env={"ADCRAWLER_PUSHGATEWAY_URL": url})
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert result.returncode == 0, result.output[-2000:]
-    by_path = {path: body for _, path, body in Receiver.pushes}
-    assert set(by_path) == {"/metrics/job/adcrawler/client/demo", "/metrics/job/adcrawler/client/globex"}
-    assert {method for method, _, _ in Receiver.pushes} == {"POST"}  # push-add keeps other metrics
-    for client in ("demo", "globex"):
-        pushed = samples(by_path[f"/metrics/job/adcrawler/client/{client}"])
-        label = (("client", client),)
-        assert pushed["adcrawler_requests_sent_total", label] == result.stat("requests_sent", client)
-        assert pushed["adcrawler_campaigns_total", (("client", client), ("result", "synced"))] == 30
-        assert pushed["adcrawler_run_duration_seconds", label] == result.stat("elapsed_seconds", client)
-        assert pushed["adcrawler_run_outcome", (("client", client), ("outcome", "succeeded"))] == 1
-        assert pushed["adcrawler_last_success_timestamp_seconds", label] > time.time() - 120
-        assert pushed["adcrawler_run_in_progress", label] == 0
-        assert all(c == client for name, labels in pushed for k, c in labels if k == "client")
-
-
 def test_busy_metrics_port_is_a_warning_not_a_crash(mock_factory, tmp_path):
-    mock = mock_factory("--time-scale", SCALE, "--campaigns", "5")
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "5")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -133,25 +109,174 @@ def test_busy_metrics_port_is_a_warning_not_a_crash(mock_factory, tmp_path):
     assert "Metrics endpoint not started" in result.output
 
 
-def test_json_logs_progress_and_no_secret_anywhere(mock_factory, tmp_path):
-    mock = mock_factory("--time-scale", SCALE, "--campaigns", "40", "--seed", "12", "--token-lifetime", "200")
-    port = free_port()
-    crawl = start_crawl(mock.url, "demo", tmp_path, extra_env={
-        "ADCRAWLER_LOG_JSON": "true", "ADCRAWLER_LOG_LEVEL": "DEBUG", "ADCRAWLER_PROGRESS_INTERVAL": "0.5",
-        "ADCRAWLER_METRICS_PORT": str(port)})
-    metrics_text = ""
-    while crawl.poll() is None:
-        try:
-            metrics_text += urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-        except OSError:
-            pass
-        time.sleep(0.3)
-    out, _ = crawl.communicate()
+# -- a real Pushgateway, scraped by a real Prometheus -----------------------------------------
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed (make tools installs it)")
+        pytest.skip(f"{name} is not installed (make tools installs it)")
+    return path
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    """A Pushgateway and a Prometheus scraping it every second with the project's alert rules."""
+    gateway_port, prom_port = free_port(), free_port()
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    rules = tmp_path / "adcrawler-alerts.yml"
+    shutil.copy(ROOT / "deploy/prometheus/adcrawler-alerts.yml", rules)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: [{rules}]\n"
+        "scrape_configs:\n"
+        f"  - {{job_name: pushgateway, honor_labels: true, static_configs: [{{targets: ['127.0.0.1:{gateway_port}']}}]}}\n")
+    procs = [
+        subprocess.Popen([_binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{gateway_port}",
+                          f"--persistence.file={tmp_path / 'gateway.data'}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([_binary("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                          f"--web.listen-address=127.0.0.1:{prom_port}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    prom = f"http://127.0.0.1:{prom_port}"
+    try:
+        _wait_for(lambda: _up(f"{gateway}/-/ready") and _up(f"{prom}/-/ready"), 30, "the Pushgateway and Prometheus")
+        yield gateway, prom
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _up(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def query(prom: str, expr: str) -> list:
+    answer = json.loads(get(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def firing(prom: str) -> set[tuple[str, str]]:
+    alerts = json.loads(get(f"{prom}/api/v1/alerts"))["data"]["alerts"]
+    return {(a["labels"]["alertname"], a["labels"]["client"]) for a in alerts if a["state"] == "firing"}
+
+
+def _terminate_crawler_connections(pg_url: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'adcrawler'")
+    conn.close()
+
+
+@pytest.mark.postgres
+def test_pushed_metrics_alerts_and_dashboard_through_prometheus(prometheus, mock_factory, pg_url, tmp_path):
+    gateway, prom = prometheus
+    mock = mock_factory("--time-scale", SCALE, "--seed", "6", "--campaigns", "60")
+    env = {"ADCRAWLER_PUSHGATEWAY_URL": gateway, "ADCRAWLER_DB_RETRIES": "0", "ADCRAWLER_DB_BATCH_SIZE": "5"}
+    # Run 1: a budget set twice too high (429s) and the database connection cut mid-run (spooled rows).
+    crawl = start_crawl(mock.url, "demo", tmp_path, database_url=pg_url,
+                        extra_env={**env, "ADCRAWLER_RATE_LIMIT": "20"})
+    _wait_for(lambda: sum(mock.stats()["syncs"].get("demo", {}).values()) >= 20, 60, "twenty syncs")
+    _terminate_crawler_connections(pg_url)
+    out, _ = crawl.communicate(timeout=120)
+    first = latest_stats(tmp_path)
+    assert crawl.returncode == 1 and first["adcrawler/client/demo/rows_spooled"] > 0, out[-3000:]
+    assert first["adcrawler/client/demo/responses_429"] > 0
+    pushed = samples(get(f"{gateway}/metrics"))
+    demo = (("client", "demo"), ("instance", ""), ("job", "adcrawler"))
+    assert pushed["adcrawler_rate_limited_total", demo] == first["adcrawler/client/demo/responses_429"]
+    assert pushed["adcrawler_run_outcome", tuple(sorted(demo + (("outcome", "partial"),)))] == 1
+    assert pushed["adcrawler_last_success_timestamp_seconds", demo] == 0  # never succeeded yet
+    expected = {("AdcrawlerRateLimited", "demo"), ("AdcrawlerRowsSpooled", "demo"), ("AdcrawlerRunIncomplete", "demo"),
+                ("AdcrawlerClientStale", "demo")}
+    assert _wait_for(lambda: expected <= firing(prom), 30, "the alerts to fire")
+
+    # Run 2: all well. The push replaces the group: zeros where run 1 had 429s and spooled rows.
+    second = run_crawl(mock.url, "demo", tmp_path, database_url=pg_url, extra_env=env)
+    assert second.returncode == 0, second.output[-3000:]
+    text = get(f"{gateway}/metrics")
+    pushed = samples(text)
+    assert pushed["adcrawler_rate_limited_total", demo] == 0
+    assert pushed["adcrawler_rows_total", tuple(sorted(demo + (("operation", "spooled"),)))] == 0
+    assert pushed["adcrawler_run_outcome", tuple(sorted(demo + (("outcome", "succeeded"),)))] == 1
+    assert pushed["adcrawler_last_success_timestamp_seconds", demo] > time.time() - 120
+    assert 'status="429"' not in text  # nothing of run 1 survives in the group
+    for metric in METRICS:  # every documented series is there
+        assert re.search(rf"^{metric.name}(_total)?\{{", text, re.M), metric.name
+    assert _wait_for(lambda: not firing(prom), 30, "the alerts to resolve")
+
+    # Every dashboard panel's query returns data through Prometheus.
+    dashboard = json.loads((ROOT / "deploy/grafana/adcrawler-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$client", ".*")
+            if "run_in_progress" in expr:
+                continue  # shows running syncs only: empty between runs, by design
+            assert _wait_for(lambda e=expr: query(prom, e), 15, f"data for {panel['title']!r}")
+    assert DEMO_PASSWORD not in text
+
+
+def test_a_skipped_client_pushes_nothing_over_the_running_one(prometheus, mock_factory, tmp_path):
+    gateway, _ = prometheus
+    mock = mock_factory("--time-scale", SCALE, "--campaigns", "60")
+    env = {"ADCRAWLER_PUSHGATEWAY_URL": gateway}
+    first = start_crawl(mock.url, "demo", tmp_path, extra_env=env)
+    try:
+        _wait_for(lambda: mock.stats()["syncs"].get("demo"), 30, "the first run to sync")
+        second = run_crawl(mock.url, "demo", tmp_path, extra_env=env)
+        assert second.returncode == 0 and second.stat("outcome", "demo") == "skipped"
+        groups = {labels for name, labels in samples(get(f"{gateway}/metrics")) if name == "adcrawler_requests_sent_total"}
+        assert first.poll() is None and groups == set()  # no demo group while demo's run goes on
+    finally:
+        out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, out[-2000:]
+    pushed = samples(get(f"{gateway}/metrics"))
+    assert pushed["adcrawler_run_outcome", (("client", "demo"), ("instance", ""), ("job", "adcrawler"),
+                                            ("outcome", "succeeded"))] == 1
+
+
+def test_alert_rules_pass_promtool():
+    promtool = _binary("promtool")
+    rules = ROOT / "deploy/prometheus"
+    for args in (["check", "rules", "adcrawler-alerts.yml"], ["test", "rules", "adcrawler-alerts.test.yml"],
+                 ["check", "config", "prometheus.yml"]):
+        proc = subprocess.run([promtool, *args], cwd=rules, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_data_files_the_crawler_creates_are_private(mock_factory, tmp_path):
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "40")
+    work = tmp_path / "work"
+    crawl = start_crawl(mock.url, "demo", work, settings={"JOBDIR": str(work / "job")})
+    try:  # SQLite's own files exist while the database is open
+        wal = _wait_for(lambda: next(work.glob("adcrawler.sqlite3-wal"), None), 30, "the SQLite WAL file")
+        assert _mode(wal) == 0o600
+    finally:
+        out, _ = crawl.communicate(timeout=120)
     assert crawl.returncode == 0, out[-2000:]
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{\"time\"")]
-    assert lines and all({"time", "level", "logger", "message", "run_id"} <= set(x) for x in lines)
-    progress = [x for x in lines if x["message"].startswith("Progress demo:")]
-    assert progress and all(x["client"] == "demo" and "ETA" in x["message"] for x in progress)
-    stats = json.dumps(latest_stats(tmp_path))
-    for secret in [DEMO_PASSWORD, *mock.stats()["tokens"]]:
-        assert secret not in out and secret not in stats and secret not in metrics_text
+    files = [work / "adcrawler.sqlite3", *(work / "stats").iterdir(), *(work / "job").iterdir(),
+             *(work / "adcrawler.sqlite3.locks").iterdir()]
+    assert len(files) == 5
+    assert {str(f.relative_to(work)): oct(_mode(f)) for f in files} == {
+        str(f.relative_to(work)): "0o600" for f in files}
+    for directory in (work / "stats", work / "job", work / "adcrawler.sqlite3.locks"):
+        assert _mode(directory) == 0o700, directory
+    spool = append_spool(tmp_path / "new" / "spool", "run1", [])
+    assert _mode(spool) == 0o600 and _mode(spool.parent) == 0o700 and _mode(spool.parent.parent) == 0o700

@@ -110,14 +110,26 @@ class RunRecords:
             return
         finished = datetime.now(timezone.utc)
         for client in self.owned:
-            try:
-                await run_in_thread(self.store.record_run, await self._row(client, reason, finished, all_stats))
-            except (StoreError, *self.store.transient) as exc:
-                logger.error("Could not record the run of client %s: %s", client, first_line(exc),
-                             extra={"client": client})
+            row = await self._row(client, reason, finished, all_stats)
+            for attempt in (1, 2):
+                try:
+                    await run_in_thread(self.store.record_run, row)
+                    break
+                except (StoreError, *self.store.transient) as exc:
+                    if attempt == 2:
+                        logger.error("Could not record the run of client %s: %s", client, first_line(exc),
+                                     extra={"client": client})
+                    else:  # a connection lost during the run: one more try on a new one
+                        await run_in_thread(self._reconnect)
         # A job directory whose run ended starts a new run next time; a stopped one resumes.
         self.job.save("running" if reason == "shutdown" else "finished")
         await run_in_thread(self.store.close)  # releases the locks
+
+    def _reconnect(self) -> None:
+        try:
+            self.store.reconnect()
+        except Exception as exc:  # noqa: BLE001 - the second attempt reports it
+            logger.warning("Reconnecting for the run records failed: %s", first_line(exc))
 
     async def _row(self, client: str, reason: str, finished: datetime, all_stats: dict[str, Any]) -> dict[str, Any]:
         def g(name: str) -> Any:
@@ -126,7 +138,7 @@ class RunRecords:
         try:
             # From the database, so a resumed run counts its earlier attempts too.
             synced, failed = await run_in_thread(self.store.run_counts, self.job.run_id, client)
-        except self.store.transient:
+        except (StoreError, *self.store.transient):
             synced, failed = g("campaigns_synced"), g("campaigns_sync_failed")
         own, any_client = key("", client), f"{PREFIX}/client/"
         return {

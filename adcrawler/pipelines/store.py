@@ -164,6 +164,7 @@ class StorePipeline:
             except store.transient as exc:
                 if attempt > self.retries:
                     await self._spool(batch, exc)
+                    await run_in_thread(store.close)  # the next batch starts from a new connection
                     return
                 self.stats.inc("db_retries")
                 delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
