@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench docs tools venv clean
 
 venv: $(VENV)/.installed
 
@@ -13,15 +13,32 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
+# Prometheus, its Pushgateway and promtool (Debian packages), for the operating
+# tests. Installed as root when missing; RUNLEVEL=1 keeps the packages from
+# starting their services. Without them the tests that need them are skipped,
+# except under CI, where they fail.
+tools:
+	@if command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null \
+	    && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null; \
+	else echo "make tools: install prometheus and prometheus-pushgateway (Debian) for the metrics tests"; fi
+
 demo: venv
 	$(BIN)/python -m scripts.demo
 
 # pytest exits 5 when it collects nothing; make treats any non-zero exit as failure.
-test: venv
+test: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Writes bench/RESULTS.md and bench/results.json (takes about an hour).
 bench: venv
-	$(BIN)/python -m bench.one_client
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Regenerate the README's reference tables from the code.
+docs: venv
+	$(BIN)/python -m scripts.docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache data

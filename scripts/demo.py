@@ -1,8 +1,9 @@
 """The demo: start the simulator, sync one client into SQLite, print a summary.
 
 ``make demo`` runs it. The simulator runs 100x faster than the real platform
-(time scale 0.01) with its default faults (20% 503s, 10% hangs); the crawler
-gets the matching budget (10 requests per 0.6 s) and timeouts.
+(time scale 0.01) with its default faults (20% 503s and 10% hangs on list and
+sync calls, and some on the token endpoint); the crawler gets the matching
+budget (10 requests per 0.6 s) and timeouts.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ def main() -> int:
         result = run_crawl(mock.url, CLIENT, workdir, scale=SCALE)
         platform = mock.stats()
     (workdir / "crawl.log").write_text(result.output)
-    rows = sqlite3.connect(workdir / "adcrawler.sqlite3").execute(
-        "SELECT COUNT(*), SUM(sync_status = 'synced') FROM campaigns WHERE client_id = ?", (CLIENT,)).fetchone()
+    db = sqlite3.connect(workdir / "adcrawler.sqlite3")
+    rows = db.execute("SELECT COUNT(*), SUM(sync_status = 'synced'), COUNT(quality_flags) FROM campaigns "
+                      "WHERE client_id = ?", (CLIENT,)).fetchone()
+    quarantined = db.execute("SELECT COUNT(*) FROM rejected_records WHERE client_id = ?", (CLIENT,)).fetchone()[0]
     syncs = platform["syncs"].get(CLIENT, {})
     lower = result.stat("lower_bound_seconds", CLIENT)
     elapsed = result.stat("elapsed_seconds", CLIENT)
     print()
     print("Summary")
     print(f"  outcome               {result.stat('outcome', CLIENT, 'unknown')} (exit status {result.returncode})")
-    print(f"  campaigns in database {rows[0]} ({rows[1] or 0} synced)")
+    print(f"  campaigns in database {rows[0]} ({rows[1] or 0} synced, {rows[2]} flagged), {quarantined} quarantined")
     print(f"  synced on platform    {len(syncs)} campaigns, {sum(syncs.values())} successful sync calls")
     print(f"  sync failures         {result.stat('campaigns_sync_failed', CLIENT)}")
     print(f"  requests sent         {result.stat('requests_sent', CLIENT)}, "
@@ -45,6 +48,8 @@ def main() -> int:
     if lower:
         print(f"  elapsed               {elapsed:.2f}s vs rate-limit lower bound {lower:.2f}s "
               f"(ratio {elapsed / lower:.2f})")
+    last = [line for line in result.output.splitlines() if "[adcrawler.crawl]" in line]
+    print(f"  last log line         {last[-1].split(': ', 1)[-1] if last else '(none)'}")
     print(f"  log                   {workdir / 'crawl.log'}")
     return result.returncode
 

@@ -1,0 +1,203 @@
+"""The benchmarks: ``python -m bench`` (``make bench``) writes bench/RESULTS.md and bench/results.json.
+
+    python -m bench [--only a,b,c,d,e,f] [--sizes 10,100,200,400] [--quick]
+
+Every figure is a ratio or a count from this run, never an absolute time taken
+as a promise (these machines are noisy):
+
+a. one client, default faults, time scale 0.05: wall time over the rate-limit
+   lower bound for the requests it sent, and 429s;
+b. the inherited platform (``--quirks``) at 0.05: wall time over the ideal for
+   1 list call + 100 syncs;
+c. the inherited style, fixed the obvious way (sequential, a fixed interval),
+   against the same platform in the same run;
+d. 10 to 400 clients at time scale 0.2 (each client sends five times its real
+   rate, so 200 clients cost what 1,000 cost at the real clock): median, p90 and
+   worst ratio, 429s, peak memory, CPU per request, and a bare Scrapy spider
+   sending as many requests at the same rate, for the CPU yardstick;
+e. fairness: 60 clients x 30 campaigns with 32 concurrent requests, faults on
+   list calls only;
+f. 100,000 campaign upserts into PostgreSQL and SQLite, batched against row by row.
+
+The lower bound of a client is (ceil(requests / limit) - 1) x window + the
+latency of its last answer (a sync takes 2 s at the real clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from adcrawler.ratelimit import lower_bound_seconds
+from adcrawler.stats import key
+from bench.measure import Measured, run_measured
+from harness.runner import ROOT, crawl_command, latest_stats
+from mock_api.process import MockProcess
+
+OUT = Path(__file__).resolve().parent
+LIMIT, WINDOW = 10, 60.0
+
+
+def crawl(mock: MockProcess, clients: list[str], scale: float, tmp: Path, settings: dict[str, str] | None = None,
+          timeout: float = 7200) -> tuple[Measured, dict[str, Any]]:
+    cmd, env = crawl_command(mock.url, ",".join(clients), tmp, scale=scale, settings=settings,
+                             extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0", "ADCRAWLER_LOGSTATS_INTERVAL": "600"})
+    measured = run_measured(cmd, env, ROOT, timeout)
+    return measured, latest_stats(tmp)
+
+
+def ratios(stats: dict[str, Any], clients: list[str]) -> list[float]:
+    return [stats[key("elapsed_seconds", c)] / stats[key("lower_bound_seconds", c)] for c in clients]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"median": round(statistics.median(ordered), 3),
+            "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 3),
+            "worst": round(ordered[-1], 3)}
+
+
+def check(measured: Measured, what: str) -> None:
+    if measured.returncode != 0:
+        raise SystemExit(f"{what} failed ({measured.returncode}):\n{measured.output[-3000:]}")
+
+
+def one_client(runs: int) -> dict[str, Any]:
+    out = []
+    for seed in range(1, runs + 1):
+        with MockProcess("--time-scale", "0.05", "--seed", str(seed)) as mock, tempfile.TemporaryDirectory() as tmp:
+            measured, stats = crawl(mock, ["bench001"], 0.05, Path(tmp))
+            check(measured, "one client")
+            out.append({"ratio": round(ratios(stats, ["bench001"])[0], 3),
+                        "requests": stats[key("requests_sent", "bench001")], "429s": mock.stats()["total_429"]})
+    return {"runs": out, "median_ratio": round(statistics.median(r["ratio"] for r in out), 3)}
+
+
+def quirks_and_naive(runs: int) -> dict[str, Any]:
+    scale = 0.05
+    ideal = lower_bound_seconds(101, LIMIT, WINDOW * scale, 2.0 * scale)
+    crawler_runs, naive_runs = [], []
+    for _ in range(runs):
+        with MockProcess("--quirks", "--time-scale", str(scale)) as mock, tempfile.TemporaryDirectory() as tmp:
+            measured, stats = crawl(mock, ["bench001"], scale, Path(tmp))
+            check(measured, "quirks")
+            platform_stats = mock.stats()
+            client = platform_stats["requests"]["bench001"]
+            crawler_runs.append({
+                "wall_over_ideal": round(stats[key("elapsed_seconds", "bench001")] / ideal, 3),
+                "list_calls": sum(client["list"].values()), "sync_calls": sum(client["sync"].values()),
+                "retries": stats.get(key("retries", "bench001"), 0), "429s": platform_stats["total_429"],
+                "stored": stats[key("campaigns_stored", "bench001")],
+                "synced_ids": sorted(platform_stats["syncs"]["bench001"]) == sorted(
+                    f"campaign_{n}" for n in range(1, 101))})
+        with MockProcess("--quirks", "--time-scale", str(scale)) as mock:
+            proc = subprocess.run([sys.executable, "-m", "bench.naive", mock.url, str(scale)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=3600)
+            naive = json.loads(proc.stdout)
+            naive_runs.append({"wall_over_ideal": round(naive["wall"] / ideal, 3), "requests": naive["requests"],
+                               "synced": naive["synced"], "429s": mock.stats()["total_429"]})
+    return {"ideal_seconds": round(ideal, 2), "crawler": crawler_runs, "naive": naive_runs}
+
+
+def many_clients(size: int, seed: int = 1) -> dict[str, Any]:
+    scale = 0.2
+    clients = [f"bench{n:03d}" for n in range(1, size + 1)]
+    with MockProcess("--time-scale", str(scale), "--seed", str(seed)) as mock, \
+            tempfile.TemporaryDirectory() as tmp:
+        measured, stats = crawl(mock, clients, scale, Path(tmp))
+        check(measured, f"{size} clients")
+        total_429 = mock.stats()["total_429"]
+    sent = stats["downloader/request_count"]
+    result = {
+        "clients": size, **spread(ratios(stats, clients)), "429s": total_429,
+        "stored": stats[key("campaigns_stored")], "expected": 100 * size,
+        "requests": sent, "wall_s": round(measured.wall, 1), "peak_rss_mb": round(measured.max_rss_mb),
+        "cpu_s": round(measured.cpu, 1), "cpu_ms_per_request": round(1000 * measured.cpu / sent, 2),
+    }
+    # The yardstick: a bare Scrapy spider, as many requests at the same rate.
+    rate = sent / measured.wall
+    with MockProcess("--time-scale", str(scale), "--quiet", "--rate-limit", "1000000") as mock:
+        bare = run_measured([sys.executable, "-m", "bench.bare", mock.url, str(size), str(sent), f"{rate:.3f}"],
+                            dict(os.environ), ROOT, 7200)
+        check(bare, "bare spider")
+    bare_sent = json.loads(bare.output.strip().splitlines()[-1])["requests"]
+    result["bare_cpu_ms_per_request"] = round(1000 * bare.cpu / bare_sent, 2)
+    result["cpu_over_bare"] = round(result["cpu_ms_per_request"] / result["bare_cpu_ms_per_request"], 3)
+    result["bare_rss_mb"] = round(bare.max_rss_mb)
+    return result
+
+
+def fairness() -> dict[str, Any]:
+    scale = 0.2
+    clients = [f"fair{n:03d}" for n in range(1, 61)]
+    with MockProcess("--time-scale", str(scale), "--seed", "2", "--quiet", "--campaigns", "30",
+                     "--list-503-rate", "0.2", "--list-hang-rate", "0.1") as mock, \
+            tempfile.TemporaryDirectory() as tmp:
+        measured, stats = crawl(mock, clients, scale, Path(tmp), settings={"ADCRAWLER_CONCURRENT_REQUESTS": "32"})
+        check(measured, "fairness")
+        total_429 = mock.stats()["total_429"]
+    return {"clients": 60, "campaigns": 30, "concurrent_requests": 32, **spread(ratios(stats, clients)),
+            "429s": total_429}
+
+
+def upserts(rows: int) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "bench.upserts", "--rows", str(rows)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=7200)
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    result = json.loads(proc.stdout)
+    for figures in result.values():
+        for name in list(figures):
+            figures[name] = round(figures[name])
+        figures["batched_50_over_row_by_row"] = round(figures["batched_50"] / figures["row_by_row"], 1)
+        figures["batched_50_over_connection_per_row"] = round(figures["batched_50"] / figures["connection_per_row"], 1)
+    return {"rows": rows, **result}
+
+
+def machine() -> dict[str, Any]:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit.stdout.strip(),
+            "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+            "system": platform.platform()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="a,b,d,e,f", help="sections to run (c runs with b)")
+    parser.add_argument("--sizes", default="10,100,200,400", help="client counts for section d")
+    parser.add_argument("--runs", type=int, default=3, help="runs of sections a, b and c")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows for section f")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    path = OUT / "results.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    results["machine"] = machine()
+    results["command"] = " ".join(["python -m bench", *sys.argv[1:]])
+    steps = [("a", "one_client", lambda: one_client(args.runs)),
+             ("b", "quirks", lambda: quirks_and_naive(args.runs)),
+             ("d", "many_clients", lambda: [many_clients(int(n)) for n in args.sizes.split(",")]),
+             ("e", "fairness", fairness),
+             ("f", "upserts", lambda: upserts(args.rows))]
+    for letter, name, run in steps:
+        if letter in only:
+            print(f"bench: section {letter} ({name})...", flush=True)
+            results[name] = run()
+            print(json.dumps(results[name]), flush=True)
+            path.write_text(json.dumps(results, indent=2) + "\n")
+    from bench.report import write_report
+
+    write_report(results, OUT / "RESULTS.md")
+    print(f"bench: wrote {OUT / 'RESULTS.md'} and {path}")
+
+
+if __name__ == "__main__":
+    main()

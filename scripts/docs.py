@@ -1,0 +1,91 @@
+"""The README's reference tables, generated from the lists in the code.
+
+    python -m scripts.docs          # rewrite the tables in README.md
+    python -m scripts.docs --check  # exit 1 if README.md differs (the tests run this)
+
+Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
+settings (adcrawler.config.SETTINGS), stats (adcrawler.stats), metrics
+(adcrawler.extensions.metrics.METRICS) and the simulator's faults (mock_api.config).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from adcrawler.config import SETTINGS
+from adcrawler.extensions.metrics import METRICS
+from adcrawler.stats import COUNTERS, FINAL
+from mock_api.config import DEFAULT_FAULTS, ENDPOINTS, FAULTS
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def settings_table() -> str:
+    rows = ["| name | default | form | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "empty"
+        scrapy = f" (drives Scrapy's `{s.scrapy}`)" if s.scrapy else ""
+        who = " — read by `python -m adcrawler.dispatch`" if s.command == "dispatch" else ""
+        rows.append(f"| `{s.name}` | {default} | {s.kind.form} | {s.doc}{scrapy}{who} |")
+    return "\n".join(rows)
+
+
+def stats_table() -> str:
+    rows = ["| key | kind | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{name}` | counter | {doc} |" for name, doc in COUNTERS.items()]
+    rows += [f"| `{name}` | value | {doc} |" for name, doc in FINAL.items()]
+    return "\n".join(rows)
+
+
+def metrics_table() -> str:
+    rows = ["| metric | type | labels besides `client` | meaning |", "| --- | --- | --- | --- |"]
+    for m in METRICS:
+        name = f"{m.name}_total" if m.kind == "counter" else m.name
+        labels = ", ".join(f"`{label}`" for label in m.labels) or "—"
+        if m.values:
+            labels += f" ({', '.join(m.values)})"
+        rows.append(f"| `{name}` | {m.kind} | {labels} | {m.doc} |")
+    return "\n".join(rows)
+
+
+def faults_table() -> str:
+    what = {"503": "503 JSON", "429": "429 with `Retry-After` and `retry_after`",
+            "401": "401: good credentials refused (auth) / the token revoked (list, sync)",
+            "garbage": "200 with an HTML body", "reset": "connection dropped, no answer",
+            "hang": "no answer for `--hang-seconds`"}
+    rows = ["| fault | flag | " + " | ".join(f"{e}: default" for e in ENDPOINTS) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in ENDPOINTS) + " |"]
+    for fault in FAULTS:
+        rates = " | ".join(f"{DEFAULT_FAULTS.get(f'{e}_{fault}', 0):g}" for e in ENDPOINTS)
+        rows.append(f"| {what[fault]} | `--<endpoint>-{fault}-rate` | {rates} |")
+    return "\n".join(rows)
+
+
+TABLES = {"settings": settings_table, "stats": stats_table, "metrics": metrics_table, "faults": faults_table}
+
+
+def render(text: str) -> str:
+    for name, make in TABLES.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no {name} table markers")
+        text = pattern.sub(lambda m, t=make(): m.group(1) + t + m.group(2), text)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    current = README.read_text(encoding="utf-8")
+    wanted = render(current)
+    if "--check" in argv:
+        if wanted != current:
+            print("README.md tables differ from the code: run python -m scripts.docs", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(wanted, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
