@@ -27,8 +27,17 @@ DOWNLOADER_MIDDLEWARES = {
     # Replaced: every answer is judged once, in adcrawler.answers.
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     # Both below HttpCompressionMiddleware (590): they read decompressed bodies.
-    "adcrawler.middlewares.retry.RetryMiddleware": 570,
-    "adcrawler.middlewares.auth.BearerTokenMiddleware": 580,
+    "adcrawler.middlewares.retry.RetryMiddleware": 560,
+    "adcrawler.middlewares.auth.BearerTokenMiddleware": 570,
+}
+# A JSON API sends no <meta http-equiv="refresh">: do not look for one in every body.
+METAREFRESH_ENABLED = False
+# Spider middlewares that wrap every callback's output and do nothing for this
+# crawl (no referers, no link depth, no long URLs, one platform host): off, for CPU.
+SPIDER_MIDDLEWARES = {
+    "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
+    "scrapy.spidermiddlewares.referer.RefererMiddleware": None,
+    "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None,
 }
 ITEM_PIPELINES = {"adcrawler.pipelines.store.StorePipeline": 300}
 EXTENSIONS = {
@@ -49,9 +58,9 @@ TELNETCONSOLE_ENABLED = False
 
 DOWNLOAD_DELAY = 0
 AUTOTHROTTLE_ENABLED = False  # the rate budget paces each client
-# A response yields one item or a page of requests; a hundred parallel item
-# tasks per response only cost CPU.
-CONCURRENT_ITEMS = 16
+# A response yields one item or a page of requests: process them in order
+# (a hundred parallel tasks per response, Scrapy's default, only cost CPU).
+CONCURRENT_ITEMS = 1
 # Scrapy re-reads each callback's source to warn about generators that return
 # values; ours do not, and the check costs CPU on every response.
 WARN_ON_GENERATOR_RETURN_VALUE = False

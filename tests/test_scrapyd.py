@@ -96,6 +96,15 @@ def _dispatch(urls: list[str], clients: str) -> subprocess.CompletedProcess[str]
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
+def test_the_egg_holds_the_crawler_only(egg):
+    import zipfile
+
+    names = zipfile.ZipFile(egg).namelist()
+    assert "adcrawler/clients.toml" in names and "adcrawler/settings.py" in names
+    assert not [n for n in names if n.split("/")[0] in ("harness", "mock_api", "tests", "bench", "scripts")]
+    assert not any(DEMO_PASSWORD.encode() in zipfile.ZipFile(egg).read(n) for n in names if n.endswith(".py"))
+
+
 def test_clients_spread_over_nodes_and_never_run_twice(nodes, egg, quiet_mock, pg_url, tmp_path):
     assert requests.get(f"{nodes[0]}/daemonstatus.json", timeout=5).status_code == 401  # credentials required
     for url in nodes:

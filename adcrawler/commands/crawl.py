@@ -10,6 +10,7 @@ last log line names each incomplete client's outcome and reasons.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
@@ -42,11 +43,27 @@ class Command(ScrapyCrawl):
         assert self.crawler_process
         crawler = self._create_crawler(args[0])  # kept: the process forgets finished crawlers
         self.crawler_process.crawl(crawler, **opts.spargs)
+        tune_gc()
         self.crawler_process.start()
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
             return
         self.exitcode = exit_status(crawler.stats.get_stats())
+
+
+def tune_gc() -> None:
+    """Garbage collection tuned for a crawl.
+
+    A crawl keeps its queued requests and per-client state alive for its whole
+    length. With CPython's default thresholds the collector scans them again in
+    dozens of full collections per run: 13 % of the CPU with 200 clients
+    (bench figure in the note of issue 11). The objects alive at start-up are
+    frozen out of collection and young collections happen a tenth as often;
+    full collections become rare. A crawl is a finite process, and the few
+    reference cycles it makes are still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7_000, 100, 1_000)
 
 
 def exit_status(stats: dict) -> int:

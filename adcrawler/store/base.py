@@ -220,29 +220,34 @@ class Store:
             results.setdefault(r.client_id, BatchResult()).rejected += 1
         with self._transaction() as cur:
             if latest:
-                # Keys that exist before the upsert tell inserted from updated; RETURNING
-                # names the rows inserted or updated, so the rest were unchanged.
-                existing = self._existing(cur, list(latest))
                 rows = [(i.client_id, i.campaign_id, i.name, i.status, i.budget, i.impressions, i.clicks,
                          i.conversions, i.created_at, i.raw, i.flags_text, i.sync_status, i.synced_at,
                          i.sync_error, i.fetched_at, now) for i in latest.values()]
-                changed = {tuple(r) for r in self._insert_many(cur, UPSERT, rows, fetch=True)}
+                changed = self._upsert(cur, run_id, rows)
                 for key in latest:
                     result = results.setdefault(key[0], BatchResult())
                     if key not in changed:
                         result.unchanged += 1
-                    elif key in existing:
-                        result.updated += 1
-                    else:
+                    elif changed[key]:
                         result.inserted += 1
-                metrics = [(run_id, i.client_id, i.campaign_id, i.fetched_at, i.status, i.budget, i.impressions,
-                            i.clicks, i.conversions, i.flags_text, i.sync_status) for i in latest.values()]
-                self._insert_many(cur, METRICS, metrics, fetch=False)
+                    else:
+                        result.updated += 1
             if rejected:
                 self._insert_many(cur, REJECTED, [
                     (run_id, r.client_id, r.campaign_id, r.reason, r.payload,
                      hashlib.sha1(r.payload.encode()).hexdigest(), r.seen_at) for r in rejected], fetch=False)
         return results
+
+    def _upsert(self, cur: Any, run_id: str, rows: list[tuple]) -> dict[tuple[str, str], bool]:
+        """Upsert campaign ``rows`` (CAMPAIGN_COLUMNS order) and their history rows;
+        returns the keys inserted (True) or updated (False): the rest were unchanged."""
+        # Keys that exist before the upsert tell inserted from updated; RETURNING
+        # names the rows inserted or updated, so the rest were unchanged.
+        existing = self._existing(cur, [row[:2] for row in rows])
+        changed = {(r[0], r[1]): (r[0], r[1]) not in existing for r in self._insert_many(cur, UPSERT, rows, fetch=True)}
+        self._insert_many(cur, METRICS, [(run_id, r[0], r[1], r[14], r[3], r[4], r[5], r[6], r[7], r[10], r[11])
+                                         for r in rows], fetch=False)
+        return changed
 
     def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()

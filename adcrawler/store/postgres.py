@@ -7,7 +7,24 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from .base import Store, StoreError, first_line
+from .base import CAMPAIGN_COLUMNS, METRICS_COLUMNS, UPSERT, Store, StoreError, first_line
+
+# One statement for both tables: the VALUES are sent (and escaped) once, in one
+# round trip; xmax = 0 tells a fresh insert from an update. The upsert's own
+# RETURNING gives the changed rows, as on SQLite.
+UPSERT_WITH_HISTORY = (
+    f"WITH incoming ({', '.join(CAMPAIGN_COLUMNS)}) AS (VALUES %s), "
+    "changed AS (" + UPSERT.replace("VALUES {values}", f"SELECT {', '.join(CAMPAIGN_COLUMNS)} FROM incoming")
+    + ", xmax = 0), "
+    f"history AS (INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) "
+    "SELECT %s, client_id, campaign_id, fetched_at, status, budget, impressions, clicks, conversions, "
+    "quality_flags, sync_status FROM incoming ON CONFLICT (run_id, client_id, campaign_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in METRICS_COLUMNS[3:]) + ") "
+    "SELECT * FROM changed"
+)
+# VALUES rows carry no column types: give them the columns' types.
+_ROW = ("(%s, %s, %s, %s, %s::numeric, %s::bigint, %s::bigint, %s::bigint, %s::timestamptz, %s::jsonb, %s, %s, "
+        "%s::timestamptz, %s, %s::timestamptz, %s::timestamptz)")
 
 
 class PostgresStore(Store):
@@ -51,6 +68,13 @@ class PostgresStore(Store):
             locked = cur.fetchone()[0]
         self.conn.commit()
         return bool(locked)
+
+    def _upsert(self, cur: Any, run_id: str, rows: list[tuple]) -> dict[tuple[str, str], bool]:
+        # execute_values takes one placeholder, for the rows: bind the run id first.
+        sql = cur.mogrify(UPSERT_WITH_HISTORY.replace("VALUES %s", "VALUES {rows}"), (run_id,)).decode()
+        sql = sql.replace("%", "%%").replace("VALUES {rows}", "VALUES %s")
+        changed = psycopg2.extras.execute_values(cur, sql, rows, template=_ROW, page_size=len(rows), fetch=True)
+        return {(client, campaign): inserted for client, campaign, inserted in changed}
 
     def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:
         # execute_values sends many rows per statement, parameters escaped by libpq.
