@@ -28,9 +28,11 @@ tools:
 demo: venv
 	$(BIN)/python -m scripts.demo
 
-# pytest exits 5 when it collects nothing; make treats any non-zero exit as failure.
+# Two workers, then the tests that must run alone. pytest exits 5 when it
+# collects nothing; make treats any non-zero exit as failure.
 test: venv tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
 
 # Writes bench/RESULTS.md and bench/results.json (takes about an hour).
 bench: venv

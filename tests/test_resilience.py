@@ -126,6 +126,7 @@ def _pg_ctl(action: str) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.serial
 def test_postgres_outage_mid_run_loses_nothing(mock_factory, pg_url, tmp_path):
     if not Path("/etc/postgresql").is_dir():
         pytest.skip("needs the local PostgreSQL cluster's control command")

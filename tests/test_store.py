@@ -114,9 +114,7 @@ def test_migrations_are_versioned_and_idempotent(store, db):
 MIGRATE = """
 import sys, time
 from adcrawler.store import open_store
-start = float(sys.argv[3])
-while time.time() < start:
-    pass
+time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
 store = open_store(sys.argv[1], sys.argv[2])
 print(store.migrate())
 store.close()
