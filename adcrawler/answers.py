@@ -27,8 +27,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from scrapy.exceptions import (CannotResolveHostError, DownloadConnectionRefusedError, DownloadFailedError,
-                               DownloadTimeoutError, ResponseDataLossError)
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadConnectionRefusedError,
+    DownloadFailedError,
+    DownloadTimeoutError,
+    ResponseDataLossError,
+)
 from twisted.internet import error as net
 
 from adcrawler.backoff import parse_retry_after

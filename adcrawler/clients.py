@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from decouple import UndefinedValueError, config

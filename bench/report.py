@@ -40,7 +40,7 @@ def write_report(r: dict[str, Any], path: Path) -> None:
                            "its 429s"],
                           [[i + 1, c["wall_over_ideal"], c["list_calls"], c["sync_calls"], c["retries"], c["429s"],
                             c["stored"], c["synced_ids"], n["wall_over_ideal"], n["requests"], n["429s"]]
-                           for i, (c, n) in enumerate(zip(b["crawler"], b["naive"]))]),
+                           for i, (c, n) in enumerate(zip(b["crawler"], b["naive"], strict=True))]),
                   "", "The inherited style, fixed the obvious way: pages of 10, one request every 6.5 s, "
                   "sequential (`bench/naive.py`).", ""]
     if "many_clients" in r:

@@ -29,8 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .campaigns import (EXTRA_FIELDS, apply_block, as_numeric_strings, js_parse_int, make_campaign,
-                        quirks_campaign)
+from .campaigns import EXTRA_FIELDS, apply_block, as_numeric_strings, js_parse_int, make_campaign, quirks_campaign
 from .config import FAULTS, MockConfig
 
 CAMPAIGN_PATH = re.compile(r"^campaign_([1-9][0-9]{0,8})$")
@@ -152,11 +151,13 @@ class MockApi:
         if not any(rate for _, rate in rates):
             return None
         draw = self.state.rng(client, endpoint).random()
-        for fault, rate in rates:
+        fault = None
+        for name, rate in rates:  # one draw: each fault takes its slice of [0, 1)
             if draw < rate:
+                fault = name
                 break
             draw -= rate
-        else:
+        if fault is None:
             return None
         self.state.count(client, endpoint, fault)
         if fault == "503":

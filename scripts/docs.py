@@ -71,7 +71,8 @@ def render(text: str) -> str:
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no {name} table markers")
-        text = pattern.sub(lambda m, t=make(): m.group(1) + t + m.group(2), text)
+        table = make()
+        text = pattern.sub(lambda m, table=table: m.group(1) + table + m.group(2), text)
     return text
 
 

@@ -18,7 +18,6 @@ import pytest
 from harness.runner import DEMO_PASSWORD, run_crawl, start_crawl
 from mock_api.config import ENDPOINTS, FAULTS
 from mock_api.process import MockProcess
-from tests.db import Db
 from tests.test_crawl_e2e import assert_every_served_id_kept, last_line
 
 CLIENT = "acme-corp"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
 import pytest
-
-import math
 
 from adcrawler.answers import NOT_JSON, Verdict, decide_exception, decide_response, json_body
 from adcrawler.backoff import backoff_delay, parse_retry_after

@@ -13,8 +13,15 @@ from adcrawler.clients import Client, ClientConfigError, Registry
 from adcrawler.items import RejectedRecord
 from adcrawler.redaction import MARK, RedactingFilter, Secrets
 from adcrawler.validation import Campaign, InvalidRecord, record_key, validate_campaign
-from mock_api.campaigns import (IMPLAUSIBLE, MALFORMED, OUT_OF_RANGE, apply_block, as_numeric_strings,
-                                make_campaign, quirks_campaign)
+from mock_api.campaigns import (
+    IMPLAUSIBLE,
+    MALFORMED,
+    OUT_OF_RANGE,
+    apply_block,
+    as_numeric_strings,
+    make_campaign,
+    quirks_campaign,
+)
 
 GOOD = make_campaign("acme", 1, 0, 0)
 
