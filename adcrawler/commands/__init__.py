@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 
 from scrapy.settings import BaseSettings
@@ -28,6 +29,7 @@ def prepare(settings: BaseSettings, log: bool = True) -> None:
         fail(str(exc), settings)
     _register_secrets(settings)
     os.umask(PRIVATE_UMASK)  # data files we create are private to this user
+    _raise_open_files_limit()
     if log:
         logs.configure(settings)
         for warning in warnings:
@@ -37,6 +39,14 @@ def prepare(settings: BaseSettings, log: bool = True) -> None:
 def fail(message: str, settings: BaseSettings | None = None) -> None:
     print(logs.error_line(message, settings), file=sys.stderr, flush=True)
     sys.exit(EXIT_CONFIG)
+
+
+def _raise_open_files_limit() -> None:
+    """A thousand requests on the wire need more descriptors than many shells allow (1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _register_secrets(settings: BaseSettings) -> None:
