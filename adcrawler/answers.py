@@ -36,7 +36,7 @@ from scrapy.exceptions import (
 )
 from twisted.internet import error as net
 
-from adcrawler.backoff import parse_retry_after
+from adcrawler.backoff import backoff_delay, parse_retry_after
 
 
 class Verdict(Enum):
@@ -53,6 +53,10 @@ class Decision:
     verdict: Verdict
     reason: str  # a stat-key-safe name: http_503, invalid_json, DownloadTimeoutError...
     wait: float | None = None  # seconds the platform asked for, if it said
+
+    def delay(self, attempt: int, base: float, cap: float) -> float:
+        """Seconds to wait before attempt ``attempt``: the platform's word, else the backoff."""
+        return self.wait if self.wait is not None else backoff_delay(attempt, base, cap)
 
 
 NOT_JSON = object()

@@ -49,7 +49,6 @@ from scrapy.utils.asyncio import sleep
 
 from adcrawler import redaction
 from adcrawler.answers import Decision, Verdict, decide_exception, decide_response
-from adcrawler.backoff import backoff_delay
 from adcrawler.clients import ClientConfigError
 from adcrawler.config import value
 from adcrawler.stats import RunStats
@@ -204,8 +203,7 @@ class BearerTokenMiddleware:
             if decision.verdict not in (Verdict.RETRY, Verdict.RATE_LIMITED) or attempt > self.retries:
                 raise AuthenticationFailed(f"token endpoint unavailable ({decision.reason}) "
                                            f"after {attempt} attempt{'s' * (attempt > 1)}")
-            wait = decision.wait if decision.wait is not None else backoff_delay(
-                attempt, self.backoff_base, self.backoff_cap)
+            wait = decision.delay(attempt, self.backoff_base, self.backoff_cap)
             self.stats.inc("token_retries", client, reason=decision.reason)
             logger.warning("Client %s: token request failed (%s); trying again in %.2fs", client,
                            decision.reason, wait, extra={"client": client})

@@ -34,7 +34,6 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Response
 
 from adcrawler.answers import Decision, Verdict, decide_exception, decide_response
-from adcrawler.backoff import backoff_delay
 from adcrawler.config import value
 from adcrawler.scheduler import NOT_BEFORE, PAUSE
 from adcrawler.stats import RunStats
@@ -96,7 +95,7 @@ class RetryMiddleware:
             if again is None:
                 return None
             self.stats.inc("retries", client, reason=decision.reason)
-            again.meta[NOT_BEFORE] = self._wait(decision, again.meta["retry_times"])
+            again.meta[NOT_BEFORE] = decision.delay(again.meta["retry_times"], self.backoff_base, self.backoff_cap)
             return again
         if decision.verdict is Verdict.RATE_LIMITED:
             self.stats.inc("responses_429", client)
@@ -105,7 +104,7 @@ class RetryMiddleware:
                 logger.error("Client %s: still rate limited after %d retries of %s; giving up",
                              client, self.max_429, request.url, extra={"client": client})
                 return None
-            wait = self._wait(decision, attempt)
+            wait = decision.delay(attempt, self.backoff_base, self.backoff_cap)
             logger.warning("Client %s: 429 on %s, pausing the client for %.2fs", client, request.url, wait,
                            extra={"client": client})
             return resend(request, RETRIES_429, attempt, **{PAUSE: wait})
@@ -119,11 +118,6 @@ class RetryMiddleware:
                         extra={"client": client})
             return resend(request, REAUTH_TIMES, attempt)
         return None
-
-    def _wait(self, decision: Decision, attempt: int) -> float:
-        if decision.wait is not None:
-            return decision.wait
-        return backoff_delay(attempt, self.backoff_base, self.backoff_cap)
 
     @property
     def tokens(self) -> BearerTokenMiddleware:
