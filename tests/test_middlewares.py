@@ -15,7 +15,7 @@ from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
 from adcrawler.middlewares import CLIENT, ENDPOINT
-from adcrawler.middlewares.auth import AuthenticationFailed, BearerTokenMiddleware
+from adcrawler.middlewares.auth import TOKEN_SERIAL, AuthenticationFailed, BearerTokenMiddleware
 from adcrawler.middlewares.retry import RetryMiddleware
 from adcrawler.scheduler import NOT_BEFORE, PAUSE, BudgetScheduler
 from adcrawler.spiders.campaigns import CampaignsSpider
@@ -307,3 +307,23 @@ def test_a_refused_token_is_dropped_and_the_request_sent_again_with_a_new_one(mo
     asyncio.run(tokens.process_request(again))
     assert again.headers["Authorization"] == b"Bearer tok-2"
     assert crawler.stats.get_value("adcrawler/client/acme-corp/token_rejected") == 1
+
+
+def test_a_request_goes_out_with_the_token_it_waited_for_even_if_that_was_refused_meanwhile(monkeypatch):
+    crawler, mw, engine = token_setup(monkeypatch)
+    first, second = api_request(), api_request()
+
+    async def scenario():
+        waiting = asyncio.ensure_future(mw.process_request(first))
+        await asyncio.sleep(0)  # the refresh has started
+        auth = mw.clients["acme-corp"]
+
+        def refused(_):  # a refusal of the new token lands before the waiters wake
+            mw.invalidate(Request("https://api.test/x", meta={CLIENT: "acme-corp", TOKEN_SERIAL: auth.serial}))
+
+        auth.refreshing.add_done_callback(refused)
+        await asyncio.gather(waiting, mw.process_request(second))
+
+    asyncio.run(scenario())
+    assert first.headers["Authorization"] == second.headers["Authorization"] == b"Bearer tok-1"
+    assert mw.clients["acme-corp"].token is None  # the next request asks for a new one

@@ -111,10 +111,11 @@ class BearerTokenMiddleware:
             request.headers["Authorization"] = f"Basic {self._basic(request.meta[TOKEN_FOR])}"
         elif request.meta.get(CLIENT):
             client = request.meta[CLIENT]
-            await self.token(client)
+            token = await self.token(client)
             auth = self.clients[client]
-            request.headers["Authorization"] = f"Bearer {auth.token.value}"
-            request.meta[TOKEN_SERIAL] = auth.serial
+            request.headers["Authorization"] = f"Bearer {token.value}"
+            # The token awaited, not auth.token: a refusal may have dropped that meanwhile.
+            request.meta[TOKEN_SERIAL] = auth.serial if auth.token is token else None
         return None
 
     def process_response(self, request: Request, response: Response) -> Response:
