@@ -187,7 +187,8 @@ class MockApi:
         if cfg.quirks:
             return _error(429, "Rate limit exceeded", f"Too many requests. Limit: {cfg.rate_limit} per minute",
                           retry_after=wait)
-        return _error(429, "Rate limit exceeded", f"Too many requests: {cfg.rate_limit} per {_number(cfg.rate_window)}s",
+        return _error(429, "Rate limit exceeded",
+                      f"Too many requests: {cfg.rate_limit} per {_number(cfg.rate_window)}s",
                       headers={"Retry-After": str(wait)}, retry_after=wait)
 
     # -- auth -----------------------------------------------------------

@@ -22,7 +22,8 @@ GOOD = {
     config.COUNT: "7", config.COUNT_OR_ZERO: "3", config.PORT: "9199", config.SECONDS: "2.5",
     config.SECONDS_OR_ZERO: "4", config.BOOL: "true", config.HTTP_URL: "http://10.1.2.3:8080",
     config.OPTIONAL_URL: "http://127.0.0.1:9091", config.DATABASE: "sqlite:///elsewhere.sqlite3",
-    config.PATH: "some/where", config.OPTIONAL_PATH: "some/stats", config.REGISTRY: str(ROOT / "adcrawler/clients.toml"),
+    config.PATH: "some/where", config.OPTIONAL_PATH: "some/stats",
+    config.REGISTRY: str(ROOT / "adcrawler/clients.toml"),
     config.HOST: "0.0.0.0", config.LOG_LEVEL: "WARNING", config.STATUSES: "500,503", config.JOB: "nightly",
     config.URLS: "http://n1:6800,http://n2:6800",
 }

@@ -132,7 +132,8 @@ def prometheus(tmp_path):
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         f"rule_files: [{rules}]\n"
         "scrape_configs:\n"
-        f"  - {{job_name: pushgateway, honor_labels: true, static_configs: [{{targets: ['127.0.0.1:{gateway_port}']}}]}}\n")
+        "  - {job_name: pushgateway, honor_labels: true,\n"
+        f"     static_configs: [{{targets: ['127.0.0.1:{gateway_port}']}}]}}\n")
     procs = [
         subprocess.Popen([_binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{gateway_port}",
                           f"--persistence.file={tmp_path / 'gateway.data'}"],
@@ -236,7 +237,8 @@ def test_a_skipped_client_pushes_nothing_over_the_running_one(prometheus, mock_f
         _wait_for(lambda: mock.stats()["syncs"].get("demo"), 30, "the first run to sync")
         second = run_crawl(mock.url, "demo", tmp_path, extra_env=env)
         assert second.returncode == 0 and second.stat("outcome", "demo") == "skipped"
-        groups = {labels for name, labels in samples(get(f"{gateway}/metrics")) if name == "adcrawler_requests_sent_total"}
+        groups = {labels for name, labels in samples(get(f"{gateway}/metrics"))
+                  if name == "adcrawler_requests_sent_total"}
         assert first.poll() is None and groups == set()  # no demo group while demo's run goes on
     finally:
         out, _ = first.communicate(timeout=120)

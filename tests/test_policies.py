@@ -281,7 +281,8 @@ def test_an_outcome_names_its_reasons():
     assert _outcome(**{**full, "campaigns_flagged": 30}).name == "succeeded"  # flags never make it partial
     partial = _outcome(**{**full, "campaigns_seen": 97, "campaigns_stored": 95, "campaigns_quarantined": 2,
                           "campaigns_sync_failed": 1})
-    assert partial == Outcome("partial", ("2 quarantined", "1 sync failed", "3 of 100 announced campaigns never listed"))
+    assert partial == Outcome("partial",
+                              ("2 quarantined", "1 sync failed", "3 of 100 announced campaigns never listed"))
     assert _outcome(auth_failed=1, auth_failure="credentials refused").describe() == "failed (credentials refused)"
     assert _outcome(list_failed=1).describe() == "failed (the campaign list could not be read)"
     assert _outcome(locked=1).name == "skipped"
