@@ -85,6 +85,16 @@ def test_raw_record_and_flags_are_stored_beside_the_typed_columns(store, db):
     assert db.scalar("SELECT quality_flags FROM campaign_metrics") == flags
 
 
+def test_text_is_stored_exactly_as_sent(store, db):
+    awkward = 'tab\there, new\nline, cr\r, back\\slash, \\N, "quotes", \'; DROP TABLE campaigns; --, ünï 🚀'
+    record = {"id": "campaign_1", "name": awkward, "notes": "\\N\t\\"}
+    store.write_batch("run1", [item(1, name=awkward, sync_error="\\N", raw=json.dumps(record), status="")])
+    name, error, status, raw = db.rows("SELECT name, sync_error, status, raw FROM campaigns")[0]
+    assert (name, error, status) == (awkward, "\\N", "")
+    assert (json.loads(raw) if isinstance(raw, str) else raw) == record
+    assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE synced_at IS NOT NULL") == 1
+
+
 # Rows no column can hold, as the database says it: each refused alone, the rest committed.
 REFUSED = {
     "sqlite": [{"impressions": 10**20}, {"name": "lone \ud800 surrogate"}],
