@@ -183,7 +183,9 @@ def main() -> None:
     path = OUT / "results.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     results["machine"] = machine()
-    results["command"] = " ".join(["python -m bench", *sys.argv[1:]])
+    command = " ".join(["python -m bench", *sys.argv[1:]])
+    when = {k: results["machine"].pop(k) for k in ("date", "commit")}
+    runs = results.setdefault("runs", {})  # which command, when and at which commit wrote each section
     steps = [("a", "one_client", lambda: one_client(args.runs)),
              ("b", "quirks", lambda: quirks_and_naive(args.runs)),
              ("d", "many_clients", lambda: [many_clients(int(n)) for n in args.sizes.split(",")]),
@@ -193,6 +195,7 @@ def main() -> None:
         if letter in only:
             print(f"bench: section {letter} ({name})...", flush=True)
             results[name] = run()
+            runs[name] = {**when, "command": command}
             print(json.dumps(results[name]), flush=True)
             path.write_text(json.dumps(results, indent=2) + "\n")
     from bench.report import write_report

@@ -11,14 +11,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
             *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
 
 
+def _when(r: dict[str, Any], name: str) -> list[str]:
+    run = r.get("runs", {}).get(name)
+    return [f"Run by `{run['command']}` on {run['date']}, commit {run['commit']}.", ""] if run else []
+
+
 def write_report(r: dict[str, Any], path: Path) -> None:
     m = r["machine"]
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `{r['command']}` (`make bench`) on {m['date']}, commit {m['commit']}: "
-        f"{m['cpus']} CPUs, {m['machine']}, {m['system']}, Python {m['python']}. The simulator runs on the same "
-        "machine. Every figure is a ratio or a count from the same run; `results.json` holds them all.",
+        f"Written by `python -m bench` (`make bench`; `--only` reruns some sections) on {m['cpus']} CPUs, "
+        f"{m['machine']}, {m['system']}, Python {m['python']}. The simulator runs on the same machine. Every "
+        "figure is a ratio or a count from the same run of its section; `results.json` holds them all.",
         "",
         "A client's lower bound is (⌈requests / 10⌉ − 1) × window + the latency of its last answer: the least "
         "time the platform's budget allows for the requests it sent. The ratio is the client's wall time (from "
@@ -27,13 +32,13 @@ def write_report(r: dict[str, Any], path: Path) -> None:
     ]
     if "one_client" in r:
         a = r["one_client"]
-        lines += ["## a. One client, default faults, time scale 0.05 (a 3 s window)", "",
+        lines += ["## a. One client, default faults, time scale 0.05 (a 3 s window)", "", *_when(r, "one_client"),
                   *_table(["run", "requests sent", "wall / lower bound", "429s"],
                           [[i + 1, x["requests"], x["ratio"], x["429s"]] for i, x in enumerate(a["runs"])]),
                   "", f"Median ratio {a['median_ratio']}.", ""]
     if "quirks" in r:
         b = r["quirks"]
-        lines += ["## b, c. The inherited platform (`--quirks`), time scale 0.05", "",
+        lines += ["## b, c. The inherited platform (`--quirks`), time scale 0.05", "", *_when(r, "quirks"),
                   f"Ideal for 1 list call + 100 syncs: {b['ideal_seconds']} s (10 windows + one sync's 0.1 s).", "",
                   *_table(["run", "crawler: wall / ideal", "list calls", "sync calls", "retries", "429s",
                            "stored", "synced campaign_1..100 once", "inherited style: wall / ideal", "its requests",
@@ -45,6 +50,7 @@ def write_report(r: dict[str, Any], path: Path) -> None:
                   "sequential (`bench/naive.py`).", ""]
     if "many_clients" in r:
         lines += ["## d. Many clients in one process, default faults, time scale 0.2 (a 12 s window)", "",
+                  *_when(r, "many_clients"),
                   "At 0.2 each client sends five times its real rate: 200 clients here cost what 1,000 cost at the "
                   "real clock. The bare spider (`bench/bare.py`) sends requests at the crawler's rate against the "
                   "same simulator, with nothing of ours: with Scrapy's defaults, and tuned with the crawler's Scrapy "
@@ -61,15 +67,17 @@ def write_report(r: dict[str, Any], path: Path) -> None:
     if "fairness" in r:
         e = r["fairness"]
         lines += ["## e. Fairness: 60 clients x 30 campaigns, 32 concurrent requests, faults on list calls only", "",
+                  *_when(r, "fairness"),
                   *_table(["median", "p90", "worst", "429s"], [[e["median"], e["p90"], e["worst"], e["429s"]]]), ""]
     if "upserts" in r:
         f = r["upserts"]
         rows = [[db, x["batched_50"], x["batched_500"], x["row_by_row"], x["connection_per_row"],
                  x["batched_50_over_row_by_row"], x["batched_50_over_connection_per_row"]]
                 for db, x in f.items() if isinstance(x, dict)]
-        lines += [f"## f. {f['rows']:,} campaign upserts", "",
+        lines += [f"## f. {f['rows']:,} campaign upserts", "", *_when(r, "upserts"),
                   "Rows per second. Batched: `Store.write_batch` (upsert with change detection plus the history "
-                  "row), batches of 50 (the crawler's default) and 500. Row by row: the same parameterized upsert, "
+                  "row; on PostgreSQL the batch is copied into a temporary table first), batches of 50 (the "
+                  "crawler's default) and 500. Row by row: the same parameterized upsert, "
                   "one transaction per row, on one connection, and with a new connection per row as the inherited "
                   "script did (measured on fewer rows; the rate is what counts).", "",
                   *_table(["database", "batched (50)", "batched (500)", "row by row", "connection per row",
