@@ -63,6 +63,8 @@ class MockConfig:
     unknown_fields: bool = False
     ignore_page: bool = False
     gzip: bool = False
+    hold_syncs: int = -1  # answer this many sync calls per client, then hold the rest until released (-1: off)
+    hold_client: str = ""  # hold only this client's syncs (empty: every client's)
     seed: int | None = None
     quirks: bool = False
     accounts: dict[str, str] = field(default_factory=dict)
@@ -179,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="answer every page with the first one and has_more true")
     a("--gzip", action="store_true", default=_flag("gzip"),
       help="gzip every JSON answer when the client accepts it")
+    a("--hold-syncs", type=int, default=_env("hold_syncs", d.hold_syncs),
+      help="test knob: answer this many sync calls per client, then hold every later one without an "
+           "answer until POST /__mock__/release, so a test finds a run still going (-1 = off; "
+           "default %(default)s)")
+    a("--hold-client", default=_env("hold_client", d.hold_client),
+      help="with --hold-syncs: hold only this X-Client-ID's syncs (default: every client's)")
     a("--seed", type=int, default=_env("seed", None),
       help="random seed: same seed and same requests give the same faults")
     a("--quirks", action="store_true", default=_flag("quirks"),
@@ -197,7 +205,7 @@ def parse_config(argv: list[str] | None = None) -> MockConfig:
     if isinstance(values["accounts"], str):
         values["accounts"] = _accounts(values["accounts"])
     for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed",
-                 "out_of_range", "implausible", "unknown_statuses"):
+                 "out_of_range", "implausible", "unknown_statuses", "hold_syncs"):
         values[name] = int(values[name])
     for name in ("time_scale", "rate_window", "retry_after", "fault_retry_after", "hang_seconds", "sync_delay",
                  "token_lifetime", "token_early_expiry", "numeric_strings"):

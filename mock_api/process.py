@@ -71,6 +71,15 @@ class MockProcess:
         with urllib.request.urlopen(self.url + "/__mock__/stats", timeout=10) as resp:
             return json.load(resp)
 
+    def release(self) -> None:
+        """Answer the sync calls held by --hold-syncs, and hold no more."""
+        req = urllib.request.Request(self.url + "/__mock__/release", method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def held(self) -> int:
+        """Sync calls the simulator holds now (--hold-syncs)."""
+        return self.stats()["held"]
+
     def reset(self) -> None:
         req = urllib.request.Request(self.url + "/__mock__/reset", method="POST")
         urllib.request.urlopen(req, timeout=10).close()

@@ -58,6 +58,8 @@ class MockState:
         self.reset()
 
     def reset(self) -> None:
+        if hasattr(self, "released"):
+            self.released.set()  # nothing held waits on a forgotten event
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (email, issued monotonic)
         self.revoked: set[str] = set()
         self.last_issued = time.monotonic()  # quirks: one token clock for everyone
@@ -74,6 +76,9 @@ class MockState:
         self.tokens_issued = 0
         self.auth_failures = 0
         self.syncs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.sync_calls: dict[str, int] = defaultdict(int)  # sync calls received per client
+        self.held = 0  # sync calls waiting for a release (--hold-syncs)
+        self.released = asyncio.Event()
 
     def rng(self, client: str, purpose: str) -> random.Random:
         """One generator per (client, purpose), so that with a seed the fault
@@ -103,6 +108,7 @@ class MockState:
             "syncs": {c: dict(ids) for c, ids in self.syncs.items()},
             # Distinct campaign ids served per client (invented ones included).
             "served": {c: sorted(ids) for c, ids in self.served_ids.items()},
+            "held": self.held,
         }
 
 
@@ -140,6 +146,7 @@ class MockApi:
         app.router.add_get("/__mock__/stats", self.stats)
         app.router.add_post("/__mock__/reset", self.reset)
         app.router.add_post("/__mock__/revoke", self.revoke)
+        app.router.add_post("/__mock__/release", self.release)
         app.router.add_get("/__mock__/config", self.show_config)
         return app
 
@@ -365,6 +372,7 @@ class MockApi:
             if not match or int(match.group(1)) > self.config.campaigns:
                 self.state.count(client, "sync", 404)
                 return _error(404, "Not Found", "Unknown campaign")
+        await self._hold(client)
         await asyncio.sleep(self.config.scaled(self.config.sync_delay))
         self.state.count(client, "sync", 200)
         self.state.syncs[client][campaign_id] += 1
@@ -375,6 +383,19 @@ class MockApi:
             "message": "Campaign data synced successfully" if self.config.quirks
             else f"Campaign {campaign_id} synced successfully",
         })
+
+    async def _hold(self, client: str) -> None:
+        """--hold-syncs: past the first N sync calls of a client, wait for a release."""
+        state, config = self.state, self.config
+        state.sync_calls[client] += 1
+        if config.hold_syncs < 0 or (config.hold_client and client != config.hold_client) \
+                or state.sync_calls[client] <= config.hold_syncs or state.released.is_set():
+            return
+        state.held += 1
+        try:
+            await state.released.wait()
+        finally:
+            state.held -= 1
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({
@@ -388,6 +409,11 @@ class MockApi:
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
         return web.json_response({"reset": True})
+
+    async def release(self, request: web.Request) -> web.Response:
+        """Answer the held sync calls, and hold no more (--hold-syncs)."""
+        self.state.released.set()
+        return web.json_response({"released": self.state.held})
 
     async def revoke(self, request: web.Request) -> web.Response:
         """Revoke every token issued so far, as a platform does on a credential rotation."""
