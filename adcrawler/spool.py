@@ -1,6 +1,9 @@
 """The spool: batches kept on disk while the database is unreachable, and reading them back.
 
-One JSON object per line: ``{"run_id", "kind", "item"}``. Replaying is
+One JSON object per line: ``{"run_id", "kind", "item"}``, the item as its
+declaration in :mod:`adcrawler.items` dumps it. A campaign is read back by the
+declared column type of each field and not validated again: a spool keeps
+what it was given, even a value a database then refuses. Replaying is
 idempotent (upserts), so a spool can be replayed twice without harm. A line
 that cannot be read back (cut short by a full disk, edited by hand) becomes a
 quarantine record with the line itself as payload, so that replay stores the
@@ -10,23 +13,26 @@ rest and loses nothing. The job directory's journal uses the same format.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
+from pydantic import ValidationError
+
 from adcrawler.files import open_private
-from adcrawler.items import CampaignItem, RejectedRecord
+from adcrawler.items import CampaignItem, RejectedRecord, columns
 
 KINDS = {"campaign": CampaignItem, "rejected": RejectedRecord}
-_DATES = {"created_at", "fetched_at", "synced_at", "seen_at"}
+# JSON back to the value of each column type (the others are JSON already).
+_DECODE = {"ts": datetime.fromisoformat, "money": Decimal, "flags": tuple}
+_CAMPAIGN_TYPES = {name: column.type for name, column in columns(CampaignItem).items()}
 
 
 def write_entries(fh: TextIO, run_id: str, items: list[Any]) -> None:
     for item in items:
         kind = "campaign" if isinstance(item, CampaignItem) else "rejected"
-        fh.write(json.dumps({"run_id": run_id, "kind": kind, "item": asdict(item)}, default=str) + "\n")
+        fh.write(json.dumps({"run_id": run_id, "kind": kind, "item": item.model_dump(mode="json")}) + "\n")
 
 
 def append_spool(directory: Path, run_id: str, batch: list[Any]) -> Path:
@@ -44,23 +50,20 @@ def read_spool(path: Path) -> Iterator[tuple[str, CampaignItem | RejectedRecord]
                 continue
             try:
                 yield _entry(line)
-            except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            except (ValueError, KeyError, TypeError, ArithmeticError, ValidationError) as exc:
                 yield _unreadable(path, number, line, exc)
 
 
 def _entry(line: str) -> tuple[str, CampaignItem | RejectedRecord]:
     entry = json.loads(line)
-    cls = KINDS[entry["kind"]]
-    data = dict(entry["item"])
-    for f in fields(cls):
-        raw = data.get(f.name)
-        if f.name in _DATES and raw is not None:
-            data[f.name] = datetime.fromisoformat(raw)
-        elif f.name == "budget":
-            data[f.name] = Decimal(raw)
-        elif f.name == "quality_flags":
-            data[f.name] = tuple(raw or ())
-    return str(entry["run_id"]), cls(**data)
+    data = entry["item"]
+    if entry["kind"] != "campaign":
+        return str(entry["run_id"]), KINDS[entry["kind"]].model_validate(data)
+    decoded = {}
+    for name, kind in _CAMPAIGN_TYPES.items():
+        value = data[name]
+        decoded[name] = _DECODE[kind](value) if value is not None and kind in _DECODE else value
+    return str(entry["run_id"]), CampaignItem.model_construct(**decoded)
 
 
 def _unreadable(path: Path, number: int, line: str, exc: Exception) -> tuple[str, RejectedRecord]:

@@ -24,20 +24,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from datetime import datetime, timezone
-from decimal import Decimal
-from typing import Annotated, Any
+from datetime import timezone
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-# Ids go into a URL path and a primary key: letters, digits and a few separators.
-USABLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+from adcrawler.items import UNSTORABLE, USABLE_ID, Campaign, storable_text, usable_id
+
 KNOWN_STATUSES = frozenset({"active", "paused", "completed", "draft", "archived"})
-INT64 = 2**63 - 1
-MAX_BUDGET = Decimal(10) ** 14  # NUMERIC(16, 2)
-CENT = Decimal("0.01")
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+__all__ = ["USABLE_ID", "Campaign", "InvalidRecord", "quality_flags", "record_key", "storable_text",
+           "validate_campaign"]
 
 
 class InvalidRecord(ValueError):
@@ -47,56 +44,6 @@ class InvalidRecord(ValueError):
     def __init__(self, reason: str, campaign_id: str | None = None):
         super().__init__(reason)
         self.campaign_id = campaign_id
-
-
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a number")
-    return value
-
-
-def _budget(value: Any) -> Decimal:
-    _not_bool(value)
-    if isinstance(value, float):
-        value = repr(value)  # 0.1 -> Decimal("0.1"), not its binary expansion
-    try:
-        number = Decimal(str(value).strip())
-    except ArithmeticError:
-        raise ValueError("not a number") from None
-    if not number.is_finite():
-        raise ValueError("not a finite number")
-    if abs(number) >= MAX_BUDGET:
-        raise ValueError(f"out of the storable range (|budget| < 10^14): {value!r:.40}")
-    return number.quantize(CENT)
-
-
-def _campaign_id(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not USABLE_ID.match(value):
-        raise ValueError("not a usable id (letters, digits, '_', '.', ':', '-'; at most 128)")
-    return value
-
-
-Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=-INT64 - 1, le=INT64)]
-Text = Annotated[str, Field(min_length=1)]
-
-
-class Campaign(BaseModel):
-    """A campaign as we store it: typed columns, the raw record, the flags."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, str_strip_whitespace=False)
-
-    campaign_id: Annotated[str, BeforeValidator(_campaign_id)] = Field(alias="id")
-    name: Text
-    status: Text
-    budget: Annotated[Decimal, BeforeValidator(_budget)]
-    impressions: Count
-    clicks: Count
-    conversions: Count
-    created_at: datetime
-    raw: str = ""
-    quality_flags: tuple[str, ...] = ()
 
 
 def record_key(record: Any) -> str:
@@ -114,16 +61,16 @@ def validate_campaign(record: Any) -> Campaign:
     if not isinstance(record, dict):
         raise InvalidRecord(f"record is not a JSON object: {type(record).__name__}")
     try:
-        usable_id = _campaign_id(record.get("id"))
+        cid = usable_id(record.get("id"))
     except ValueError:
         raise InvalidRecord(f"id {record.get('id')!r:.60}: not a usable id") from None
     unstorable = _unstorable(record)
     if unstorable:
-        raise InvalidRecord(f"{unstorable}: the database cannot store it", usable_id)
+        raise InvalidRecord(f"{unstorable}: the database cannot store it", cid)
     try:
         campaign = Campaign.model_validate(record)
     except ValidationError as exc:
-        raise InvalidRecord(_reason(exc), usable_id) from None
+        raise InvalidRecord(_reason(exc), cid) from None
     created_at = campaign.created_at
     flags = quality_flags(campaign)
     if created_at.tzinfo is None:
@@ -154,7 +101,7 @@ def quality_flags(campaign: Campaign) -> list[str]:
 def _unstorable(value: Any, path: str = "record") -> str | None:
     """The path of the first value no column or JSON document can hold, if any."""
     if isinstance(value, str):
-        return path if _UNSTORABLE.search(value) else None
+        return path if UNSTORABLE.search(value) else None
     if isinstance(value, float):
         return path if not math.isfinite(value) else None
     if isinstance(value, dict):
@@ -168,11 +115,6 @@ def _unstorable(value: Any, path: str = "record") -> str | None:
             if found:
                 return found
     return None
-
-
-def storable_text(text: str) -> str:
-    """``text`` with what a database refuses (NUL, unpaired surrogates) escaped."""
-    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _reason(exc: ValidationError) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from adcrawler.items import CampaignItem
 from adcrawler.store import open_store
-from adcrawler.store.base import UPSERT
+from adcrawler.store.base import CAMPAIGN_COLUMNS, UPSERT, campaign_row
 
 NOW = datetime.now(timezone.utc)
 
@@ -39,9 +39,8 @@ def items(n: int, offset: int = 0) -> list[CampaignItem]:
 
 
 def _row(item: CampaignItem) -> tuple:
-    return (item.client_id, item.campaign_id, item.name, item.status, item.budget, item.impressions, item.clicks,
-            item.conversions, item.created_at, item.raw, item.flags_text, item.sync_status, item.synced_at,
-            item.sync_error, item.fetched_at, NOW)
+    row = campaign_row(item, NOW)
+    return tuple(row[c] for c in CAMPAIGN_COLUMNS)
 
 
 def timed(work: Callable[[], Any], rows: int) -> float:

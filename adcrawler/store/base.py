@@ -15,33 +15,52 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from adcrawler.items import CampaignItem, RejectedRecord
+from itemadapter import ItemAdapter
+
+from adcrawler.items import CampaignItem, RejectedRecord, columns
 
 from . import schema
 
-CAMPAIGN_COLUMNS = ("client_id", "campaign_id", "name", "status", "budget", "impressions", "clicks",
-                    "conversions", "created_at", "raw", "quality_flags", "sync_status", "synced_at", "sync_error",
-                    "fetched_at", "updated_at")
-# A row is unchanged, and not rewritten, when all of these are equal (the raw
-# record is not compared: JSON text of the same record may differ in form).
-COMPARED = ("name", "status", "budget", "impressions", "clicks", "conversions", "created_at", "quality_flags",
-            "sync_status", "synced_at", "sync_error")
+# Every column of ``campaigns`` and ``campaign_metrics`` derives from the
+# declarations in adcrawler.items; ``updated_at`` is the store's own.
+FIELDS = columns(CampaignItem)
+KEY = tuple(sorted((name for name, c in FIELDS.items() if c.key), key=lambda name: FIELDS[name].key))
+CAMPAIGN_COLUMNS = (*FIELDS, "updated_at")
+COLUMN_TYPES = {**{name: c.type for name, c in FIELDS.items()}, "updated_at": "ts"}
+# A row is unchanged, and not rewritten, when all of these are equal.
+COMPARED = tuple(name for name, c in FIELDS.items() if c.compared and not c.key)
 # A failed sync keeps the time of the last successful one.
 _NEW = {"synced_at": "COALESCE(excluded.synced_at, campaigns.synced_at)"}
 
 UPSERT = (
     f"INSERT INTO campaigns ({', '.join(CAMPAIGN_COLUMNS)}) VALUES {{values}} "
-    "ON CONFLICT (client_id, campaign_id) DO UPDATE SET "
-    + ", ".join(f"{c} = {_NEW.get(c, f'excluded.{c}')}" for c in CAMPAIGN_COLUMNS[2:])
+    f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = {_NEW.get(c, f'excluded.{c}')}" for c in CAMPAIGN_COLUMNS if c not in KEY)
     + " WHERE "
     + " OR ".join(f"campaigns.{c} IS DISTINCT FROM {_NEW.get(c, f'excluded.{c}')}" for c in COMPARED)
-    + " RETURNING client_id, campaign_id"
+    + f" RETURNING {', '.join(KEY)}"
 )
-METRICS_COLUMNS = ("run_id", "client_id", "campaign_id", "captured_at", "status", "budget", "impressions",
-                   "clicks", "conversions", "quality_flags", "sync_status")
+# The history row: the run, the key, and each field declared with a history column.
+HISTORY = {c.history: name for name, c in FIELDS.items() if c.history}  # history column -> field
+METRICS_COLUMNS = ("run_id", *KEY, *HISTORY)
 METRICS = (f"INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) VALUES {{values}} "
-           "ON CONFLICT (run_id, client_id, campaign_id) DO UPDATE SET "
-           + ", ".join(f"{c} = excluded.{c}" for c in METRICS_COLUMNS[3:]))
+           f"ON CONFLICT (run_id, {', '.join(KEY)}) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in HISTORY))
+
+
+def column_value(column: str, value: Any) -> Any:
+    """A field's value as its column holds it (flags: comma-separated text, or NULL)."""
+    if COLUMN_TYPES[column] == "flags":
+        return ",".join(value) or None
+    return value
+
+
+def campaign_row(item: CampaignItem, now: datetime) -> dict[str, Any]:
+    """The ``campaigns`` row of ``item``, by column name, read through ItemAdapter."""
+    adapter = ItemAdapter(item)
+    return {**{name: column_value(name, adapter[name]) for name in FIELDS}, "updated_at": now}
+
+
 REJECTED = ("INSERT INTO rejected_records (run_id, client_id, campaign_id, reason, payload, payload_sha1, seen_at) "
             "VALUES {values} ON CONFLICT (run_id, client_id, payload_sha1) DO NOTHING")
 RUN_COLUMNS = ("run_id", "client_id", "started_at", "finished_at", "outcome", "outcome_reasons", "finish_reason",
@@ -220,10 +239,7 @@ class Store:
             results.setdefault(r.client_id, BatchResult()).rejected += 1
         with self._transaction() as cur:
             if latest:
-                rows = [(i.client_id, i.campaign_id, i.name, i.status, i.budget, i.impressions, i.clicks,
-                         i.conversions, i.created_at, i.raw, i.flags_text, i.sync_status, i.synced_at,
-                         i.sync_error, i.fetched_at, now) for i in latest.values()]
-                changed = self._upsert(cur, run_id, rows)
+                changed = self._upsert(cur, run_id, [campaign_row(i, now) for i in latest.values()])
                 for key in latest:
                     result = results.setdefault(key[0], BatchResult())
                     if key not in changed:
@@ -238,15 +254,18 @@ class Store:
                      hashlib.sha1(r.payload.encode()).hexdigest(), r.seen_at) for r in rejected], fetch=False)
         return results
 
-    def _upsert(self, cur: Any, run_id: str, rows: list[tuple]) -> dict[tuple[str, str], bool]:
-        """Upsert campaign ``rows`` (CAMPAIGN_COLUMNS order) and their history rows;
-        returns the keys inserted (True) or updated (False): the rest were unchanged."""
+    def _upsert(self, cur: Any, run_id: str, rows: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
+        """Upsert campaign ``rows`` and their history rows; returns the keys
+        (client, campaign) inserted (True) or updated (False): the rest were unchanged."""
         # Keys that exist before the upsert tell inserted from updated; RETURNING
         # names the rows inserted or updated, so the rest were unchanged.
-        existing = self._existing(cur, [row[:2] for row in rows])
-        changed = {(r[0], r[1]): (r[0], r[1]) not in existing for r in self._insert_many(cur, UPSERT, rows, fetch=True)}
-        self._insert_many(cur, METRICS, [(run_id, r[0], r[1], r[14], r[3], r[4], r[5], r[6], r[7], r[10], r[11])
-                                         for r in rows], fetch=False)
+        existing = self._existing(cur, [(r["client_id"], r["campaign_id"]) for r in rows])
+        values = [tuple(r[c] for c in CAMPAIGN_COLUMNS) for r in rows]
+        returned = [dict(zip(KEY, r)) for r in self._insert_many(cur, UPSERT, values, fetch=True)]
+        changed = {(r["client_id"], r["campaign_id"]): (r["client_id"], r["campaign_id"]) not in existing
+                   for r in returned}
+        history = [(run_id, *(r[k] for k in KEY), *(r[field] for field in HISTORY.values())) for r in rows]
+        self._insert_many(cur, METRICS, history, fetch=False)
         return changed
 
     def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from .base import CAMPAIGN_COLUMNS, METRICS_COLUMNS, UPSERT, Store, StoreError, first_line
+from .base import CAMPAIGN_COLUMNS, COLUMN_TYPES, HISTORY, KEY, METRICS_COLUMNS, UPSERT, Store, StoreError, first_line
 
 # The batch is copied (COPY, the bulk path) into a temporary table that empties
 # at every commit, then one statement upserts it and writes its history rows:
@@ -16,17 +16,19 @@ from .base import CAMPAIGN_COLUMNS, METRICS_COLUMNS, UPSERT, Store, StoreError, 
 # bench/RESULTS.md). xmax = 0 tells a fresh insert from an update; the upsert's
 # own RETURNING gives the changed rows, as on SQLite.
 INCOMING = "adcrawler_incoming"
-_TYPES = ("text", "text", "text", "text", "numeric", "bigint", "bigint", "bigint", "timestamptz", "jsonb", "text",
-          "text", "timestamptz", "text", "timestamptz", "timestamptz")
+# The temporary table's type for each column type of adcrawler.items.Column.
+_COPY_TYPES = {"text": "text", "money": "numeric", "bigint": "bigint", "ts": "timestamptz", "json": "jsonb",
+               "flags": "text"}
 CREATE_INCOMING = (f"CREATE TEMPORARY TABLE {INCOMING} ("
-                   + ", ".join(f"{c} {t}" for c, t in zip(CAMPAIGN_COLUMNS, _TYPES)) + ") ON COMMIT DELETE ROWS")
+                   + ", ".join(f"{c} {_COPY_TYPES[COLUMN_TYPES[c]]}" for c in CAMPAIGN_COLUMNS)
+                   + ") ON COMMIT DELETE ROWS")
 UPSERT_WITH_HISTORY = (
     "WITH changed AS (" + UPSERT.replace("VALUES {values}", f"SELECT {', '.join(CAMPAIGN_COLUMNS)} FROM {INCOMING}")
     + ", xmax = 0), "
     f"history AS (INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) "
-    "SELECT %s, client_id, campaign_id, fetched_at, status, budget, impressions, clicks, conversions, "
-    f"quality_flags, sync_status FROM {INCOMING} ON CONFLICT (run_id, client_id, campaign_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in METRICS_COLUMNS[3:]) + ") "
+    f"SELECT %s, {', '.join((*KEY, *HISTORY.values()))} FROM {INCOMING} "
+    f"ON CONFLICT (run_id, {', '.join(KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in HISTORY) + ") "
     "SELECT * FROM changed"
 )
 # COPY's text format: tab-separated, \N for NULL, and these characters escaped.
@@ -42,8 +44,8 @@ def _copy_field(v: Any) -> str:
     return str(v)  # numbers and timestamps: nothing to escape
 
 
-def copy_line(row: tuple) -> str:
-    return "\t".join(map(_copy_field, row)) + "\n"
+def copy_line(row: dict[str, Any]) -> str:
+    return "\t".join(_copy_field(row[c]) for c in CAMPAIGN_COLUMNS) + "\n"
 
 
 class PostgresStore(Store):
@@ -91,13 +93,14 @@ class PostgresStore(Store):
         self.conn.commit()
         return bool(locked)
 
-    def _upsert(self, cur: Any, run_id: str, rows: list[tuple]) -> dict[tuple[str, str], bool]:
+    def _upsert(self, cur: Any, run_id: str, rows: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
         # Encoded here: text the database cannot hold fails before COPY starts,
         # as a refusal of these rows, not as a broken connection.
         data = "".join(map(copy_line, rows)).encode("utf-8")
         cur.copy_expert(f"COPY {INCOMING} ({', '.join(CAMPAIGN_COLUMNS)}) FROM STDIN WITH (ENCODING 'UTF8')",
                         io.BytesIO(data))
         cur.execute(UPSERT_WITH_HISTORY, (run_id,))
+        # RETURNING gives the key (client, campaign), then xmax = 0.
         return {(client, campaign): inserted for client, campaign, inserted in cur.fetchall()}
 
     def close(self) -> None:
