@@ -169,6 +169,8 @@ SETTINGS: list[Setting] = [
     # -- Retries
     Setting("ADCRAWLER_RETRY_TIMES", "6", COUNT_OR_ZERO,
             "retries of a 5xx, timeout, dropped connection or non-JSON answer (the token request too)"),
+    Setting("ADCRAWLER_REAUTH_RETRIES", "2", COUNT_OR_ZERO,
+            "times one API call is sent again with a new token after the platform refused its token (401)"),
     Setting("ADCRAWLER_RETRY_HTTP_CODES", "500,502,503,504,408,522,524", STATUSES, "statuses retried"),
     Setting("ADCRAWLER_RETRY_BACKOFF_BASE", "1", SECONDS,
             "backoff before retry n: uniform in [c/2, c], c = min(MAX, BASE·2ⁿ⁻¹) s, unless Retry-After says"),

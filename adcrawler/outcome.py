@@ -8,16 +8,21 @@
   never answered, or the list could not be read at all;
 - ``skipped``: another run holds the client's lock; that run does the work.
 
-The spider records each client's outcome in the stats when the crawl closes;
-the run records, the metrics, the exit status and the last log line all read it
-from there. Data-quality flags never make an outcome partial.
+The run ledger settles each client's outcome from its state when the crawl
+closes (and again if the run then fails to record it); the run records, the
+metrics, the exit status and the last log line all take it from the ledger.
+Data-quality flags never make an outcome partial; a run record or a metrics
+push that could not be written does (``faults``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adcrawler.ledger import ClientRun
 
 SUCCEEDED, PARTIAL, FAILED, SKIPPED = "succeeded", "partial", "failed", "skipped"
 OUTCOMES = (SUCCEEDED, PARTIAL, FAILED, SKIPPED)
@@ -32,34 +37,31 @@ class Outcome:
         return f"{self.name} ({', '.join(self.reasons)})" if self.reasons else self.name
 
 
-def client_outcome(get: Callable[[str], Any], stopped_early: bool) -> Outcome:
-    """Decide from the client's stats (``get(name)``, 0 when absent).
-    ``stopped_early``: the crawl did not run to its end (SIGTERM, a fatal error)."""
-    if get("locked"):
+def client_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
+    """Decide from the client's run in the ledger. ``stopped_early``: the crawl
+    did not run to its end (SIGTERM, a fatal error)."""
+    if run.state == "skipped":
         return Outcome(SKIPPED, ("another run is syncing this client",))
-    if get("auth_failed"):
-        return Outcome(FAILED, (str(get("auth_failure") or "could not authenticate"),))
-    seen, expected = get("campaigns_seen"), get("campaigns_expected")
-    if not seen and (get("list_failed") or stopped_early or not get("list_pages")):
-        reason = "the campaign list could not be read" if get("list_failed") else "stopped before listing"
-        return Outcome(FAILED, (reason,))
-    reasons = []
+    if run.auth_failure:
+        return Outcome(FAILED, (run.auth_failure, *run.faults))
+    seen, expected = run.seen, run.listing.total
+    if not seen and (run.list_failed or stopped_early or not run.listing.pages):
+        reason = "the campaign list could not be read" if run.list_failed else "stopped before listing"
+        return Outcome(FAILED, (reason, *run.faults))
     counts = (
-        ("campaigns_quarantined", "{} quarantined"),
-        ("campaigns_sync_failed", "{} sync failed"),
-        ("campaigns_not_attempted", "{} not synced before the crawl stopped"),
-        ("rows_spooled", "{} rows waiting in the spool (database unreachable)"),
-        ("list_failed", "{} list page(s) unreadable"),
+        (run.quarantined, "{} quarantined"),
+        (len(run.failed), "{} sync failed"),
+        (run.not_attempted, "{} not synced before the crawl stopped"),
+        (run.spooled, "{} rows waiting in the spool (database unreachable)"),
+        (run.list_failed, "{} list page(s) unreadable"),
     )
-    for name, text in counts:
-        if get(name):
-            reasons.append(text.format(get(name)))
+    reasons = [text.format(count) for count, text in counts if count]
     if expected and seen < expected:
         reasons.append(f"{expected - seen} of {expected} announced campaigns never listed")
-    stored_or_kept = get("campaigns_stored") + get("campaigns_quarantined") + get("campaigns_resumed")
-    unstored = seen - stored_or_kept - get("campaigns_not_attempted") - get("rows_spooled")
+    unstored = seen - len(run.stored) - run.quarantined - run.resumed - run.not_attempted - run.spooled
     if unstored > 0:
         reasons.append(f"{unstored} not stored")
+    reasons.extend(run.faults)
     if stopped_early and not reasons:
         reasons.append("the crawl stopped early")
     return Outcome(PARTIAL if reasons else SUCCEEDED, tuple(reasons))

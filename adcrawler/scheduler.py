@@ -46,7 +46,8 @@ from scrapy import Request, signals
 from scrapy.utils.asyncio import CallLaterResult, call_later
 
 from adcrawler.config import value
-from adcrawler.middlewares import CLIENT
+from adcrawler.ledger import RunLedger
+from adcrawler.meta import CLIENT, HELD, NOT_BEFORE, PAUSE, READY, SEQ
 from adcrawler.ratelimit import RollingWindowBudget
 from adcrawler.stats import RunStats
 
@@ -55,20 +56,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NOT_BEFORE = "adcrawler_not_before"
-PAUSE = "adcrawler_pause"
-_HELD = "_adcrawler_held_since"  # set while the request holds a budget place
-_SEQ = "_adcrawler_seq"  # arrival order, kept when a request comes back
-_READY = "_adcrawler_ready_at"
+Timer = Callable[..., CallLaterResult]  # (delay, function, *args) -> a cancellable call
 
 
 class BudgetScheduler:
-    def __init__(self, crawler: Crawler, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, crawler: Crawler, limit: int, window: float, clock: Callable[[], float] = time.monotonic,
+                 timer: Timer = call_later):
         self.crawler = crawler
         self.limit = limit
         self.window = window
         self.clock = clock
+        self.timer = timer  # with the clock, injected by tests: waits never depend on real time
         self.stats = RunStats(crawler)
+        self.ledger = RunLedger.of(crawler)
         self.budgets: dict[str, RollingWindowBudget] = {}
         self._queues: dict[str, list[tuple[int, int, Request]]] = {}
         self._ready: list[tuple[float, int, str]] = []  # (ready at, tie-break, client), one entry per client
@@ -111,10 +111,10 @@ class BudgetScheduler:
         if delay and delay > 0:
             self._sleep(request, delay)
             return True
-        if _SEQ not in request.meta:
-            request.meta[_SEQ] = next(self._seq)
-        request.meta[_READY] = self.clock()
-        heapq.heappush(self._queues.setdefault(client, []), (-request.priority, request.meta[_SEQ], request))
+        if SEQ not in request.meta:
+            request.meta[SEQ] = next(self._seq)
+        request.meta[READY] = self.clock()
+        heapq.heappush(self._queues.setdefault(client, []), (-request.priority, request.meta[SEQ], request))
         self._queued += 1
         self._mark_ready(client, self.clock())
         return True
@@ -136,11 +136,11 @@ class BudgetScheduler:
             self._queued -= 1
             if queue:
                 self._mark_ready(client, now)  # behind the clients that were ready before it
-            waited = now - request.meta.pop(_READY, now)
+            waited = now - request.meta.pop(READY, now)
             if client:
                 self.budget(client).acquire()
-                request.meta[_HELD] = now
-                self.stats.inc("requests_sent", client)
+                request.meta[HELD] = now
+                self.ledger.sent(client)
                 if waited > 0:
                     self.stats.inc("rate_wait_seconds", client, round(waited, 3))
             return request
@@ -154,14 +154,14 @@ class BudgetScheduler:
         return self.budgets[client]
 
     def request_left_downloader(self, request: Request, spider: Any = None) -> None:
-        sent = request.meta.pop(_HELD, None)
+        sent = request.meta.pop(HELD, None)
         if sent is None:
             return
         client = request.meta[CLIENT]
         budget = self.budget(client)
         budget.release()
         # The lower bound of a client's run ends with its last answer's latency.
-        self.stats.set("last_latency_seconds", round(self.clock() - sent, 3), client)
+        self.ledger.answered(client, self.clock() - sent)
         if self._queues.get(client) and client not in self._in_ready:
             self._mark_ready(client, self.clock() + budget.wait_time())
             self._arm()
@@ -185,7 +185,7 @@ class BudgetScheduler:
 
     def _sleep(self, request: Request, delay: float) -> None:
         key = id(request)
-        self._sleeping[key] = (request, call_later(delay, self._wake_with, key))
+        self._sleeping[key] = (request, self.timer(delay, self._wake_with, key))
 
     def _wake_with(self, key: int) -> None:
         request, _ = self._sleeping.pop(key)
@@ -201,7 +201,7 @@ class BudgetScheduler:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = call_later(max(0.0, when - self.clock()), self._due)
+        self._timer = self.timer(max(0.0, when - self.clock()), self._due)
 
     def _due(self) -> None:
         self._timer, self._timer_at = None, math.inf

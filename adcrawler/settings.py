@@ -41,7 +41,9 @@ SPIDER_MIDDLEWARES = {
 }
 ITEM_PIPELINES = {"adcrawler.pipelines.store.StorePipeline": 300}
 EXTENSIONS = {
-    # spider_closed handlers run in this order: run records, then the stats file, then the push.
+    # spider_closed handlers run in this order (after the spider's): the ledger
+    # settles outcomes, the run records write them, then the stats file, then the push.
+    "adcrawler.ledger.RunLedger": 0,
     "adcrawler.extensions.runs.RunRecords": 100,
     "adcrawler.extensions.traffic.TrafficStats": 500,
     "adcrawler.extensions.statsdump.StatsDump": 510,

@@ -1,8 +1,11 @@
-"""Every ``adcrawler/...`` stat key is defined here.
+"""Every ``adcrawler/...`` stat key is declared here, and only declared keys can be written.
 
 Each counter exists as a run total (``adcrawler/<name>``) and per client
-(``adcrawler/client/<client_id>/<name>``). The README's stats table is checked
-against :data:`COUNTERS` and :data:`FINAL` by the tests.
+(``adcrawler/client/<client_id>/<name>``); a counter may also be split by a
+reason (``<name>/<reason>``). :class:`RunStats` refuses a name that is in
+neither :data:`COUNTERS` nor :data:`FINAL`, so a typo fails the first test that
+reaches it instead of making a new key. The README's stats table is checked
+against both by the tests.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ COUNTERS = {
     "auth_failed": "clients that could not authenticate",
     "requests_sent": "API requests sent (list and sync, retries included)",
     "responses": "answers received; per endpoint and status (`responses/<endpoint>_<status>`), retried ones included",
-    "retries": "API requests retried; per reason (`retries/<reason>`: `http_503`, `DownloadTimeoutError`, ...)",
+    "retries": "API requests retried, 429s and refused tokens included; per reason (`retries/<reason>`: "
+               "`http_503`, `http_429`, `http_401`, `DownloadTimeoutError`, ...)",
     "responses_429": "429 answers received",
     "rate_wait_seconds": "seconds requests waited in the scheduler for the rate budget, summed",
     "token_refreshes": "bearer tokens obtained (the first one included)",
@@ -42,7 +46,7 @@ COUNTERS = {
     "rows_quarantined": "rows the database refused (quarantined with its reason)",
     "rows_spooled": "rows written to the spool file because the database was unreachable",
     "db_batches": "batches committed",
-    "db_retries": "batch writes retried after the database was unreachable",
+    "db_retries": "batch writes retried after the database was unreachable; per reason (`db_retries/<reason>`)",
 }
 FINAL = {
     "run_id": "the run's id (total only)",
@@ -52,12 +56,19 @@ FINAL = {
     "auth_failure": "why the client could not authenticate",
     "locked": "1 when another run held the client's lock (the client was skipped)",
     "rate_limit_effective": "the client's per-window limit after 429s lowered it (absent: never lowered)",
-    "elapsed_seconds": "seconds from the start of the run to the client's last answer",
+    "elapsed_seconds": "seconds from the client's start (its lock taken) to its last answer",
     "last_latency_seconds": "latency of the client's last answer",
     "lower_bound_seconds": "least time the rate limit allows for the requests sent: "
                            "(⌈requests / limit⌉ − 1) × window + the last answer's latency",
     "last_success_timestamp": "Unix time of the client's last successful run (from the database)",
 }
+
+
+DECLARED = COUNTERS.keys() | FINAL.keys()
+
+
+class UndeclaredStat(KeyError):
+    """A stat name that is not declared in :mod:`adcrawler.stats`."""
 
 
 def key(name: str, client: str | None = None) -> str:
@@ -81,16 +92,24 @@ class RunStats:
     def inc(self, name: str, client: str | None = None, count: float = 1, reason: str | None = None) -> None:
         """Add ``count`` to the total and the client's counter (and, with a
         ``reason``, to ``<name>/<reason>`` as well)."""
+        _declared(name, COUNTERS)
         for full in (name, f"{name}/{reason}") if reason else (name,):
             self.stats.inc_value(key(full), count)
             if client:
                 self.stats.inc_value(key(full, client), count)
 
     def set(self, name: str, value: Any, client: str | None = None) -> None:
+        _declared(name, DECLARED)
         self.stats.set_value(key(name, client), value)
 
     def get(self, name: str, client: str | None = None, default: Any = 0) -> Any:
+        _declared(name, DECLARED)
         return self.stats.get_value(key(name, client), default)
+
+
+def _declared(name: str, names: Any) -> None:
+    if name not in names:
+        raise UndeclaredStat(f"stat {name!r} is not declared in adcrawler.stats")
 
 
 def client_stats(stats: dict[str, Any], client: str) -> dict[str, Any]:

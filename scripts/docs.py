@@ -4,8 +4,9 @@
     python -m scripts.docs --check  # exit 1 if README.md differs (the tests run this)
 
 Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
-settings (adcrawler.config.SETTINGS), stats (adcrawler.stats), metrics
-(adcrawler.extensions.metrics.METRICS) and the simulator's faults (mock_api.config).
+settings (adcrawler.config.SETTINGS), stats (adcrawler.stats), request meta
+keys (adcrawler.meta), metrics (adcrawler.extensions.metrics.METRICS) and the
+simulator's faults (mock_api.config).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from adcrawler.config import SETTINGS
 from adcrawler.extensions.metrics import METRICS
+from adcrawler.meta import PUBLIC
 from adcrawler.stats import COUNTERS, FINAL
 from mock_api.config import DEFAULT_FAULTS, ENDPOINTS, FAULTS
 
@@ -36,6 +38,12 @@ def stats_table() -> str:
     rows = ["| key | kind | meaning |", "| --- | --- | --- |"]
     rows += [f"| `{name}` | counter | {doc} |" for name, doc in COUNTERS.items()]
     rows += [f"| `{name}` | value | {doc} |" for name, doc in FINAL.items()]
+    return "\n".join(rows)
+
+
+def meta_table() -> str:
+    rows = ["| key | meaning |", "| --- | --- |"]
+    rows += [f"| `{name}` | {doc} |" for name, doc in PUBLIC.items()]
     return "\n".join(rows)
 
 
@@ -63,7 +71,8 @@ def faults_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"settings": settings_table, "stats": stats_table, "metrics": metrics_table, "faults": faults_table}
+TABLES = {"settings": settings_table, "stats": stats_table, "meta": meta_table, "metrics": metrics_table,
+          "faults": faults_table}
 
 
 def render(text: str) -> str:

@@ -1,10 +1,16 @@
-"""Shared fixtures: a real simulator process and throwaway PostgreSQL databases."""
+"""Shared fixtures and helpers: a real simulator process, throwaway PostgreSQL
+databases, a clock with timers for pure logic, and the waits of end-to-end tests."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
+import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -12,8 +18,111 @@ from mock_api.process import MockProcess
 
 PG_ADMIN_DSN = os.environ.get("ADCRAWLER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+# The simulator's time scale in end-to-end tests: the platform runs 100x faster.
+SCALE = "0.01"
 # Faults off, fast clock: for tests about one behaviour at a time.
-QUIET = ("--time-scale", "0.01", "--quiet")
+QUIET = ("--time-scale", SCALE, "--quiet")
+
+
+class Clock:
+    """A clock that moves only when told, with timers that fire only then.
+
+    Callable for the time (like ``time.monotonic``); ``call_later`` has the
+    signature of ``scrapy.utils.asyncio.call_later``, so components that take
+    a clock and a timer never depend on real time in tests."""
+
+    class _Call:
+        def __init__(self) -> None:
+            self.cancelled = False
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+        self._due: list[tuple[float, int, Clock._Call, Callable[..., Any], tuple]] = []
+        self._seq = itertools.count()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, function: Callable[..., Any], *args: Any) -> "Clock._Call":
+        call = Clock._Call()
+        heapq.heappush(self._due, (self.now + delay, next(self._seq), call, function, args))
+        return call
+
+    def advance(self, seconds: float) -> None:
+        """Move time on, firing the timers that fall due on the way, in order."""
+        end = self.now + seconds
+        while self._due and self._due[0][0] <= end:
+            when, _, call, function, args = heapq.heappop(self._due)
+            self.now = max(self.now, when)
+            if not call.cancelled:
+                function(*args)
+        self.now = end
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it is true (returned) or ``timeout`` passes (AssertionError).
+
+    For waiting on a real process to reach a state the simulator holds it in;
+    never a guess at how long something takes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_until(proc: Any, text: str, timeout: float) -> str:
+    """Read a running process's output until a line holds ``text``; returns what was read
+    (the rest stays for ``communicate``)."""
+    import threading
+
+    seen: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            seen.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not seen or text not in seen[-1]:
+        raise AssertionError(f"no line with {text!r} in time; read:\n" + "".join(seen)[-3000:])
+    return "".join(seen)
+
+
+def last_line(result: Any) -> str:
+    """The crawl's last line: the one a person reads."""
+    return [line for line in result.output.splitlines() if "[adcrawler.crawl]" in line][-1]
+
+
+def stored_ids(db: Any, client: str) -> set[str]:
+    return {r[0] for r in db.rows("SELECT campaign_id FROM campaigns WHERE client_id = %s", (client,))}
+
+
+def quarantined_ids(db: Any, client: str) -> set[str]:
+    return {r[0] for r in db.rows("SELECT DISTINCT campaign_id FROM rejected_records WHERE client_id = %s "
+                                  "AND campaign_id IS NOT NULL", (client,))}
+
+
+def assert_every_served_id_kept(mock: Any, db: Any, client: str) -> None:
+    """The distinct ids in campaigns plus quarantine are the distinct ids the platform served."""
+    served = set(mock.stats()["served"].get(client, []))
+    stored, quarantined = stored_ids(db, client), quarantined_ids(db, client)
+    assert stored | quarantined == served, (served - stored - quarantined, (stored | quarantined) - served)
+    assert not stored & quarantined
 
 
 @pytest.fixture

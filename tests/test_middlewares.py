@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 from scrapy import Request
@@ -14,11 +13,13 @@ from scrapy.settings import Settings
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
-from adcrawler.middlewares import CLIENT, ENDPOINT
-from adcrawler.middlewares.auth import TOKEN_SERIAL, AuthenticationFailed, BearerTokenMiddleware
+from adcrawler.ledger import RunLedger
+from adcrawler.meta import ATTEMPTS, CLIENT, ENDPOINT, NOT_BEFORE, PAUSE, TOKEN_SERIAL, VERDICT
+from adcrawler.middlewares.auth import AuthenticationFailed, BearerTokenMiddleware
 from adcrawler.middlewares.retry import RetryMiddleware
-from adcrawler.scheduler import NOT_BEFORE, PAUSE, BudgetScheduler
+from adcrawler.scheduler import BudgetScheduler
 from adcrawler.spiders.campaigns import CampaignsSpider
+from tests.conftest import Clock
 
 API = "http://127.0.0.1:9"
 
@@ -30,6 +31,10 @@ def make_crawler(**overrides):
               "ADCRAWLER_RETRY_BACKOFF_BASE": 0.001, "ADCRAWLER_RETRY_BACKOFF_MAX": 0.002, **overrides}
     crawler = get_crawler(CampaignsSpider, values)
     crawler.spider = crawler._create_spider(client="acme,globex")
+    ledger = RunLedger.of(crawler)
+    ledger.open(crawler.spider.clients)
+    for client in ledger.runs:
+        ledger.hold(client)  # as the run records do once the locks are taken
     return crawler
 
 
@@ -40,14 +45,6 @@ def api_request(client="acme-corp", path="/api/campaigns", endpoint="list", prio
 def json_response(request, status, body=None, headers=None) -> Response:
     return TextResponse(request.url, status=status, body=json.dumps(body or {}).encode(),
                         headers=headers or {}, request=request)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 class FakeEngine:
@@ -86,7 +83,7 @@ class FakeEngine:
 def make_scheduler(limit=2, window=60.0):
     crawler = make_crawler(ADCRAWLER_RATE_LIMIT=limit, ADCRAWLER_RATE_WINDOW=window)
     clock = Clock()
-    scheduler = BudgetScheduler(crawler, limit, window, clock)
+    scheduler = BudgetScheduler(crawler, limit, window, clock, clock.call_later)
     crawler.engine = FakeEngine(scheduler)
     return crawler, scheduler, clock
 
@@ -155,32 +152,31 @@ def test_a_429_pauses_the_whole_client_and_lowers_its_limit():
 
 
 def test_a_backoff_waits_outside_the_queues_and_comes_back_through_the_engine():
-    async def scenario():
-        crawler, scheduler, _ = make_scheduler()
-        later = api_request()
-        later.meta[NOT_BEFORE] = 0.05
-        scheduler.enqueue_request(later)
-        assert drain(scheduler) == [] and scheduler.has_pending_requests()
-        await asyncio.sleep(0.1)
-        assert crawler.engine.crawled == [later]  # handed back: the engine asks again
-        assert drain(scheduler) == [later] and not scheduler.has_pending_requests()
-    asyncio.run(scenario())
+    crawler, scheduler, clock = make_scheduler()
+    later = api_request()
+    later.meta[NOT_BEFORE] = 5
+    scheduler.enqueue_request(later)
+    assert drain(scheduler) == [] and scheduler.has_pending_requests()
+    clock.advance(4.9)
+    assert crawler.engine.crawled == []
+    clock.advance(0.1)
+    assert crawler.engine.crawled == [later]  # handed back: the engine asks again
+    assert drain(scheduler) == [later] and not scheduler.has_pending_requests()
 
 
 def test_the_engine_is_woken_when_a_budget_frees():
-    async def scenario():
-        crawler, scheduler, clock = make_scheduler(limit=1, window=0.05)
-        scheduler.clock = time.monotonic
-        scheduler.budgets.clear()
-        first, second = api_request(path="/1"), api_request(path="/2")
-        scheduler.enqueue_request(first)
-        scheduler.enqueue_request(second)
-        assert drain(scheduler) == [first]
-        scheduler.request_left_downloader(first)
-        assert drain(scheduler) == []  # the window has not passed
-        await asyncio.sleep(0.1)
-        assert crawler.engine.crawled == [second] and drain(scheduler) == [second]
-    asyncio.run(scenario())
+    crawler, scheduler, clock = make_scheduler(limit=1, window=60)
+    first, second = api_request(path="/1"), api_request(path="/2")
+    scheduler.enqueue_request(first)
+    scheduler.enqueue_request(second)
+    assert drain(scheduler) == [first]
+    clock.advance(2)
+    scheduler.request_left_downloader(first)  # its place frees a window after this answer
+    assert drain(scheduler) == []
+    clock.advance(59.9)
+    assert crawler.engine.crawled == []  # the window has not passed
+    clock.advance(0.1)
+    assert crawler.engine.crawled == [second] and drain(scheduler) == [second]
 
 
 # -- acting on verdicts ------------------------------------------------------------
@@ -216,10 +212,14 @@ def test_429_asks_the_scheduler_to_pause_the_client_then_gives_up():
     req = api_request()
     for attempt in (1, 2):
         req = mw.process_response(req, json_response(req, 429, {"retry_after": 60}))
-        assert req.meta["adcrawler_429_times"] == attempt and req.meta[PAUSE] == 60
+        assert req.meta[ATTEMPTS] == {"rate_limited": attempt} and req.meta[PAUSE] == 60
     final = json_response(req, 429)
     assert mw.process_response(req, final) is final
     assert crawler.stats.get_value("adcrawler/client/acme-corp/responses_429") == 3
+    # Counted as retries like any other, under Scrapy's names too.
+    assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/http_429") == 2
+    assert crawler.stats.get_value("retry/count") == 2 and crawler.stats.get_value("retry/max_reached") == 1
+    assert req.meta[VERDICT].reason == "http_429"  # left for the errback and the extra passes
 
 
 def test_a_200_that_is_not_json_is_retried():

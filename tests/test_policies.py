@@ -11,19 +11,16 @@ import pytest
 
 from adcrawler.answers import NOT_JSON, Verdict, decide_exception, decide_response, json_body
 from adcrawler.backoff import backoff_delay, parse_retry_after
+from adcrawler.clients import Client
 from adcrawler.extensions.progress import eta_seconds
+from adcrawler.ledger import HELD, SKIPPED, ClientRun, FailedSync
 from adcrawler.outcome import Outcome, client_outcome, final_line
 from adcrawler.pagination import Listing
 from adcrawler.ratelimit import RollingWindowBudget, lower_bound_seconds
 from adcrawler.tokens import Token
+from tests.conftest import Clock
 
-
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 # -- rate budget -----------------------------------------------------------
@@ -271,23 +268,30 @@ def test_exceptions_are_transient_or_not():
 
 # -- outcomes --------------------------------------------------------------------
 
-def _outcome(stopped_early=False, **stats):
-    return client_outcome(lambda name: stats.get(name, 0), stopped_early)
+def _outcome(stopped_early=False, seen=0, expected=None, stored=0, failed=0, not_attempted=0, pages=1, **state):
+    """A client's run in the ledger with these counts, and its outcome."""
+    listing = Listing(100, total=expected, pages=pages, keys={f"id:campaign_{n}" for n in range(seen)})
+    state.setdefault("state", HELD)
+    run = ClientRun(Client("acme", "acme-corp"), listing, stored={f"campaign_{n}" for n in range(stored)},
+                    failed={f"failed_{n}": FailedSync(None, T0, "HTTP 503", False) for n in range(failed)},
+                    syncable={f"listed_{n}" for n in range(not_attempted)}, **state)
+    return client_outcome(run, stopped_early)
 
 
 def test_an_outcome_names_its_reasons():
-    full = dict(campaigns_seen=100, campaigns_expected=100, campaigns_stored=100, list_pages=1)
+    full = dict(seen=100, expected=100, stored=100)
     assert _outcome(**full) == Outcome("succeeded")
-    assert _outcome(**{**full, "campaigns_flagged": 30}).name == "succeeded"  # flags never make it partial
-    partial = _outcome(**{**full, "campaigns_seen": 97, "campaigns_stored": 95, "campaigns_quarantined": 2,
-                          "campaigns_sync_failed": 1})
+    partial = _outcome(**{**full, "seen": 97, "stored": 95, "quarantined": 2, "failed": 1})
     assert partial == Outcome("partial",
                               ("2 quarantined", "1 sync failed", "3 of 100 announced campaigns never listed"))
-    assert _outcome(auth_failed=1, auth_failure="credentials refused").describe() == "failed (credentials refused)"
+    assert _outcome(auth_failure="credentials refused").describe() == "failed (credentials refused)"
     assert _outcome(list_failed=1).describe() == "failed (the campaign list could not be read)"
-    assert _outcome(locked=1).name == "skipped"
-    assert _outcome(True, **{**full, "campaigns_stored": 60, "campaigns_not_attempted": 40}).reasons == (
+    assert _outcome(state=SKIPPED).name == "skipped"
+    assert _outcome(True, **{**full, "stored": 60, "not_attempted": 40}).reasons == (
         "40 not synced before the crawl stopped",)
+    assert _outcome(**full, faults=["the run record could not be written"]).describe() == (
+        "partial (the run record could not be written)")
+    assert _outcome(**{**full, "stored": 99}).reasons == ("1 not stored",)
 
 
 def test_the_final_line_says_what_to_do_about_each_client():
@@ -304,3 +308,93 @@ def test_eta_is_never_zero_while_work_remains():
     assert eta_seconds(0, 100, 150, 10, 60) == 0
     assert eta_seconds(1, 99, 150, 10, 60) == 6  # one request's share of a window
     assert eta_seconds(95, 5, 5, 10, 60) == 9 * 60 + 6
+
+
+# -- the retry policy ------------------------------------------------------------
+
+def _policy(**limits):
+    from adcrawler.retrying import KINDS, RetryPolicy
+
+    return RetryPolicy(limits={**dict.fromkeys(KINDS, 2), **limits},
+                       backoff={**dict.fromkeys(KINDS, (1.0, 8.0)), "database": (0.5, 0.5)})
+
+
+def test_each_kind_of_retry_has_its_own_limit_and_wait():
+    from adcrawler.answers import Decision
+
+    policy = _policy(rate_limited=1)
+    transient, told = Decision(Verdict.RETRY, "http_503"), Decision(Verdict.RETRY, "http_503", wait=7)
+    assert 0.5 <= policy.delay("sync", transient, 1) <= 1 and 1 <= policy.delay("sync", transient, 2) <= 2
+    assert policy.delay("sync", transient, 3) is None  # out of retries
+    assert policy.delay("sync", transient, 3, limit=5) is not None  # a request's own max_retry_times
+    assert policy.delay("list", told, 1) == 7  # the platform's word wins over the backoff
+    limited = Decision(Verdict.RATE_LIMITED, "http_429", wait=60)
+    assert policy.delay("sync", limited, 1) == 60 and policy.delay("sync", limited, 2) is None
+    assert policy.delay("sync", Decision(Verdict.REAUTH, "http_401"), 1) == 0  # a new token is all it needs
+    assert policy.delay("sync", Decision(Verdict.FATAL, "http_404"), 1) is None
+    # The token request: 5xx and 429 retried, a refusal never.
+    assert policy.delay("auth", limited, 1) == 60
+    assert policy.delay("auth", Decision(Verdict.REFUSED, "http_401"), 1) is None
+    # The database: its own backoff.
+    assert 0.25 <= policy.delay("database", Decision(Verdict.RETRY, "OperationalError"), 2) <= 0.5
+    assert policy.delay("database", Decision(Verdict.RETRY, "OperationalError"), 3) is None
+
+
+def test_another_pass_is_worth_it_only_for_a_verdict_that_was_worth_a_retry():
+    from adcrawler.answers import Decision
+
+    policy = _policy()
+    assert policy.worth_another_pass("sync", Decision(Verdict.RETRY, "DownloadTimeoutError"))
+    assert policy.worth_another_pass("sync", Decision(Verdict.RATE_LIMITED, "http_429"))
+    assert not policy.worth_another_pass("sync", Decision(Verdict.FATAL, "http_404"))
+    assert not policy.worth_another_pass("sync", None)
+
+
+# -- the run ledger and the stats it writes --------------------------------------------
+
+def _ledger():
+    from scrapy.statscollectors import MemoryStatsCollector
+    from scrapy.utils.test import get_crawler
+
+    from adcrawler.ledger import RunLedger
+    from adcrawler.stats import RunStats
+
+    stats = MemoryStatsCollector(get_crawler())
+    ledger = RunLedger(RunStats(stats), page_size=100, max_passes=3, rate_limit=10, rate_window=60,
+                       clock=lambda: T0)
+    ledger.open([Client("acme", "acme-corp"), Client("globex", "globex")])
+    return ledger, stats
+
+
+def test_the_ledger_knows_which_clients_the_run_holds_and_settles_their_outcomes():
+    ledger, stats = _ledger()
+    ledger.hold("acme-corp")
+    ledger.skip("globex")
+    assert ledger.held() == ["acme-corp"]
+    run = ledger.run("acme-corp")
+    run.listing.announce(1)
+    run.listing.admit("id:campaign_1")
+    run.listing.pages, run.listing_done = 1, True
+    ledger.spider_closed(None, "finished")
+    assert ledger.outcomes()["acme-corp"] == Outcome("partial", ("1 not stored",))
+    assert ledger.outcomes()["globex"].name == "skipped"
+    assert stats.get_value("adcrawler/client/globex/locked") == 1
+    # A run record that cannot be written is the run's fault: the outcome and last line say so.
+    ledger.fault("acme-corp", "the run record could not be written")
+    complete, line = ledger.final_line()
+    assert not complete and "the run record could not be written" in line
+    assert stats.get_value("adcrawler/client/acme-corp/outcome_reasons") == (
+        "1 not stored, the run record could not be written")
+
+
+def test_a_stat_name_that_is_not_declared_cannot_be_written():
+    from adcrawler.stats import RunStats, UndeclaredStat
+
+    ledger, stats = _ledger()
+    run_stats = RunStats(stats)
+    with pytest.raises(UndeclaredStat, match="campaigns_synched"):
+        run_stats.inc("campaigns_synched", "acme-corp")
+    with pytest.raises(UndeclaredStat):
+        run_stats.set("outcom", "succeeded")
+    run_stats.inc("retries", "acme-corp", reason="http_503")  # a declared counter, split by reason
+    assert stats.get_value("adcrawler/client/acme-corp/retries/http_503") == 1

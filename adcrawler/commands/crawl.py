@@ -18,8 +18,7 @@ from scrapy.exceptions import UsageError
 
 from adcrawler.clients import ClientConfigError, Registry
 from adcrawler.config import value
-from adcrawler.outcome import Outcome, final_line
-from adcrawler.stats import client_stats, clients_in
+from adcrawler.ledger import RunLedger
 
 from . import fail, prepare
 
@@ -48,7 +47,7 @@ class Command(ScrapyCrawl):
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
             return
-        self.exitcode = exit_status(crawler.stats.get_stats())
+        self.exitcode = exit_status(RunLedger.of(crawler))
 
 
 def tune_gc() -> None:
@@ -66,14 +65,8 @@ def tune_gc() -> None:
     gc.set_threshold(7_000, 100, 1_000)
 
 
-def exit_status(stats: dict) -> int:
+def exit_status(ledger: RunLedger) -> int:
     """0 when the run finished and every client succeeded (or was skipped), else 1; logs the last line."""
-    outcomes = {}
-    for client in clients_in(stats):
-        values = client_stats(stats, client)
-        if "outcome" in values:
-            reasons = str(values.get("outcome_reasons") or "")
-            outcomes[client] = Outcome(values["outcome"], (reasons,) if reasons else ())
-    complete, line = final_line(outcomes, str(stats.get("finish_reason")))
+    complete, line = ledger.final_line()
     (logger.info if complete else logger.error)("%s", line)
     return 0 if complete else 1

@@ -38,6 +38,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from adcrawler.config import value
+from adcrawler.ledger import RunLedger
 from adcrawler.outcome import OUTCOMES
 from adcrawler.stats import client_stats, clients_in
 
@@ -165,9 +166,7 @@ class PrometheusMetrics:
         return dict(self.crawler.stats.get_stats()), dict(self.run)  # C-level copies: safe from the server thread
 
     def _running_clients(self, stats: dict[str, Any]) -> list[str]:
-        spider = self.crawler.spider
-        clients = list(getattr(spider, "clients", {})) or clients_in(stats)
-        return [c for c in clients if not client_stats(stats, c).get("locked")]
+        return RunLedger.of(self.crawler).held()
 
     def spider_opened(self, spider: Any) -> None:
         if not self.port:

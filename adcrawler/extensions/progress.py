@@ -26,6 +26,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
 from adcrawler.config import value
+from adcrawler.ledger import RunLedger
 from adcrawler.stats import RunStats
 
 if TYPE_CHECKING:
@@ -69,12 +70,12 @@ class Progress:
         return ext
 
     def spider_opened(self, spider: Any) -> None:
-        self.task = create_looping_call(self.log, spider)
+        self.task = create_looping_call(self.log)
         self.task.start(self.interval, now=False)
 
-    def line(self, spider: Any, client: str) -> str:
+    def line(self, client: str) -> str:
         g = lambda name: self.stats.get(name, client)  # noqa: E731
-        progress = spider.progress(client)
+        progress = RunLedger.of(self.crawler).progress(client)
         synced, quarantined = g("campaigns_synced"), g("campaigns_quarantined")
         known = progress.known if progress.listing_done or progress.known else "?"
         eta = eta_seconds(progress.known - progress.done, progress.done, g("requests_sent"), self.limit, self.window)
@@ -85,10 +86,9 @@ class Progress:
         return (f"Progress {client}: {progress.done}/{known} done ({synced} synced, {quarantined} quarantined), "
                 f"{progress.retrying} retrying, {g('retries')} retries, {g('responses_429')} 429s, {eta_text}")
 
-    def log(self, spider: Any) -> None:
-        for client in getattr(spider, "clients", {}):
-            if not self.stats.get("locked", client):
-                logger.info("%s", self.line(spider, client), extra={"client": client})
+    def log(self) -> None:
+        for client in RunLedger.of(self.crawler).held():
+            logger.info("%s", self.line(client), extra={"client": client})
 
     def spider_closed(self, spider: Any, reason: str) -> None:
         if self.task and self.task.running:

@@ -11,9 +11,12 @@ When the spider opens, for each client:
 - this run's row is written as ``running``, so a run killed from now on shows
   as such until the next run of the client marks it.
 
-Then the store pipeline is told which run it writes for (it stores what an
-interrupted attempt journaled first). When the spider closes, each row is
-completed with the outcome the spider decided, the counts and the stats.
+Which clients the run holds or skips is recorded in the run ledger; then the
+``clients_held`` signal tells the store pipeline which run it writes for (it
+stores what an interrupted attempt journaled first). When the spider closes,
+each row is completed with the client's own start and end, the outcome the
+ledger settled, the counts and the stats. A row that cannot be written is a
+fault of the run: the client's outcome says so and the exit status is 1.
 
 The run id comes from the job directory when there is one (see
 :mod:`adcrawler.jobdir`): an interrupted run resumes under its id, a finished
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -35,8 +37,8 @@ from scrapy.utils.asyncio import run_in_thread
 from adcrawler import logs
 from adcrawler.config import value
 from adcrawler.jobdir import JobState
+from adcrawler.ledger import CLIENTS_HELD, RunLedger
 from adcrawler.outcome import SUCCEEDED
-from adcrawler.pipelines.store import StorePipeline
 from adcrawler.stats import PREFIX, RunStats, key
 from adcrawler.store import Store, StoreError, first_line, open_store
 
@@ -55,9 +57,7 @@ class RunRecords:
         self.stats = RunStats(crawler)
         self.stats.set("run_id", self.job.run_id)
         logs.set_run_id(self.job.run_id)
-        self.started_at = datetime.now(timezone.utc)
         self.store: Store | None = None
-        self.owned: list[str] = []  # clients whose lock this run holds
         self.last_success: dict[str, float] = {}
 
     @classmethod
@@ -67,6 +67,10 @@ class RunRecords:
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
+
+    @property
+    def ledger(self) -> RunLedger:
+        return RunLedger.of(self.crawler)  # built with this extension: looked up at use
 
     async def spider_opened(self, spider: Any) -> None:
         try:
@@ -78,39 +82,37 @@ class RunRecords:
             return
         if self.job.resumed:
             logger.info("Resuming run %s from the job directory", self.job.run_id)
-        for client in spider.clients:
+        for client in list(self.ledger.runs):
             if not await run_in_thread(self.store.try_lock, client):
-                self.stats.set("locked", 1, client)
+                self.ledger.skip(client)
                 logger.warning("Client %s is being synced by another run against this database; skipped",
                                client, extra={"client": client})
                 continue
-            self.owned.append(client)
+            self.ledger.hold(client)
             for run_id, started in await run_in_thread(self.store.start_run, self.job.run_id, client,
-                                                      self.started_at):
+                                                      self.ledger.run(client).started_at):
                 logger.warning("Client %s: run %s (started %s) never finished: the process ended first; "
                                "recorded as interrupted", client, run_id, started, extra={"client": client})
             last = await run_in_thread(self.store.last_success, client)
             if last is not None:
                 self.last_success[client] = last.timestamp()
-        pipeline = self.crawler.get_item_pipeline(StorePipeline)
-        if pipeline is not None and pipeline.store is not None:
-            await pipeline.start_run(self.job, self.owned)
+        await self.crawler.signals.send_catch_log_async(signal=CLIENTS_HELD, job=self.job,
+                                                        clients=self.ledger.held())
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
         # Before the first await: the stats file and the metrics push, whose
         # handlers start after this one, read what is set here.
         now = time.time()
-        for client in self.owned:
-            if self.stats.get("outcome", client) == SUCCEEDED:
+        for client in self.ledger.held():
+            if self.ledger.run(client).outcome.name == SUCCEEDED:
                 self.last_success[client] = now
             if client in self.last_success:
                 self.stats.set("last_success_timestamp", self.last_success[client], client)
         all_stats = dict(self.crawler.stats.get_stats())
         if self.store is None:
             return
-        finished = datetime.now(timezone.utc)
-        for client in self.owned:
-            row = await self._row(client, reason, finished, all_stats)
+        for client in self.ledger.held():
+            row = await self._row(client, reason, all_stats)
             for attempt in (1, 2):
                 try:
                     await run_in_thread(self.store.record_run, row)
@@ -119,6 +121,7 @@ class RunRecords:
                     if attempt == 2:
                         logger.error("Could not record the run of client %s: %s", client, first_line(exc),
                                      extra={"client": client})
+                        self.ledger.fault(client, "the run record could not be written")
                     else:  # a connection lost during the run: one more try on a new one
                         await run_in_thread(self._reconnect)
         # A job directory whose run ended starts a new run next time; a stopped one resumes.
@@ -131,22 +134,24 @@ class RunRecords:
         except Exception as exc:  # noqa: BLE001 - the second attempt reports it
             logger.warning("Reconnecting for the run records failed: %s", first_line(exc))
 
-    async def _row(self, client: str, reason: str, finished: datetime, all_stats: dict[str, Any]) -> dict[str, Any]:
+    async def _row(self, client: str, reason: str, all_stats: dict[str, Any]) -> dict[str, Any]:
         def g(name: str) -> Any:
             return self.stats.get(name, client)
 
+        run = self.ledger.run(client)
         try:
             # From the database, so a resumed run counts its earlier attempts too.
             synced, failed = await run_in_thread(self.store.run_counts, self.job.run_id, client)
         except (StoreError, *self.store.transient):
-            synced, failed = g("campaigns_synced"), g("campaigns_sync_failed")
+            synced, failed = len(run.synced), len(run.failed)
         own, any_client = key("", client), f"{PREFIX}/client/"
         return {
-            "run_id": self.job.run_id, "client_id": client, "started_at": self.started_at,
-            "finished_at": finished, "outcome": g("outcome") or None, "outcome_reasons": g("outcome_reasons") or None,
-            "finish_reason": reason, "campaigns_seen": g("campaigns_seen"), "campaigns_synced": synced,
+            "run_id": self.job.run_id, "client_id": client, "started_at": run.started_at,
+            "finished_at": run.last_answer_at, "outcome": run.outcome.name,
+            "outcome_reasons": ", ".join(run.outcome.reasons) or None,
+            "finish_reason": reason, "campaigns_seen": run.seen, "campaigns_synced": synced,
             "campaigns_failed": failed, "rows_inserted": g("rows_inserted"), "rows_updated": g("rows_updated"),
-            "rows_unchanged": g("rows_unchanged"), "records_rejected": g("campaigns_quarantined"),
+            "rows_unchanged": g("rows_unchanged"), "records_rejected": run.quarantined,
             "retries": g("retries"), "responses_429": g("responses_429"), "token_refreshes": g("token_refreshes"),
             "stats": {k: v for k, v in all_stats.items() if not k.startswith(any_client) or k.startswith(own)},
         }

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Request, signals
 from scrapy.http import Response
 
-from adcrawler.middlewares import ENDPOINT, client_of
+from adcrawler.meta import ENDPOINT, client_of
 from adcrawler.stats import RunStats
 
 if TYPE_CHECKING:

@@ -12,22 +12,25 @@ retry middleware calls :meth:`invalidate` and sends the request again). One
 refresh per client is in flight; every request of that client waits for it.
 
 The token request is judged by :mod:`adcrawler.answers` like any call and
-retried here, with the platform's Retry-After or the backoff, on 5xx, 429,
+retried here when the retry policy (:mod:`adcrawler.retrying`) says so, with
+the platform's Retry-After or the backoff, on 5xx, 429,
 timeouts, dropped connections and unusable answers: a failed attempt never
 fails the requests waiting for the token. The client is failed only when the
 platform refuses its credentials (401/403 from the token endpoint), or when
 the token endpoint still fails after ``ADCRAWLER_RETRY_TIMES`` retries; its
-waiting and later requests then fail without being sent, and when no client is
-left the spider closes with the reason ``auth_failed``.
+waiting and later requests then fail without being sent.
 
 Why a middleware and not the spider's start requests: a token belongs to the
 moment a request is *sent*, not to when it was created. Requests wait in the
 scheduler for their budget, come back from retries, or outlive a token; only
 the last step before the downloader knows which token is valid then.
 
+A client whose credentials fail is recorded in the run ledger; when no client
+the run holds is left, the spider closes with the reason ``auth_failed``.
+
 Settings: AD_PLATFORM_API_URL, ADCRAWLER_TOKEN_REFRESH_MARGIN, ADCRAWLER_TIMEOUT_AUTH,
-ADCRAWLER_RETRY_TIMES, ADCRAWLER_RETRY_HTTP_CODES, ADCRAWLER_RETRY_BACKOFF_BASE,
-ADCRAWLER_RETRY_BACKOFF_MAX, ADCRAWLER_RETRY_AFTER_MAX.
+ADCRAWLER_RETRY_HTTP_CODES, ADCRAWLER_RETRY_AFTER_MAX, and the retry settings
+read by :class:`~adcrawler.retrying.RetryPolicy`.
 """
 
 from __future__ import annotations
@@ -51,17 +54,16 @@ from adcrawler import redaction
 from adcrawler.answers import Decision, Verdict, decide_exception, decide_response
 from adcrawler.clients import ClientConfigError
 from adcrawler.config import value
+from adcrawler.ledger import RunLedger
+from adcrawler.meta import CLIENT, ENDPOINT, TOKEN_FOR, TOKEN_SERIAL
+from adcrawler.retrying import RetryPolicy
 from adcrawler.stats import RunStats
 from adcrawler.tokens import Token
-
-from . import CLIENT, ENDPOINT, TOKEN_FOR
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
-
-TOKEN_SERIAL = "_adcrawler_token_serial"  # which token an API call was sent with
 
 
 class AuthenticationFailed(IgnoreRequest):
@@ -77,20 +79,18 @@ class _ClientAuth:
 
 
 class BearerTokenMiddleware:
-    def __init__(self, crawler: Crawler, api_url: str, margin: float, timeout: float, retries: int,
-                 retry_codes: frozenset[int], retry_after_cap: float, backoff_base: float, backoff_cap: float,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, crawler: Crawler, api_url: str, margin: float, timeout: float, policy: RetryPolicy,
+                 retry_codes: frozenset[int], retry_after_cap: float, clock: Callable[[], float] = time.monotonic):
         self.crawler = crawler
         self.token_url = f"{api_url}/auth/token"
         self.margin = margin
         self.timeout = timeout
-        self.retries = retries
+        self.policy = policy
         self.retry_codes = retry_codes
         self.retry_after_cap = retry_after_cap
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
         self.clock = clock
         self.stats = RunStats(crawler)
+        self.ledger = RunLedger.of(crawler)
         self.clients: dict[str, _ClientAuth] = {}
         self._serials = itertools.count(1)
         self._closing: asyncio.Future | None = None
@@ -101,9 +101,8 @@ class BearerTokenMiddleware:
     def from_crawler(cls, crawler: Crawler) -> "BearerTokenMiddleware":
         s = crawler.settings
         return cls(crawler, value(s, "AD_PLATFORM_API_URL"), value(s, "ADCRAWLER_TOKEN_REFRESH_MARGIN"),
-                   value(s, "ADCRAWLER_TIMEOUT_AUTH"), value(s, "ADCRAWLER_RETRY_TIMES"),
-                   frozenset(value(s, "ADCRAWLER_RETRY_HTTP_CODES")), value(s, "ADCRAWLER_RETRY_AFTER_MAX"),
-                   value(s, "ADCRAWLER_RETRY_BACKOFF_BASE"), value(s, "ADCRAWLER_RETRY_BACKOFF_MAX"))
+                   value(s, "ADCRAWLER_TIMEOUT_AUTH"), RetryPolicy.from_settings(s),
+                   frozenset(value(s, "ADCRAWLER_RETRY_HTTP_CODES")), value(s, "ADCRAWLER_RETRY_AFTER_MAX"))
 
     # -- credentials on the wire ------------------------------------------------------
     async def process_request(self, request: Request) -> None:
@@ -128,7 +127,7 @@ class BearerTokenMiddleware:
 
     def _basic(self, client: str) -> str:
         try:
-            email, password = self.crawler.spider.clients[client].credentials()
+            email, password = self.ledger.run(client).client.credentials()
         except ClientConfigError as exc:
             raise AuthenticationFailed(str(exc)) from None
         basic = base64.b64encode(f"{email}:{password}".encode()).decode()
@@ -164,10 +163,11 @@ class BearerTokenMiddleware:
             return auth.token
         except AuthenticationFailed as exc:
             auth.failure = str(exc)
-            self.stats.inc("auth_failed", client)
-            self.stats.set("auth_failure", auth.failure, client)
             logger.error("Client %s: %s", client, exc, extra={"client": client})
-            self._close_if_no_client_left()
+            if self.ledger.fail_auth(client, auth.failure):
+                logger.error("No client could authenticate; closing the spider")
+                # Kept: the event loop holds only a weak reference to tasks.
+                self._closing = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="auth_failed"))
             raise
         finally:
             auth.refreshing = None
@@ -201,20 +201,12 @@ class BearerTokenMiddleware:
             if decision.verdict is Verdict.REFUSED:
                 raise AuthenticationFailed(f"credentials refused by the platform (HTTP {status}); "
                                            f"check the variables named for client {client!r}")
-            if decision.verdict not in (Verdict.RETRY, Verdict.RATE_LIMITED) or attempt > self.retries:
+            wait = self.policy.delay("auth", decision, attempt)
+            if wait is None:
                 raise AuthenticationFailed(f"token endpoint unavailable ({decision.reason}) "
                                            f"after {attempt} attempt{'s' * (attempt > 1)}")
-            wait = decision.delay(attempt, self.backoff_base, self.backoff_cap)
-            self.stats.inc("token_retries", client, reason=decision.reason)
+            self.policy.count(self.stats, "auth", decision, client)
             logger.warning("Client %s: token request failed (%s); trying again in %.2fs", client,
                            decision.reason, wait, extra={"client": client})
             await sleep(wait)
         raise AssertionError("unreachable")
-
-    def _close_if_no_client_left(self) -> None:
-        spider = self.crawler.spider
-        active = [c for c in spider.clients if not self.stats.get("locked", c)]
-        if all(self.clients.get(c, _ClientAuth()).failure for c in active):
-            logger.error("No client could authenticate; closing the spider")
-            # Kept: the event loop holds only a weak reference to tasks.
-            self._closing = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="auth_failed"))

@@ -8,23 +8,29 @@ worker thread so the event loop never blocks.
 - A row the database refuses for good (a value out of a column's range) is
   found by halving the batch, quarantined with the database's reason, and the
   rest of the batch commits (see ``Store.write``).
-- While the database is unreachable, a batch is retried with backoff
-  (``ADCRAWLER_DB_RETRIES``, ``ADCRAWLER_DB_RETRY_BACKOFF_*``) and a reconnect;
-  if it stays unreachable the batch is appended to a spool file in
-  ``ADCRAWLER_SPOOL_DIR`` (replay it with ``python -m adcrawler.replay``) and
-  the client's outcome says so.
+- While the database is unreachable, a batch is retried as the retry policy
+  says (``ADCRAWLER_DB_RETRIES``, ``ADCRAWLER_DB_RETRY_BACKOFF_*``; see
+  :mod:`adcrawler.retrying`) with a reconnect; if it stays unreachable the
+  batch is appended to a spool file in ``ADCRAWLER_SPOOL_DIR`` (replay it with
+  ``python -m adcrawler.replay``) and the client's outcome says so.
+
+What was stored, quarantined or spooled is recorded in the run ledger, which
+the outcome is decided from. Items are read through ``ItemAdapter``.
 
 With a job directory, every item is also journaled until its batch commits
-(see :mod:`adcrawler.jobdir`); a resumed run stores the journal first.
+(see :mod:`adcrawler.jobdir`). When the run records hold their clients' locks
+(the ``clients_held`` signal), a resumed run stores the journal first and tells
+the ledger what its interrupted attempt had stored.
 
 Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH, ADCRAWLER_DB_BATCH_SIZE,
-ADCRAWLER_DB_FLUSH_INTERVAL, ADCRAWLER_DB_RETRIES, ADCRAWLER_DB_RETRY_BACKOFF_BASE,
-ADCRAWLER_DB_RETRY_BACKOFF_MAX, ADCRAWLER_SPOOL_DIR.
+ADCRAWLER_DB_FLUSH_INTERVAL, ADCRAWLER_SPOOL_DIR, and the retry settings read
+by :class:`~adcrawler.retrying.RetryPolicy`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -32,10 +38,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from scrapy.exceptions import CloseSpider
 from scrapy.utils.asyncio import CallLaterResult, call_later, run_in_thread, sleep
 
-from adcrawler.backoff import backoff_delay
+from adcrawler.answers import Decision, Verdict
 from adcrawler.config import value
 from adcrawler.items import CampaignItem, RejectedRecord
 from adcrawler.jobdir import JobState, Journal
+from adcrawler.ledger import CLIENTS_HELD, RunLedger
+from adcrawler.retrying import RetryPolicy
 from adcrawler.spool import append_spool
 from adcrawler.stats import RunStats
 from adcrawler.store import Store, StoreError, WriteResult, first_line, open_store
@@ -49,18 +57,16 @@ Item = CampaignItem | RejectedRecord
 
 
 class StorePipeline:
-    def __init__(self, crawler: Crawler, database_url: str, sqlite_path: str, batch_size: int,
-                 flush_interval: float, retries: int, backoff_base: float, backoff_cap: float, spool_dir: str):
-        self.crawler = crawler
+    def __init__(self, stats: RunStats, ledger: RunLedger, database_url: str, sqlite_path: str, batch_size: int,
+                 flush_interval: float, policy: RetryPolicy, spool_dir: str):
+        self.stats = stats
+        self.ledger = ledger
         self.database_url = database_url
         self.sqlite_path = sqlite_path
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.retries = retries
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.policy = policy
         self.spool_dir = Path(spool_dir)
-        self.stats = RunStats(crawler)
         self.run_id = ""
         self.journal: Journal | None = None
         self.store: Store | None = None
@@ -68,17 +74,16 @@ class StorePipeline:
         self.lock = asyncio.Lock()
         self._timer: CallLaterResult | None = None
         self._timed_flush: asyncio.Future | None = None
-        # Campaigns this run already stored as synced, per client (a resumed run skips them).
-        self.done: dict[str, set[str]] = {}
-        self._stored: dict[str, set[str]] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "StorePipeline":
         s = crawler.settings
-        return cls(crawler, value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"),
-                   value(s, "ADCRAWLER_DB_BATCH_SIZE"), value(s, "ADCRAWLER_DB_FLUSH_INTERVAL"),
-                   value(s, "ADCRAWLER_DB_RETRIES"), value(s, "ADCRAWLER_DB_RETRY_BACKOFF_BASE"),
-                   value(s, "ADCRAWLER_DB_RETRY_BACKOFF_MAX"), value(s, "ADCRAWLER_SPOOL_DIR"))
+        pipeline = cls(RunStats(crawler), RunLedger.of(crawler), value(s, "DATABASE_URL"),
+                       value(s, "ADCRAWLER_SQLITE_PATH"), value(s, "ADCRAWLER_DB_BATCH_SIZE"),
+                       value(s, "ADCRAWLER_DB_FLUSH_INTERVAL"), RetryPolicy.from_settings(s),
+                       value(s, "ADCRAWLER_SPOOL_DIR"))
+        crawler.signals.connect(pipeline.start_run, signal=CLIENTS_HELD)
+        return pipeline
 
     async def open_spider(self) -> None:
         try:
@@ -98,8 +103,10 @@ class StorePipeline:
 
     async def start_run(self, job: JobState, clients: list[str]) -> None:
         """Write for ``job`` from now on; if it resumes an interrupted attempt, store
-        what that attempt journaled and learn what it stored. The run records call
-        this once the run holds its clients' locks."""
+        what that attempt journaled and tell the ledger what it stored. Sent by the
+        run records (``clients_held``) once the run holds its clients' locks."""
+        if self.store is None:
+            return
         self.run_id, self.journal = job.run_id, job.journal()
         if self.journal is not None:
             pending = self.journal.pending()
@@ -109,10 +116,11 @@ class StorePipeline:
             self.journal.rewrite([])
         if job.resumed:
             for client in clients:
-                self.done[client] = await run_in_thread(self.store.done_campaigns, self.run_id, client)
+                done = await run_in_thread(self.store.done_campaigns, self.run_id, client)
+                self.ledger.run(client).resumable = done
 
     async def process_item(self, item: Any) -> Any:
-        if not isinstance(item, (CampaignItem, RejectedRecord)):
+        if not isinstance(item, (CampaignItem, RejectedRecord)):  # not ours to store
             return item
         if self.journal is not None:
             # On the event loop on purpose: one short write into the OS page
@@ -156,19 +164,20 @@ class StorePipeline:
     async def _write(self, batch: list[Item], count: bool = True) -> None:
         store = self.store
         assert store is not None
-        for attempt in range(1, self.retries + 2):
+        for attempt in itertools.count(1):
             try:
                 written: WriteResult = await run_in_thread(store.write, self.run_id, batch)
                 break
             except store.transient as exc:
-                if attempt > self.retries:
+                decision = Decision(Verdict.RETRY, type(exc).__name__)
+                delay = self.policy.delay("database", decision, attempt)
+                if delay is None:
                     await self._spool(batch, exc)
                     await run_in_thread(store.close)  # the next batch starts from a new connection
                     return
-                self.stats.inc("db_retries")
-                delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
+                self.policy.count(self.stats, "database", decision, None)
                 logger.warning("Database write failed (%s); retry %d/%d in %.1fs",
-                               first_line(exc), attempt, self.retries, delay)
+                               first_line(exc), attempt, self.policy.limits["database"], delay)
                 await sleep(delay)
                 try:
                     await run_in_thread(store.reconnect)
@@ -183,29 +192,18 @@ class StorePipeline:
                            getattr(item, "campaign_id", "?"), reason, extra={"client": item.client_id})
             self.stats.inc("rows_quarantined", item.client_id)
             if count:
-                self.stats.inc("campaigns_quarantined", item.client_id)
+                self.ledger.quarantined(item.client_id)
         if count:
-            self._count(written)
-
-    def _count(self, written: WriteResult) -> None:
-        for client, result in written.clients.items():
-            for name in ("inserted", "updated", "unchanged"):
-                self.stats.inc(f"rows_{name}", client, getattr(result, name))
-        for item in written.stored:
-            stored = self._stored.setdefault(item.client_id, set())
-            if item.campaign_id in stored:
-                continue  # written again (a failed sync that succeeded on a later pass)
-            stored.add(item.campaign_id)
-            self.stats.inc("campaigns_stored", item.client_id)
-            if item.quality_flags:
-                self.stats.inc("campaigns_flagged", item.client_id)
-                for flag in item.quality_flags:
-                    self.stats.inc("flags", item.client_id, reason=flag)
+            for client, result in written.clients.items():
+                for name in ("inserted", "updated", "unchanged"):
+                    self.stats.inc(f"rows_{name}", client, getattr(result, name))
+            for item in written.stored:
+                self.ledger.stored(item)
 
     async def _spool(self, batch: list[Item], exc: BaseException) -> None:
         path = await run_in_thread(append_spool, self.spool_dir, self.run_id, batch)
         for item in batch:
-            self.stats.inc("rows_spooled", item.client_id)
+            self.ledger.spooled(item.client_id)
         logger.error("Could not write a batch (%s: %s): %d records kept in %s; "
                      "replay them with: python -m adcrawler.replay %s",
                      type(exc).__name__, first_line(exc), len(batch), path, path)

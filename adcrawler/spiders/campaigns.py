@@ -10,42 +10,42 @@ campaign is synced too: only our copy of it could not be stored) and yield one
 :class:`~adcrawler.items.CampaignItem` with the sync's outcome. A sync that
 still fails after its retries is stored as failed and tried again in another
 pass once the client's first pass is over, up to ``ADCRAWLER_SYNC_PASSES``
-passes in all. Tokens, the rate budget and retries live in the scheduler and the
-downloader middlewares; a request that still fails reaches an errback here and
-is recorded, never dropped. When the crawl closes, each client's outcome is
-decided (:mod:`adcrawler.outcome`) and written to the stats.
+passes in all, when the retry policy (:mod:`adcrawler.retrying`) says the
+verdict it gave up on is worth it. Tokens, the rate budget and retries live in
+the scheduler and the downloader middlewares; a request that still fails
+reaches an errback here and is recorded, never dropped.
+
+Each client's listing and sync state is kept in the run ledger
+(:mod:`adcrawler.ledger`), which the spider fills with the clients it was asked
+for and which settles their outcomes when the crawl closes.
 
 Settings: AD_PLATFORM_API_URL, ADCRAWLER_CLIENTS_FILE, ADCRAWLER_PAGE_SIZE,
-ADCRAWLER_TIMEOUT_LIST, ADCRAWLER_TIMEOUT_SYNC, ADCRAWLER_SYNC_PASSES,
-ADCRAWLER_RETRY_HTTP_CODES, and ADCRAWLER_RATE_LIMIT / ADCRAWLER_RATE_WINDOW for
-the lower bound reported per client.
+ADCRAWLER_TIMEOUT_LIST, ADCRAWLER_TIMEOUT_SYNC, ADCRAWLER_SYNC_PASSES, and the
+retry settings read by :class:`~adcrawler.retrying.RetryPolicy`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import scrapy
+from scrapy import signals
 from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from adcrawler.answers import NOT_JSON, Verdict, decide_exception, decide_response, json_body
-from adcrawler.clients import Client, Registry
+from adcrawler.answers import NOT_JSON, decide_exception, json_body
+from adcrawler.clients import Registry
 from adcrawler.config import value
 from adcrawler.items import CampaignItem, RejectedRecord
-from adcrawler.middlewares import CLIENT, ENDPOINT
+from adcrawler.ledger import ClientRun, FailedSync, RunLedger
+from adcrawler.meta import CLIENT, ENDPOINT, VERDICT
 from adcrawler.middlewares.auth import AuthenticationFailed
-from adcrawler.outcome import client_outcome
-from adcrawler.pagination import Listing
-from adcrawler.pipelines.store import StorePipeline
-from adcrawler.ratelimit import lower_bound_seconds
+from adcrawler.retrying import RetryPolicy
 from adcrawler.stats import RunStats
 from adcrawler.validation import Campaign, InvalidRecord, record_key, validate_campaign
 
@@ -65,45 +65,12 @@ def _reason(failure: Failure) -> str:
     return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
 
 
-@dataclass
-class FailedSync:
-    campaign: Campaign | None  # None: a quarantined record, synced for the platform's sake
-    fetched_at: datetime
-    error: str
-    retryable: bool  # a transient failure: worth another pass
-
-
-@dataclass
-class ClientRun:
-    """One client's progress through this run."""
-
-    client: Client
-    listing: Listing
-    listing_done: bool = False
-    pending: int = 0  # sync requests not settled yet
-    passes: int = 1
-    syncable: set[str] = field(default_factory=set)  # usable ids listed
-    synced: set[str] = field(default_factory=set)
-    failed: dict[str, FailedSync] = field(default_factory=dict)
-    done: set[str] = field(default_factory=set)  # stored by an interrupted attempt of this run
-    last_answer: float = 0.0
-
-
-@dataclass(frozen=True)
-class Progress:
-    done: int  # campaigns settled: synced, quarantined without a usable id, or failed for good
-    known: int  # campaigns known to exist: listed, or announced while the listing goes on
-    retrying: int  # failed syncs waiting for another pass
-    listing_done: bool
-
-
 class CampaignsSpider(scrapy.Spider):
     name = "campaigns"
 
     def __init__(self, client: str = "", *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.client_argument = client
-        self.started = time.monotonic()
 
     @classmethod
     def from_crawler(cls, crawler, *args: Any, **kwargs: Any) -> "CampaignsSpider":
@@ -114,24 +81,27 @@ class CampaignsSpider(scrapy.Spider):
         spider.list_timeout = value(s, "ADCRAWLER_TIMEOUT_LIST")
         spider.sync_timeout = value(s, "ADCRAWLER_TIMEOUT_SYNC")
         spider.max_passes = value(s, "ADCRAWLER_SYNC_PASSES")
-        spider.retry_codes = frozenset(value(s, "ADCRAWLER_RETRY_HTTP_CODES"))
-        spider.rate_limit = value(s, "ADCRAWLER_RATE_LIMIT")
-        spider.rate_window = value(s, "ADCRAWLER_RATE_WINDOW")
+        spider.policy = RetryPolicy.from_settings(s)
         registry = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None)
-        # Keyed by the platform client id: that is what requests carry in meta.
-        spider.clients = {c.client_id: c for c in registry.select(spider.client_argument)}
-        spider.runs = {cid: ClientRun(c, Listing(spider.page_size)) for cid, c in spider.clients.items()}
+        spider.clients = registry.select(spider.client_argument)
         spider.run_stats = RunStats(crawler)
+        # Connected before any extension's handler (the spider exists first):
+        # the ledger knows the clients before the run records lock them.
+        crawler.signals.connect(spider.opened, signal=signals.spider_opened)
         return spider
+
+    def opened(self, spider: Any = None) -> None:
+        self.ledger = RunLedger.of(self.crawler)
+        self.ledger.open(self.clients)
+
+    def run(self, client: str) -> ClientRun:
+        return self.ledger.run(client)
 
     # -- start --------------------------------------------------------------------------
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        store = self.crawler.get_item_pipeline(StorePipeline)
-        for client_id, run in self.runs.items():
-            if self.run_stats.get("locked", client_id):
-                continue  # another run is syncing it (see the run records)
-            run.done = store.done.get(client_id, set()) if store else set()
-            logger.info("Client %s (%s): starting", run.client.slug, client_id, extra={"client": client_id})
+        for client_id in self.ledger.held():  # the others are synced by another run
+            logger.info("Client %s (%s): starting", self.run(client_id).client.slug, client_id,
+                        extra={"client": client_id})
             yield self.list_request(client_id, 1)
 
     def _meta(self, client: str, endpoint: str, timeout: float) -> dict[str, Any]:
@@ -147,7 +117,7 @@ class CampaignsSpider(scrapy.Spider):
 
     def sync_request(self, client: str, campaign_id: str, campaign: Campaign | None,
                      fetched_at: datetime) -> scrapy.Request:
-        self.runs[client].pending += 1
+        self.run(client).pending += 1
         return scrapy.Request(
             f"{self.api_url}/api/campaigns/{quote(campaign_id, safe='')}/sync", method="POST",
             headers={"X-Client-ID": client, "Accept": "application/json"},
@@ -158,7 +128,7 @@ class CampaignsSpider(scrapy.Spider):
 
     # -- listing ------------------------------------------------------------------------
     def parse_list(self, response: Response, client: str, page: int) -> Iterator[Any]:
-        run = self.runs[client]
+        run = self.run(client)
         payload = json_body(response.body)
         records = payload.get("data") if isinstance(payload, dict) else None
         pagination = payload.get("pagination") if isinstance(payload, dict) else None
@@ -184,7 +154,7 @@ class CampaignsSpider(scrapy.Spider):
                 continue
             new += 1
             self.run_stats.inc("campaigns_seen", client)
-            yield from self._take(client, record, fetched_at)
+            yield from self._take(run, record, fetched_at)
         if beyond:
             self.run_stats.inc("campaigns_beyond_total", client, beyond)
             logger.warning("Client %s: %d records on page %d lie beyond the %d campaigns announced; not taken",
@@ -198,15 +168,15 @@ class CampaignsSpider(scrapy.Spider):
         logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, run.listing.seen,
                     run.listing.pages, extra={"client": client})
         run.listing_done = True
-        yield from self._next_pass(client)
+        yield from self._next_pass(run)
 
-    def _take(self, client: str, record: Any, fetched_at: datetime) -> Iterator[Any]:
+    def _take(self, run: ClientRun, record: Any, fetched_at: datetime) -> Iterator[Any]:
         """A new record: quarantine it or sync it (or both, when only our copy is the problem)."""
-        run = self.runs[client]
+        client = run.client_id
         try:
             campaign = validate_campaign(record)
         except InvalidRecord as exc:
-            self.run_stats.inc("campaigns_quarantined", client)
+            self.ledger.quarantined(client)
             logger.warning("Client %s: quarantined a record: %s", client, exc, extra={"client": client})
             yield RejectedRecord.of(client, record, str(exc), fetched_at)
             if exc.campaign_id and exc.campaign_id not in run.syncable:
@@ -218,7 +188,8 @@ class CampaignsSpider(scrapy.Spider):
             self.run_stats.inc("campaigns_duplicate", client)
             return
         run.syncable.add(cid)
-        if cid in run.done:
+        if cid in run.resumable:
+            run.resumed += 1
             self.run_stats.inc("campaigns_resumed", client)
             return
         yield self.sync_request(client, cid, campaign, fetched_at)
@@ -228,11 +199,13 @@ class CampaignsSpider(scrapy.Spider):
         yield from self._list_given_up(kwargs["client"], kwargs["page"], _reason(failure))
 
     def _list_given_up(self, client: str, page: int, reason: str) -> Iterator[Any]:
+        run = self.run(client)
+        run.list_failed += 1
         self.run_stats.inc("list_failed", client)
         logger.error("Client %s: gave up on list page %d (%s); campaigns after it are not synced",
                      client, page, reason, extra={"client": client})
-        self.runs[client].listing_done = True
-        yield from self._next_pass(client)
+        run.listing_done = True
+        yield from self._next_pass(run)
 
     # -- syncing ------------------------------------------------------------------------
     def parse_sync(self, response: Response, client: str, campaign_id: str, campaign: Campaign | None,
@@ -256,21 +229,17 @@ class CampaignsSpider(scrapy.Spider):
                                 again=self._worth_another_pass(failure))
 
     def _worth_another_pass(self, failure: Failure) -> bool:
-        exc = failure.value
-        if isinstance(exc, AuthenticationFailed):
+        """Asks the retry policy, with the verdict the retry middleware gave up on."""
+        if isinstance(failure.value, AuthenticationFailed):
             return False
-        if isinstance(exc, HttpError):
-            verdict = decide_response("sync", exc.response.status, None, b"", self.retry_codes, 0, 0).verdict
-        else:
-            verdict = decide_exception(exc).verdict
-        return verdict in (Verdict.RETRY, Verdict.RATE_LIMITED, Verdict.REAUTH)
+        verdict = failure.request.meta.get(VERDICT)
+        return self.policy.worth_another_pass("sync", verdict or decide_exception(failure.value))
 
     def _settle(self, client: str, campaign_id: str, campaign: Campaign | None, fetched_at: datetime,
                 error: str | None, synced_at: datetime | None = None, again: bool = False) -> Iterator[Any]:
         """A sync call's final answer for this pass: record it, then maybe start the next pass."""
-        run = self.runs[client]
+        run = self.run(client)
         run.pending -= 1
-        run.last_answer = time.monotonic()
         if error is None:
             run.synced.add(campaign_id)
             self.run_stats.inc("campaigns_synced", client)
@@ -285,54 +254,18 @@ class CampaignsSpider(scrapy.Spider):
                 logger.warning("Client %s: sync of %s failed: %s", client, campaign_id, error, extra={"client": client})
                 if campaign is not None:  # stored now, so nothing fetched waits in memory
                     yield CampaignItem.of(client, campaign, fetched_at, sync_status="failed", sync_error=error)
-        yield from self._next_pass(client)
+        yield from self._next_pass(run)
 
-    def _next_pass(self, client: str) -> Iterator[scrapy.Request]:
+    def _next_pass(self, run: ClientRun) -> Iterator[scrapy.Request]:
         """Once a client's pass is over, try its failed syncs again while passes remain."""
-        run = self.runs[client]
         retry = {cid: f for cid, f in run.failed.items() if f.retryable}
         if not run.listing_done or run.pending or not retry or run.passes >= self.max_passes \
                 or not self.crawler.engine.running:
             return
         run.passes += 1
+        client = run.client_id
         self.run_stats.inc("sync_passes", client)
         logger.info("Client %s: pass %d of %d over %d failed sync(s)", client, run.passes, self.max_passes,
                     len(retry), extra={"client": client})
         for cid, failed in retry.items():
             yield self.sync_request(client, cid, failed.campaign, failed.fetched_at)
-
-    # -- the end ------------------------------------------------------------------------
-    def progress(self, client: str) -> Progress:
-        run = self.runs[client]
-        more_passes = run.passes < self.max_passes
-        failed_for_good = sum(1 for f in run.failed.values() if not (f.retryable and more_passes))
-        without_id = self.run_stats.get("campaigns_seen", client) - len(run.syncable)  # quarantined, not syncable
-        done = len(run.synced) + len(run.done & run.syncable) + without_id + failed_for_good
-        known = run.listing.seen if run.listing_done else max(run.listing.total or 0, run.listing.seen)
-        return Progress(done=min(done, known), known=known, retrying=len(run.failed) - failed_for_good,
-                        listing_done=run.listing_done)
-
-    def closed(self, reason: str) -> None:
-        """Settle each client's outcome and timing before the run is recorded.
-
-        Runs before the extensions' own ``spider_closed`` handlers (the spider
-        connects first), after the last batch was written.
-        """
-        stats = self.run_stats
-        for client, run in self.runs.items():
-            if not stats.get("locked", client):
-                stats.set("campaigns_sync_failed", len(run.failed), client)
-                stats.set("campaigns_not_attempted",
-                          len(run.syncable - run.synced - run.failed.keys() - run.done), client)
-                if run.failed:
-                    shown = ", ".join(sorted(run.failed)[:10]) + (" ..." if len(run.failed) > 10 else "")
-                    logger.error("Client %s: %d campaign(s) could not be synced: %s", client, len(run.failed), shown,
-                                 extra={"client": client})
-                elapsed = (run.last_answer or time.monotonic()) - self.started
-                stats.set("elapsed_seconds", round(elapsed, 3), client)
-                stats.set("lower_bound_seconds", round(lower_bound_seconds(
-                    stats.get("requests_sent", client), self.rate_limit, self.rate_window,
-                    stats.get("last_latency_seconds", client)), 3), client)
-            outcome = client_outcome(lambda name, c=client: stats.get(name, c), stopped_early=reason != "finished")
-            stats.set("outcome", outcome.name, client)
-            stats.set("outcome_reasons", ", ".join(outcome.reasons), client)
