@@ -12,34 +12,12 @@ import re
 
 from harness.runner import DEMO_PASSWORD, run_crawl
 from mock_api.campaigns import HOSTILE_NAMES
+from tests.conftest import SCALE, assert_every_served_id_kept, last_line, stored_ids
 from tests.db import Db
-
-SCALE = "0.01"
 
 
 def _crawl(mock, clients, db, **kwargs):
     return run_crawl(mock.url, clients, db.workdir, database_url=db.url, **kwargs)
-
-
-def stored_ids(db, client) -> set[str]:
-    return {r[0] for r in db.rows("SELECT campaign_id FROM campaigns WHERE client_id = %s", (client,))}
-
-
-def quarantined_ids(db, client) -> set[str]:
-    return {r[0] for r in db.rows("SELECT DISTINCT campaign_id FROM rejected_records WHERE client_id = %s "
-                                  "AND campaign_id IS NOT NULL", (client,))}
-
-
-def assert_every_served_id_kept(mock, db, client) -> None:
-    """The distinct ids in campaigns plus quarantine are the distinct ids the platform served."""
-    served = set(mock.stats()["served"].get(client, []))
-    stored, quarantined = stored_ids(db, client), quarantined_ids(db, client)
-    assert stored | quarantined == served, (served - stored - quarantined, (stored | quarantined) - served)
-    assert not stored & quarantined
-
-
-def last_line(result) -> str:
-    return [line for line in result.output.splitlines() if "[adcrawler.crawl]" in line][-1]
 
 
 def test_default_faults_sync_every_campaign_once_and_rerun_updates(mock_factory, db):

@@ -10,15 +10,13 @@ status say what happened, and no secret reaches any output.
 from __future__ import annotations
 
 import json
-import socket
-import time
 
 import pytest
 
 from harness.runner import DEMO_PASSWORD, run_crawl, start_crawl
 from mock_api.config import ENDPOINTS, FAULTS
 from mock_api.process import MockProcess
-from tests.test_crawl_e2e import assert_every_served_id_kept, last_line
+from tests.conftest import assert_every_served_id_kept, free_port, last_line, read_until
 
 CLIENT = "acme-corp"
 BASIC = "U3VwZXJTZWNyZXQxMjMh"  # base64 of the demo password
@@ -55,14 +53,8 @@ def test_fault_matrix(mock_factory, db, endpoint, fault):
         assert secret not in outputs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_platform_that_is_not_there_fails_the_client_with_the_reason(tmp_path):
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens: every connection is refused
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: every connection is refused
     # A timeout long enough to see the refusal (Twisted reports it after a few tenths of a second).
     result = run_crawl(url, "acme", tmp_path, timeout=120, extra_env={"ADCRAWLER_TIMEOUT_AUTH": "5"})
     assert result.returncode == 1
@@ -72,14 +64,15 @@ def test_a_platform_that_is_not_there_fails_the_client_with_the_reason(tmp_path)
 
 
 def test_a_platform_that_comes_back_is_used_as_soon_as_it_answers(tmp_path):
-    port = _free_port()
+    port = free_port()
     crawl = start_crawl(f"http://127.0.0.1:{port}", "acme", tmp_path,
                         extra_env={"ADCRAWLER_RETRY_BACKOFF_BASE": "0.5", "ADCRAWLER_RETRY_BACKOFF_MAX": "2",
                                    "ADCRAWLER_TIMEOUT_AUTH": "5"})
     try:
-        time.sleep(1.5)  # refused connections meanwhile; the token request backs off
+        early = read_until(crawl, "token request failed", 60)  # refused meanwhile; the token request backs off
         with MockProcess("--time-scale", "0.01", "--quiet", "--campaigns", "10", port=port) as mock:
             out, _ = crawl.communicate(timeout=120)
+            out = early + out
             syncs = mock.stats()["syncs"].get(CLIENT, {})
     finally:
         if crawl.poll() is None:

@@ -21,15 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from adcrawler.extensions.metrics import METRICS
 from adcrawler.spool import append_spool
 from harness.runner import DEMO_PASSWORD, ROOT, latest_stats, run_crawl, start_crawl
+from tests.conftest import SCALE, free_port, wait_for
 from tests.db import Db
-
-SCALE = "0.01"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -42,16 +35,6 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def get(url: str) -> str:
     return urllib.request.urlopen(url, timeout=5).read().decode()
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_stats_file_matches_the_database_and_the_platform(mock_factory, tmp_path):
@@ -74,21 +57,29 @@ def test_stats_file_matches_the_database_and_the_platform(mock_factory, tmp_path
     assert stored["adcrawler/run_id"] == stats["adcrawler/run_id"]
 
 
+# Held runs wait for the simulator's release: a sync timeout that cannot fire first.
+HELD = {"ADCRAWLER_TIMEOUT_SYNC": "60"}
+
+
 def test_metrics_endpoint_shows_progress_mid_run(mock_factory, tmp_path):
-    mock = mock_factory("--time-scale", SCALE)
+    # Thirty syncs, then the simulator holds the run where it is until released.
+    mock = mock_factory("--time-scale", SCALE, "--sync-hang-rate", "0", "--hold-syncs", "30")
     port = free_port()
-    crawl = start_crawl(mock.url, "demo", tmp_path, extra_env={"ADCRAWLER_METRICS_PORT": str(port)})
+    crawl = start_crawl(mock.url, "demo", tmp_path, extra_env={"ADCRAWLER_METRICS_PORT": str(port), **HELD})
     try:
-        synced, now = 0.0, {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not 20 <= synced < 100:
-            time.sleep(0.2)
+        wait_for(mock.held, 60, "thirty syncs, then a held one")
+
+        def synced_so_far():
             try:
                 text = get(f"http://127.0.0.1:{port}/metrics")
             except OSError:
-                continue
+                return None
             now = samples(text)
             synced = now.get(("adcrawler_campaigns_total", (("client", "demo"), ("result", "synced"))), 0)
+            return (text, now, synced) if synced >= 20 else None
+
+        text, now, synced = wait_for(synced_so_far, 30, "twenty syncs in the metrics")
+        mock.release()
         assert 20 <= synced < 100
         assert now["adcrawler_run_in_progress", (("client", "demo"),)] == 1
         assert now["adcrawler_campaigns_expected", (("client", "demo"),)] == 100
@@ -144,7 +135,7 @@ def prometheus(tmp_path):
     ]
     prom = f"http://127.0.0.1:{prom_port}"
     try:
-        _wait_for(lambda: _up(f"{gateway}/-/ready") and _up(f"{prom}/-/ready"), 30, "the Pushgateway and Prometheus")
+        wait_for(lambda: _up(f"{gateway}/-/ready") and _up(f"{prom}/-/ready"), 30, "the Pushgateway and Prometheus")
         yield gateway, prom
     finally:
         for proc in procs:
@@ -183,13 +174,15 @@ def _terminate_crawler_connections(pg_url: str) -> None:
 @pytest.mark.postgres
 def test_pushed_metrics_alerts_and_dashboard_through_prometheus(prometheus, mock_factory, pg_url, tmp_path):
     gateway, prom = prometheus
-    mock = mock_factory("--time-scale", SCALE, "--seed", "6", "--campaigns", "60")
+    mock = mock_factory("--time-scale", SCALE, "--seed", "6", "--campaigns", "60", "--sync-hang-rate", "0",
+                        "--hold-syncs", "20")
     env = {"ADCRAWLER_PUSHGATEWAY_URL": gateway, "ADCRAWLER_DB_RETRIES": "0", "ADCRAWLER_DB_BATCH_SIZE": "5"}
     # Run 1: a budget set twice too high (429s) and the database connection cut mid-run (spooled rows).
     crawl = start_crawl(mock.url, "demo", tmp_path, database_url=pg_url,
-                        extra_env={**env, "ADCRAWLER_RATE_LIMIT": "20"})
-    _wait_for(lambda: sum(mock.stats()["syncs"].get("demo", {}).values()) >= 20, 60, "twenty syncs")
+                        extra_env={**env, **HELD, "ADCRAWLER_RATE_LIMIT": "20"})
+    wait_for(mock.held, 60, "twenty syncs, then a held one")
     _terminate_crawler_connections(pg_url)
+    mock.release()
     out, _ = crawl.communicate(timeout=120)
     first = latest_stats(tmp_path)
     assert crawl.returncode == 1 and first["adcrawler/client/demo/rows_spooled"] > 0, out[-3000:]
@@ -201,7 +194,7 @@ def test_pushed_metrics_alerts_and_dashboard_through_prometheus(prometheus, mock
     assert pushed["adcrawler_last_success_timestamp_seconds", demo] == 0  # never succeeded yet
     expected = {("AdcrawlerRateLimited", "demo"), ("AdcrawlerRowsSpooled", "demo"), ("AdcrawlerRunIncomplete", "demo"),
                 ("AdcrawlerClientStale", "demo")}
-    assert _wait_for(lambda: expected <= firing(prom), 30, "the alerts to fire")
+    assert wait_for(lambda: expected <= firing(prom), 30, "the alerts to fire")
 
     # Run 2: all well. The push replaces the group: zeros where run 1 had 429s and spooled rows.
     second = run_crawl(mock.url, "demo", tmp_path, database_url=pg_url, extra_env=env)
@@ -215,7 +208,7 @@ def test_pushed_metrics_alerts_and_dashboard_through_prometheus(prometheus, mock
     assert 'status="429"' not in text  # nothing of run 1 survives in the group
     for metric in METRICS:  # every documented series is there
         assert re.search(rf"^{metric.name}(_total)?\{{", text, re.M), metric.name
-    assert _wait_for(lambda: not firing(prom), 30, "the alerts to resolve")
+    assert wait_for(lambda: not firing(prom), 30, "the alerts to resolve")
 
     # Every dashboard panel's query returns data through Prometheus.
     dashboard = json.loads((ROOT / "deploy/grafana/adcrawler-dashboard.json").read_text())
@@ -224,23 +217,24 @@ def test_pushed_metrics_alerts_and_dashboard_through_prometheus(prometheus, mock
             expr = target["expr"].replace("$client", ".*")
             if "run_in_progress" in expr:
                 continue  # shows running syncs only: empty between runs, by design
-            assert _wait_for(lambda e=expr: query(prom, e), 15, f"data for {panel['title']!r}")
+            assert wait_for(lambda e=expr: query(prom, e), 15, f"data for {panel['title']!r}")
     assert DEMO_PASSWORD not in text
 
 
 def test_a_skipped_client_pushes_nothing_over_the_running_one(prometheus, mock_factory, tmp_path):
     gateway, _ = prometheus
-    mock = mock_factory("--time-scale", SCALE, "--campaigns", "60")
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "60", "--hold-syncs", "5")
     env = {"ADCRAWLER_PUSHGATEWAY_URL": gateway}
-    first = start_crawl(mock.url, "demo", tmp_path, extra_env=env)
+    first = start_crawl(mock.url, "demo", tmp_path, extra_env={**env, **HELD})
     try:
-        _wait_for(lambda: mock.stats()["syncs"].get("demo"), 30, "the first run to sync")
+        wait_for(mock.held, 30, "the first run to sync, then be held")
         second = run_crawl(mock.url, "demo", tmp_path, extra_env=env)
         assert second.returncode == 0 and second.stat("outcome", "demo") == "skipped"
         groups = {labels for name, labels in samples(get(f"{gateway}/metrics"))
                   if name == "adcrawler_requests_sent_total"}
         assert first.poll() is None and groups == set()  # no demo group while demo's run goes on
     finally:
+        mock.release()
         out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out[-2000:]
     pushed = samples(get(f"{gateway}/metrics"))
@@ -264,13 +258,15 @@ def _mode(path: Path) -> int:
 
 
 def test_the_data_files_the_crawler_creates_are_private(mock_factory, tmp_path):
-    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "40")
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "40", "--hold-syncs", "5")
     work = tmp_path / "work"
-    crawl = start_crawl(mock.url, "demo", work, settings={"JOBDIR": str(work / "job")})
-    try:  # SQLite's own files exist while the database is open
-        wal = _wait_for(lambda: next(work.glob("adcrawler.sqlite3-wal"), None), 30, "the SQLite WAL file")
+    crawl = start_crawl(mock.url, "demo", work, settings={"JOBDIR": str(work / "job")}, extra_env=HELD)
+    try:  # SQLite's own files exist while the database is open: the simulator holds the run open
+        wait_for(mock.held, 30, "the run to be held")
+        wal = wait_for(lambda: next(work.glob("adcrawler.sqlite3-wal"), None), 30, "the SQLite WAL file")
         assert _mode(wal) == 0o600
     finally:
+        mock.release()
         out, _ = crawl.communicate(timeout=120)
     assert crawl.returncode == 0, out[-2000:]
     files = [work / "adcrawler.sqlite3", *(work / "stats").iterdir(), *(work / "job").iterdir(),

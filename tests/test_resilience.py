@@ -12,29 +12,26 @@ from pathlib import Path
 import pytest
 
 from harness.runner import ROOT, latest_stats, run_crawl, start_crawl
+from tests.conftest import SCALE, wait_for
 from tests.db import Db
-
-SCALE = "0.01"
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _synced(mock, client="demo") -> int:
     return sum(mock.stats()["syncs"].get(client, {}).values())
 
 
+# Held runs wait for the simulator's release: a sync timeout that cannot fire first.
+HELD = {"ADCRAWLER_TIMEOUT_SYNC": "60"}
+
+
 def test_a_client_locked_by_another_run_is_skipped_and_the_others_go_on(mock_factory, db):
-    mock = mock_factory("--time-scale", SCALE, "--campaigns", "60")
-    first = start_crawl(mock.url, "demo", db.workdir, database_url=db.url)
+    # The simulator holds demo's syncs after the first ten: the first run is
+    # still going, holding its lock, until the test releases it.
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "60", "--hold-syncs", "10",
+                        "--hold-client", "demo")
+    first = start_crawl(mock.url, "demo", db.workdir, database_url=db.url, extra_env=HELD)
     try:
-        _wait_for(lambda: _synced(mock) > 0, 30, "the first run to start syncing")
+        wait_for(mock.held, 30, "the first run to be held mid-sync")
         auth_before = mock.stats()["requests"]["demo"]["auth"]
         second = run_crawl(mock.url, "demo,globex", db.workdir, database_url=db.url, timeout=120)
         assert second.returncode == 0, second.output[-3000:]
@@ -43,6 +40,7 @@ def test_a_client_locked_by_another_run_is_skipped_and_the_others_go_on(mock_fac
         assert mock.stats()["requests"]["demo"]["auth"] == auth_before  # it sent nothing for demo
         assert "skipped (another run holds them): demo" in second.output.splitlines()[-1]
     finally:
+        mock.release()
         out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out[-2000:]
     assert dict(db.rows("SELECT client_id, COUNT(*) FROM campaigns GROUP BY client_id")) == {"demo": 60, "globex": 60}
@@ -54,14 +52,16 @@ def test_a_client_locked_by_another_run_is_skipped_and_the_others_go_on(mock_fac
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_without_resyncing(mock_factory, tmp_path, sig):
     db = Db(tmp_path)
-    mock = mock_factory("--time-scale", SCALE, "--seed", "21")
+    # Half the campaigns are synced, then the simulator holds the rest until released.
+    mock = mock_factory("--time-scale", SCALE, "--seed", "21", "--sync-hang-rate", "0", "--hold-syncs", "50")
     jobdir = tmp_path / "job"
     settings = {"JOBDIR": str(jobdir)}
-    first = start_crawl(mock.url, "demo", tmp_path, settings=settings)
+    first = start_crawl(mock.url, "demo", tmp_path, settings=settings, extra_env=HELD)
     try:
-        _wait_for(lambda: _synced(mock) >= 50, 60, "half the campaigns")
+        wait_for(mock.held, 60, "half the campaigns, then a held sync")
     finally:
         first.send_signal(sig)
+        mock.release()  # a graceful stop lets the held calls finish
         first.communicate(timeout=60)
     # SIGTERM is a graceful stop: in-flight requests finish, the run is recorded
     # as partial and exits 1. SIGKILL leaves buffered items in the journal.
@@ -100,17 +100,20 @@ def test_killed_run_resumes_without_resyncing(mock_factory, tmp_path, sig):
 def test_a_quiet_spell_does_not_keep_synced_rows_in_memory(mock_factory, tmp_path):
     """The flush interval is a timer: rows are written while the crawler waits for its budget."""
     db = Db(tmp_path)
-    # A 3 s window: the first ten syncs come back, then nothing for about three seconds.
-    mock = mock_factory("--time-scale", "0.05", "--quiet", "--campaigns", "15")
+    # Nine syncs come back, then the simulator holds the tenth: a quiet spell
+    # that lasts until the test ends it, far below the batch size.
+    mock = mock_factory("--time-scale", "0.05", "--quiet", "--campaigns", "15", "--hold-syncs", "9")
     crawl = start_crawl(mock.url, "demo", tmp_path, scale=0.05,
-                        extra_env={"ADCRAWLER_DB_BATCH_SIZE": "1000", "ADCRAWLER_DB_FLUSH_INTERVAL": "0.25"})
+                        extra_env={"ADCRAWLER_DB_BATCH_SIZE": "1000", "ADCRAWLER_DB_FLUSH_INTERVAL": "0.25", **HELD})
     try:
-        _wait_for(lambda: _synced(mock) >= 9, 30, "the first window's syncs")
-        time.sleep(1.0)
+        wait_for(mock.held, 30, "the first window's syncs")
+        wait_for(lambda: db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 9, 30,
+                 "the flush timer to write the nine rows")
         synced = _synced(mock)
     finally:
         crawl.kill()
         crawl.communicate(timeout=30)
+        mock.release()
     assert synced == 9  # still in the quiet spell: 1 list call + 9 syncs spent the window
     assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == synced
     # The killed run's row says so until the next run of the client finds it.
@@ -133,19 +136,20 @@ def test_postgres_outage_mid_run_loses_nothing(mock_factory, pg_url, tmp_path):
     if not Path("/etc/postgresql").is_dir():
         pytest.skip("needs the local PostgreSQL cluster's control command")
     db = Db(tmp_path, pg_url)
-    mock = mock_factory("--time-scale", SCALE, "--seed", "8")
+    mock = mock_factory("--time-scale", SCALE, "--seed", "8", "--sync-hang-rate", "0", "--hold-syncs", "20")
     # Small batches written often, and few quick retries, so the outage hits
     # writes and outlasts the retries: the spool path is exercised too.
     env = {"ADCRAWLER_DB_BATCH_SIZE": "5", "ADCRAWLER_DB_RETRIES": "2", "ADCRAWLER_DB_RETRY_BACKOFF_BASE": "0.2",
            "ADCRAWLER_DB_RETRY_BACKOFF_MAX": "0.5"}
-    crawl = start_crawl(mock.url, "demo", tmp_path, database_url=pg_url, extra_env=env)
+    crawl = start_crawl(mock.url, "demo", tmp_path, database_url=pg_url, extra_env={**env, **HELD})
     try:
-        _wait_for(lambda: _synced(mock) >= 20, 60, "a fifth of the campaigns")
+        wait_for(mock.held, 60, "a fifth of the campaigns, then a held sync")
         _pg_ctl("stop")
+        mock.release()  # the rest of the run meets the outage
         time.sleep(3)
     finally:
         _pg_ctl("start")
-    _wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True).returncode == 0,
+    wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True).returncode == 0,
               60, "PostgreSQL to accept connections again")
     out, _ = crawl.communicate(timeout=180)
     stats = latest_stats(tmp_path)
