@@ -63,6 +63,9 @@ class MockConfig:
     unknown_fields: bool = False
     ignore_page: bool = False
     gzip: bool = False
+    redirect_endpoint: str = ""  # answer this endpoint's calls with a redirect (auth, list or sync; empty: off)
+    redirect_status: int = 302
+    redirect_to: str = "self"  # base URL the redirect points to; "self": this server (same origin)
     hold_syncs: int = -1  # answer this many sync calls per client, then hold the rest until released (-1: off)
     hold_client: str = ""  # hold only this client's syncs (empty: every client's)
     seed: int | None = None
@@ -181,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
       help="answer every page with the first one and has_more true")
     a("--gzip", action="store_true", default=_flag("gzip"),
       help="gzip every JSON answer when the client accepts it")
+    a("--redirect-endpoint", choices=("", *ENDPOINTS), default=_env("redirect_endpoint", d.redirect_endpoint),
+      help="answer every call of this endpoint with a redirect to the same path on --redirect-to, once "
+           "(the redirected call carries redirected=1 and is served)")
+    a("--redirect-status", type=int, choices=(301, 302, 303, 307, 308),
+      default=_env("redirect_status", d.redirect_status), help="status of those redirects (default %(default)s)")
+    a("--redirect-to", default=_env("redirect_to", d.redirect_to),
+      help="base URL the redirects point to, or 'self' for this server (default %(default)s)")
     a("--hold-syncs", type=int, default=_env("hold_syncs", d.hold_syncs),
       help="test knob: answer this many sync calls per client, then hold every later one without an "
            "answer until POST /__mock__/release, so a test finds a run still going (-1 = off; "
@@ -205,7 +215,7 @@ def parse_config(argv: list[str] | None = None) -> MockConfig:
     if isinstance(values["accounts"], str):
         values["accounts"] = _accounts(values["accounts"])
     for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed",
-                 "out_of_range", "implausible", "unknown_statuses", "hold_syncs"):
+                 "out_of_range", "implausible", "unknown_statuses", "hold_syncs", "redirect_status"):
         values[name] = int(values[name])
     for name in ("time_scale", "rate_window", "retry_after", "fault_retry_after", "hang_seconds", "sync_delay",
                  "token_lifetime", "token_early_expiry", "numeric_strings"):

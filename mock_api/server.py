@@ -126,6 +126,9 @@ class MockApi:
     async def track(self, request: web.Request, handler):
         if request.path.startswith("/__mock__"):
             return await handler(request)
+        redirect = self._redirect(request)
+        if redirect is not None:
+            return redirect
         state = self.state
         state.in_flight += 1
         state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
@@ -136,6 +139,18 @@ class MockApi:
         if self.config.gzip and isinstance(response, web.Response) and response.content_type == "application/json":
             response.enable_compression()  # gzip or deflate, as the client's Accept-Encoding allows
         return response
+
+    def _redirect(self, request: web.Request) -> web.Response | None:
+        """--redirect-endpoint: send the call elsewhere once (the copy carries redirected=1)."""
+        config = self.config
+        endpoint = {"/auth/token": "auth", "/api/campaigns": "list"}.get(
+            request.path, "sync" if request.path.endswith("/sync") else "")
+        if not config.redirect_endpoint or endpoint != config.redirect_endpoint or "redirected" in request.query:
+            return None
+        base = "" if config.redirect_to == "self" else config.redirect_to.rstrip("/")
+        query = f"{request.query_string}&redirected=1" if request.query_string else "redirected=1"
+        self.state.count(_client(request), endpoint, config.redirect_status)
+        return web.Response(status=config.redirect_status, headers={"Location": f"{base}{request.path}?{query}"})
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.track])
