@@ -10,8 +10,11 @@ hold the client's credentials; secrets themselves never live in the file::
     email_env = "ACME_EMAIL"         # default: AD_PLATFORM_EMAIL
     password_env = "ACME_PASSWORD"   # default: AD_PLATFORM_PASSWORD
 
-A slug that is not in the registry is its own client id and uses the default
-credential variables. ``all`` means every client in the registry.
+A slug that is not in the registry is an error (a typo must not create a
+client), unless the registry says ``allow_unregistered = true`` at its top:
+then such a slug is its own client id and uses the default credential
+variables. The packaged registry does not allow it. ``all`` means every client
+in the registry.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Client:
 @dataclass
 class Registry:
     clients: dict[str, Client] = field(default_factory=dict)
+    allow_unregistered: bool = False
+    path: str = "adcrawler/clients.toml"
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Registry":
@@ -70,6 +75,13 @@ class Registry:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ClientConfigError(f"{path}: not valid TOML: {exc}") from None
+        unknown_keys = set(data) - {"clients", "allow_unregistered"}
+        if unknown_keys:
+            raise ClientConfigError(f"{path}: unknown keys {sorted(unknown_keys)} (expected [clients.<slug>] "
+                                    "tables and allow_unregistered)")
+        allow = data.get("allow_unregistered", False)
+        if not isinstance(allow, bool):
+            raise ClientConfigError(f"{path}: allow_unregistered must be true or false")
         clients = {}
         for slug, entry in (data.get("clients") or {}).items():
             if not SLUG.match(slug) or not isinstance(entry, dict):
@@ -82,7 +94,7 @@ class Registry:
                 raise ClientConfigError(f"{path}: client {slug!r} has an invalid client_id")
             clients[slug] = Client(slug=slug, client_id=client_id,
                                    **{k: str(entry[k]) for k in ("email_env", "password_env") if k in entry})
-        return cls(clients)
+        return cls(clients, allow, str(path))
 
     def select(self, argument: str) -> list[Client]:
         """Resolve ``-a client=...``: one slug, a comma-separated list, or ``all``."""
@@ -97,6 +109,10 @@ class Registry:
         for slug in (s.strip() for s in argument.split(",")):
             if not SLUG.match(slug):
                 raise ClientConfigError(f"invalid client slug {slug!r}")
+            if slug not in self.clients and not self.allow_unregistered:
+                known = ", ".join(sorted(self.clients)) or "none"
+                raise ClientConfigError(f"client {slug!r} is not in the registry {self.path} (known: {known}); "
+                                        "add it there, or name another registry with ADCRAWLER_CLIENTS_FILE")
             chosen[slug] = self.clients.get(slug) or Client(slug=slug, client_id=slug)
         ids = [c.client_id for c in chosen.values()]
         if len(set(ids)) != len(ids):

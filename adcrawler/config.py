@@ -60,9 +60,25 @@ def _bool(text: str) -> bool:
     raise ValueError
 
 
+# A host name or an address: what a URL's host may be (no spaces, no stray characters).
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                   r"[A-Za-z0-9])?)*\.?|\[?[0-9A-Fa-f:.]+\]?)$")
+
+
+def _url_parts(text: str) -> Any:
+    """``urlsplit`` with every part checked: a usable host, a port in range, no spaces."""
+    parts = urlsplit(text)
+    if any(ch.isspace() or ord(ch) < 32 for ch in text):
+        raise ValueError
+    parts.port  # noqa: B018 - raises ValueError on a port out of range or not a number
+    if parts.hostname is not None and not _HOST.match(parts.hostname):
+        raise ValueError
+    return parts
+
+
 def _http_url(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = _url_parts(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError
     return text.strip().rstrip("/")
 
@@ -73,7 +89,16 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def _database_url(text: str) -> str:
     text = text.strip()
-    if text and not text.startswith(("postgresql://", "postgres://", "sqlite:///")):
+    if not text:
+        return text
+    if text.startswith("sqlite:///"):
+        if not text[len("sqlite:///"):].strip():
+            raise ValueError
+        return text
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError
+    parts = _url_parts(text)  # the host may also come from the query (a socket directory)
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
         raise ValueError
     return text
 
@@ -131,7 +156,8 @@ SECONDS_OR_ZERO = Kind("a number of seconds >= 0 (0 = off)", _number(float, 0, T
 BOOL = Kind("true or false", _bool, "maybe")
 HTTP_URL = Kind("an http:// or https:// URL", _http_url, "ftp://example.com")
 OPTIONAL_URL = Kind("an http:// or https:// URL, or empty for off", _optional(_http_url), "localhost:9091")
-DATABASE = Kind("postgresql://..., sqlite:///path, or empty for the SQLite file", _database_url, "mysql://db")
+DATABASE = Kind("postgresql://[user[:password]@]host[:port]/dbname, sqlite:///path, or empty for the SQLite file",
+                _database_url, "mysql://db")
 PATH = Kind("a path", _non_empty, " ")
 OPTIONAL_PATH = Kind("a path, or empty for off", lambda t: t.strip(), "")
 REGISTRY = Kind("the path of an existing TOML file, or empty for the packaged registry", _existing_file,
@@ -154,6 +180,7 @@ class Setting:
     doc: str
     scrapy: str | None = None  # the Scrapy setting this one drives
     command: str = "crawl"  # who reads it: "crawl" or "dispatch"
+    secret: bool = False  # may hold a password: its value is never shown
 
 
 SETTINGS: list[Setting] = [
@@ -185,7 +212,8 @@ SETTINGS: list[Setting] = [
     Setting("ADCRAWLER_TOKEN_REFRESH_MARGIN", "60", SECONDS_OR_ZERO,
             "refresh a token this long before it expires (at most a tenth of its life)"),
     # -- Storage
-    Setting("DATABASE_URL", "", DATABASE, "empty or `sqlite:///path` = SQLite; `postgresql://...` = PostgreSQL"),
+    Setting("DATABASE_URL", "", DATABASE, "empty or `sqlite:///path` = SQLite; `postgresql://...` = PostgreSQL",
+            secret=True),
     Setting("ADCRAWLER_SQLITE_PATH", "data/adcrawler.sqlite3", PATH, "SQLite file when `DATABASE_URL` is empty"),
     Setting("ADCRAWLER_DB_BATCH_SIZE", "50", COUNT, "rows per batch (one transaction)"),
     Setting("ADCRAWLER_DB_FLUSH_INTERVAL", "5", SECONDS,
@@ -193,6 +221,12 @@ SETTINGS: list[Setting] = [
     Setting("ADCRAWLER_DB_RETRIES", "5", COUNT_OR_ZERO, "retries of a batch while the database is unreachable"),
     Setting("ADCRAWLER_DB_RETRY_BACKOFF_BASE", "1", SECONDS, "backoff between batch retries: base (s)"),
     Setting("ADCRAWLER_DB_RETRY_BACKOFF_MAX", "30", SECONDS, "backoff between batch retries: cap (s)"),
+    Setting("ADCRAWLER_DB_STATEMENT_TIMEOUT", "30", SECONDS,
+            "longest a database statement may take (s), waits included; then it is a fault: retried, then spooled"),
+    Setting("ADCRAWLER_DB_LOCK_TIMEOUT", "5", SECONDS,
+            "longest a statement waits for another session's lock (s; SQLite: its busy timeout)"),
+    Setting("ADCRAWLER_LOCK_CHECK_INTERVAL", "5", SECONDS,
+            "how often the run checks it still holds its clients' locks (s); a lost one interrupts its client"),
     Setting("ADCRAWLER_SPOOL_DIR", "data/spool", PATH, "where batches go when the database stays down"),
     # -- Operating
     Setting("ADCRAWLER_STATS_DIR", "data/stats", OPTIONAL_PATH, "one JSON stats file per run (empty = off)"),
@@ -239,7 +273,8 @@ def parse(name: str, raw: Any) -> Any:
     try:
         return setting.kind.parse(_text(raw))
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}={_text(raw)!r}: expected {setting.kind.form}") from None
+        shown = " (value not shown: it may hold a password)" if setting.secret else f"={_text(raw)!r}"
+        raise ConfigError(f"{name}{shown}: expected {setting.kind.form}") from None
 
 
 def value(settings: BaseSettings | Mapping[str, Any], name: str) -> Any:

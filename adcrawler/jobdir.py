@@ -5,7 +5,8 @@ It holds only two files of ours, both JSON:
 - ``adcrawler-run.json``: ``{"run_id", "state"}``, ``state`` being ``running``
   until the run ends. A job directory whose run ended starts a new run; only
   one whose run was interrupted (killed, or stopped with SIGTERM) resumes it,
-  with the same run id;
+  with the same run id. Written only once the run holds a client: a process
+  that holds none (another run has them all) leaves the directory alone;
 - ``adcrawler-journal.jsonl``: every item the moment it reaches the pipeline,
   until its batch is committed. A run killed with items still buffered stores
   them when it resumes.
@@ -17,11 +18,16 @@ requests whose answers were stored, and the seen-requests file would drop the
 requests that were in flight at the kill. What a kill can cost is bounded by
 the requests in flight at that moment, at most ``ADCRAWLER_RATE_LIMIT`` per
 client: their sync may reach the platform again on resume.
+
+One live process per job directory: the crawl command :func:`claim`s it
+before anything starts, and a second start on it is refused with one line.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +59,7 @@ class JobState:
             data = {}
         if data.get("state") == "running" and isinstance(data.get("run_id"), str):
             return cls(data["run_id"], resumed=True, path=path)
-        state = cls(uuid.uuid4().hex, path=path)
-        state.save("running")
-        return state
+        return cls(uuid.uuid4().hex, path=path)  # written once the run holds a client
 
     def save(self, state: str) -> None:
         if self.path is not None:
@@ -64,6 +68,28 @@ class JobState:
 
     def journal(self) -> "Journal | None":
         return Journal(self.path.parent / JOURNAL_FILE, self.run_id) if self.path else None
+
+
+class JobDirInUse(Exception):
+    """Another live process works in this job directory."""
+
+
+_claimed: list[int] = []  # descriptors kept open, and so locked, until the process ends
+
+
+def claim(jobdir: str) -> None:
+    """Make ``jobdir`` this process's alone for as long as it lives (an OS lock
+    on the directory itself, released by the kernel if the process dies), or
+    raise :class:`JobDirInUse`. Creates the directory, writes nothing in it."""
+    path = private_dir(Path(jobdir))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JobDirInUse(f"JOBDIR {jobdir} is in use by another crawl that is still running; "
+                          "give each crawl its own job directory") from None
+    _claimed.append(fd)
 
 
 class Journal:

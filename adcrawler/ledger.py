@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-WAITING, HELD, SKIPPED = "waiting", "held", "skipped"
+WAITING, HELD, SKIPPED, INTERRUPTED = "waiting", "held", "skipped", "interrupted"
 
 # Sent by the run records once the run holds its clients' locks, with
 # ``job`` (the JobState) and ``clients`` (the client ids held).
@@ -76,7 +76,10 @@ class ClientRun:
 
     client: Client
     listing: Listing
-    state: str = WAITING  # HELD once this run holds the client's lock; SKIPPED when another run does
+    # HELD once this run holds the client's lock; SKIPPED when another run does;
+    # INTERRUPTED when the run stopped working for it (its lock lost, nowhere to store).
+    state: str = WAITING
+    interruption: str | None = None
     started_at: datetime | None = None
     last_answer_at: datetime | None = None
     listing_done: bool = False
@@ -131,6 +134,7 @@ class RunLedger:
         self.clock = clock
         self.runs: dict[str, ClientRun] = {}
         self.finish_reason: str | None = None
+        self.notices: list[str] = []
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "RunLedger":
@@ -160,14 +164,33 @@ class RunLedger:
         """Clients whose lock this run holds: the ones it works for."""
         return [c for c, run in self.runs.items() if run.state == HELD]
 
+    def owned(self) -> list[str]:
+        """Clients this run took the lock of, held still or interrupted since: the ones it records."""
+        return [c for c, run in self.runs.items() if run.state in (HELD, INTERRUPTED)]
+
+    def may_send(self, client: str) -> bool:
+        """Whether a request of ``client`` may go out (unknown clients: yes)."""
+        run = self.runs.get(client)
+        return run is None or run.state == HELD
+
     def hold(self, client: str) -> None:
         run = self.runs[client]
-        run.state, run.started_at = HELD, self.clock()
+        run.state, run.started_at = HELD, run.started_at or self.clock()
 
     def skip(self, client: str) -> None:
         """Another run holds the client: nothing is sent for it."""
         self.runs[client].state = SKIPPED
         self.stats.set("locked", 1, client)
+
+    def interrupt(self, client: str, reason: str) -> None:
+        """Stop working for ``client`` at once (its lock was lost...): nothing more
+        is sent for it, and its outcome is ``interrupted`` with ``reason``."""
+        run = self.runs[client]
+        if run.state != HELD:
+            return
+        run.state, run.interruption = INTERRUPTED, reason
+        self.stats.inc("clients_interrupted", client)
+        logger.error("Client %s: %s; nothing more is sent for it", client, reason, extra={"client": client})
 
     def fail_auth(self, client: str, reason: str) -> bool:
         """The client could not authenticate; True when no held client is left that can."""
@@ -175,6 +198,12 @@ class RunLedger:
         self.stats.inc("auth_failed", client)
         self.stats.set("auth_failure", reason, client)
         return all(self.runs[c].auth_failure for c in self.held())
+
+    def notice(self, problem: str) -> None:
+        """Something the run could not do that no client's outcome owns (a metrics
+        push): the last line names it and the exit status is 1."""
+        if problem not in self.notices:
+            self.notices.append(problem)
 
     # -- what happened to requests and rows ------------------------------------------
     def sent(self, client: str) -> None:
@@ -213,6 +242,8 @@ class RunLedger:
     def fault(self, client: str, reason: str) -> None:
         """The run could not record something it owes (its run row...): the outcome says so."""
         run = self.runs[client]
+        if reason in run.faults:
+            return
         run.faults.append(reason)
         if run.outcome is not None:  # already settled: settle again with the fault
             self._settle(run)
@@ -229,7 +260,7 @@ class RunLedger:
         self.finish_reason = reason
         now = self.clock()
         for run in self.runs.values():
-            if run.state == HELD:
+            if run.state in (HELD, INTERRUPTED):
                 run.last_answer_at = run.last_answer_at or now
                 self._close(run)
             self._settle(run)
@@ -257,4 +288,7 @@ class RunLedger:
 
     def final_line(self) -> tuple[bool, str]:
         """(complete, the last line a person reads)."""
-        return final_line(self.outcomes(), str(self.finish_reason))
+        complete, line = final_line(self.outcomes(), str(self.finish_reason))
+        if self.notices:
+            return False, f"{line}; but {'; '.join(self.notices)}"
+        return complete, line

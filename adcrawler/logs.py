@@ -90,3 +90,14 @@ def error_line(message: str, settings: BaseSettings | None = None) -> str:
         return json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                            "level": "ERROR", "logger": "adcrawler", "message": message, "run_id": None})
     return f"adcrawler: {message}"
+
+
+def log_failure(task: Any) -> None:
+    """Done-callback for a background task: its failure is logged once, with its
+    reason, instead of asyncio's "Task exception was never retrieved"."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        logging.getLogger("adcrawler").error("A background task failed: %s: %s", type(exc).__name__, exc,
+                                             exc_info=exc)

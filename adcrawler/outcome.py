@@ -6,7 +6,9 @@
   (``2 quarantined, 1 sync failed, 3 of 100 announced campaigns never listed``);
 - ``failed``: nothing usable: the credentials were refused, the token endpoint
   never answered, or the list could not be read at all;
-- ``skipped``: another run holds the client's lock; that run does the work.
+- ``skipped``: another run holds the client's lock; that run does the work;
+- ``interrupted``: the run stopped working for the client midway (its lock
+  was lost, or the rows had nowhere to go), with the reason.
 
 The run ledger settles each client's outcome from its state when the crawl
 closes (and again if the run then fails to record it); the run records, the
@@ -24,8 +26,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from adcrawler.ledger import ClientRun
 
-SUCCEEDED, PARTIAL, FAILED, SKIPPED = "succeeded", "partial", "failed", "skipped"
-OUTCOMES = (SUCCEEDED, PARTIAL, FAILED, SKIPPED)
+SUCCEEDED, PARTIAL, FAILED, SKIPPED, INTERRUPTED = "succeeded", "partial", "failed", "skipped", "interrupted"
+OUTCOMES = (SUCCEEDED, PARTIAL, FAILED, SKIPPED, INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ def client_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
     did not run to its end (SIGTERM, a fatal error)."""
     if run.state == "skipped":
         return Outcome(SKIPPED, ("another run is syncing this client",))
+    if run.state == "interrupted":
+        return Outcome(INTERRUPTED, (str(run.interruption), *run.faults))
     if run.auth_failure:
         return Outcome(FAILED, (run.auth_failure, *run.faults))
     seen, expected = run.seen, run.listing.total

@@ -21,6 +21,9 @@ Two meta keys, set by the retry middleware, ask for waits:
 - ``adcrawler_pause`` (seconds): the platform answered 429; the whole client
   pauses that long and its limit is lowered (see ``RollingWindowBudget``).
 
+A client the run ledger says may no longer send (its lock was lost, see
+:mod:`adcrawler.ledger`) has its waiting requests dropped, never sent.
+
 The engine asks for requests when a download finishes; when only the budget
 can wake a client, a timer hands one of its requests back through
 ``engine.crawl()``, the engine's public way in, which also makes it ask again.
@@ -126,6 +129,12 @@ class BudgetScheduler:
             self._in_ready.discard(client)
             queue = self._queues.get(client)
             if not queue:
+                continue
+            if not self.ledger.may_send(client):
+                # The run stopped working for this client (its lock was lost...):
+                # what waits is never sent.
+                self._queued -= len(queue)
+                queue.clear()
                 continue
             wait = self.budget(client).wait_time() if client else 0.0
             if wait > 0:

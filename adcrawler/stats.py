@@ -31,6 +31,8 @@ COUNTERS = {
     "list_failed": "list pages given up on",
     "sync_passes": "extra passes over failed syncs",
     "auth_failed": "clients that could not authenticate",
+    "clients_interrupted": "clients the run stopped working for midway (lock lost, nowhere to store rows)",
+    "metrics_push_failed": "clients whose metrics could not be pushed to the Pushgateway",
     "requests_sent": "API requests sent (list and sync, retries included)",
     "responses": "answers received; per endpoint and status (`responses/<endpoint>_<status>`), retried ones included",
     "retries": "API requests retried, 429s and refused tokens included; per reason (`retries/<reason>`: "
@@ -40,6 +42,7 @@ COUNTERS = {
     "token_refreshes": "bearer tokens obtained (the first one included)",
     "token_rejected": "API answers that refused the bearer token (401)",
     "token_retries": "token requests retried; per reason (`token_retries/<reason>`)",
+    "redirects_refused": "requests not sent because a redirect pointed outside the platform's origin",
     "rows_inserted": "campaign rows inserted",
     "rows_updated": "campaign rows updated",
     "rows_unchanged": "campaign rows already up to date (not rewritten)",

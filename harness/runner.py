@@ -20,6 +20,7 @@ from adcrawler.stats import key
 from harness.timescale import crawler_env
 
 ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = ROOT / "harness" / "clients.toml"  # lets the benchmarks make up clients
 DEMO_EMAIL = "admin@mixoads.com"
 DEMO_PASSWORD = "SuperSecret123!"
 
@@ -51,6 +52,7 @@ def crawl_command(api_url: str, clients: str, workdir: Path, *, scale: float = 0
         "ADCRAWLER_SQLITE_PATH": str(workdir / "adcrawler.sqlite3"),
         "ADCRAWLER_STATS_DIR": str(workdir / "stats"),
         "ADCRAWLER_SPOOL_DIR": str(workdir / "spool"),
+        "ADCRAWLER_CLIENTS_FILE": str(REGISTRY),
         **(extra_env or {}),
     }
     cmd = [sys.executable, "-m", "scrapy", "crawl", "campaigns", "-a", f"client={clients}"]

@@ -1,7 +1,8 @@
 """``scrapy crawl``, with checked settings and an exit status that tells the truth.
 
-Before anything starts, every setting, the client registry and ``-a client=``
-are checked: a bad one prints one line naming it and exits 2. After the crawl,
+Before anything starts, every setting, the client registry, ``-a client=``
+(a slug must be in the registry) and the other spider arguments are checked,
+and the job directory is claimed: a bad one prints one line naming it and exits 2. After the crawl,
 the exit status is 0 only when the spider finished normally and every client
 either succeeded or was skipped because another run holds it; otherwise 1. The
 last log line names each incomplete client's outcome and reasons.
@@ -16,9 +17,11 @@ import logging
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
+from adcrawler import jobdir
 from adcrawler.clients import ClientConfigError, Registry
 from adcrawler.config import value
 from adcrawler.ledger import RunLedger
+from adcrawler.spiders.campaigns import CampaignsSpider
 
 from . import fail, prepare
 
@@ -31,9 +34,15 @@ class Command(ScrapyCrawl):
         assert self.settings is not None
         prepare(self.settings)
         try:
+            unknown = sorted(set(opts.spargs) - set(CampaignsSpider.arguments))
+            if unknown:
+                raise ClientConfigError(f"unknown spider argument(s) {', '.join(unknown)}: campaigns takes "
+                                        "-a client=<slug>, -a client=a,b or -a client=all")
             registry = Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None)
             registry.select(opts.spargs.get("client", ""))
-        except ClientConfigError as exc:
+            if self.settings.get("JOBDIR"):
+                jobdir.claim(self.settings["JOBDIR"])
+        except (ClientConfigError, jobdir.JobDirInUse) as exc:
             fail(str(exc), self.settings)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:

@@ -40,7 +40,7 @@ from scrapy.utils.asyncio import run_in_thread
 from adcrawler.config import value
 from adcrawler.ledger import RunLedger
 from adcrawler.outcome import OUTCOMES
-from adcrawler.stats import client_stats, clients_in
+from adcrawler.stats import RunStats, client_stats, clients_in
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -184,12 +184,16 @@ class PrometheusMetrics:
         self.run["adcrawler_run_end_timestamp_seconds"] = time.time()
         if self.pushgateway:
             stats, run = self.snapshot()  # before the first await: see the class docstring of RunRecords
-            await run_in_thread(self.push, stats, run)
+            for client in await run_in_thread(self.push, stats, run):
+                RunStats(self.crawler).inc("metrics_push_failed", client)
+                RunLedger.of(self.crawler).notice(f"the metrics of {client} were not pushed")
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
 
-    def push(self, stats: dict[str, Any], run: dict[str, float]) -> None:
+    def push(self, stats: dict[str, Any], run: dict[str, float]) -> list[str]:
+        """Push each client's group; returns the clients whose push failed."""
+        failed = []
         for client in self._running_clients(stats):
             registry = CollectorRegistry(auto_describe=False)
             registry.register(StatsMetrics(lambda: (stats, run), lambda _, c=client: [c]))
@@ -199,3 +203,5 @@ class PrometheusMetrics:
             except OSError as exc:
                 logger.error("Could not push metrics of client %s to the Pushgateway: %s", client, exc,
                              extra={"client": client})
+                failed.append(client)
+        return failed

@@ -9,7 +9,18 @@ When the spider opens, for each client:
 - runs of the client that never finished (killed) are marked ``interrupted``
   and logged;
 - this run's row is written as ``running``, so a run killed from now on shows
-  as such until the next run of the client marks it.
+  as such until the next run of the client marks it. A client whose row cannot
+  be written is not synced (its outcome says why).
+
+A lock is a lease: every ``ADCRAWLER_LOCK_CHECK_INTERVAL`` seconds the run
+checks it still holds each client's lock (the PostgreSQL session that took it
+is alive; the lock file is still the one at its path). A client whose lock is
+lost is interrupted at once: nothing more is sent for it, and its run is
+recorded ``interrupted`` with the reason. Locks are never taken again
+silently on a new connection. Every statement is bounded
+(``ADCRAWLER_DB_STATEMENT_TIMEOUT``, ``ADCRAWLER_DB_LOCK_TIMEOUT``).
+
+A process that holds no client writes nothing into the job directory.
 
 Which clients the run holds or skips is recorded in the run ledger; then the
 ``clients_held`` signal tells the store pipeline which run it writes for (it
@@ -22,25 +33,29 @@ The run id comes from the job directory when there is one (see
 :mod:`adcrawler.jobdir`): an interrupted run resumes under its id, a finished
 one is followed by a new run.
 
-Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH, JOBDIR.
+Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH, JOBDIR, ADCRAWLER_LOCK_CHECK_INTERVAL,
+ADCRAWLER_DB_STATEMENT_TIMEOUT, ADCRAWLER_DB_LOCK_TIMEOUT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.utils.asyncio import run_in_thread
+from scrapy.utils.asyncio import run_in_thread, sleep
 
 from adcrawler import logs
 from adcrawler.config import value
 from adcrawler.jobdir import JobState
 from adcrawler.ledger import CLIENTS_HELD, RunLedger
+from adcrawler.logs import log_failure
 from adcrawler.outcome import SUCCEEDED
 from adcrawler.stats import PREFIX, RunStats, key
-from adcrawler.store import Store, StoreError, first_line, open_store
+from adcrawler.store import Store, Waits, first_line, open_store, waits_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -49,21 +64,27 @@ logger = logging.getLogger(__name__)
 
 
 class RunRecords:
-    def __init__(self, crawler: Crawler, database_url: str, sqlite_path: str, jobdir: str | None):
+    def __init__(self, crawler: Crawler, database_url: str, sqlite_path: str, jobdir: str | None,
+                 waits: Waits = Waits(), check_interval: float = 5.0):
         self.crawler = crawler
         self.database_url = database_url
         self.sqlite_path = sqlite_path
+        self.waits = waits
+        self.check_interval = check_interval
         self.job = JobState.load(jobdir)
         self.stats = RunStats(crawler)
         self.stats.set("run_id", self.job.run_id)
         logs.set_run_id(self.job.run_id)
         self.store: Store | None = None
+        self.db = asyncio.Lock()  # one call at a time on the connection that holds the locks
+        self.heartbeat: asyncio.Task | None = None
         self.last_success: dict[str, float] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "RunRecords":
         s = crawler.settings
-        ext = cls(crawler, value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), s.get("JOBDIR") or None)
+        ext = cls(crawler, value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), s.get("JOBDIR") or None,
+                  waits_of(s), value(s, "ADCRAWLER_LOCK_CHECK_INTERVAL"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
@@ -74,7 +95,7 @@ class RunRecords:
 
     async def spider_opened(self, spider: Any) -> None:
         try:
-            self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path)
+            self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path, self.waits)
             await run_in_thread(self.store.migrate)
         except Exception as exc:  # noqa: BLE001 - the pipeline has already closed the spider
             logger.error("Run records unavailable: %s", first_line(exc))
@@ -88,45 +109,76 @@ class RunRecords:
                 logger.warning("Client %s is being synced by another run against this database; skipped",
                                client, extra={"client": client})
                 continue
+            run = self.ledger.run(client)
+            run.started_at = datetime.now(timezone.utc)
+            try:
+                stale = await run_in_thread(self.store.start_run, self.job.run_id, client, run.started_at)
+                last = await run_in_thread(self.store.last_success, client)
+            except Exception as exc:  # noqa: BLE001 - a run that cannot be recorded is not started
+                logger.error("Client %s: its run cannot be recorded (%s: %s); not synced", client,
+                             type(exc).__name__, first_line(exc), extra={"client": client})
+                self.ledger.fault(client, "the run record could not be written")
+                continue
             self.ledger.hold(client)
-            for run_id, started in await run_in_thread(self.store.start_run, self.job.run_id, client,
-                                                      self.ledger.run(client).started_at):
+            for run_id, started in stale:
                 logger.warning("Client %s: run %s (started %s) never finished: the process ended first; "
                                "recorded as interrupted", client, run_id, started, extra={"client": client})
-            last = await run_in_thread(self.store.last_success, client)
             if last is not None:
                 self.last_success[client] = last.timestamp()
+        if not self.ledger.held():
+            return  # a process that holds no client leaves the job directory alone
+        self.job.save("running")
+        self.heartbeat = asyncio.ensure_future(self._check_locks())
+        self.heartbeat.add_done_callback(log_failure)
         await self.crawler.signals.send_catch_log_async(signal=CLIENTS_HELD, job=self.job,
                                                         clients=self.ledger.held())
 
+    async def _check_locks(self) -> None:
+        """Every ADCRAWLER_LOCK_CHECK_INTERVAL: a client whose lock was lost is
+        interrupted at once (another run may be syncing it now)."""
+        while True:
+            await sleep(self.check_interval)
+            async with self.db:
+                lost = await run_in_thread(self.store.locks_lost)
+            for client in lost:
+                self.ledger.interrupt(client, "its lock was lost: another run may be syncing it")
+
     async def spider_closed(self, spider: Any, reason: str) -> None:
-        # Before the first await: the stats file and the metrics push, whose
-        # handlers start after this one, read what is set here.
+        # Before the first await: the metrics push, whose handler starts after
+        # this one, reads what is set here.
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
         now = time.time()
-        for client in self.ledger.held():
+        for client in self.ledger.owned():
             if self.ledger.run(client).outcome.name == SUCCEEDED:
                 self.last_success[client] = now
             if client in self.last_success:
                 self.stats.set("last_success_timestamp", self.last_success[client], client)
         all_stats = dict(self.crawler.stats.get_stats())
-        if self.store is None:
+        if self.store is None or not self.ledger.owned():
+            if self.store is not None:
+                await run_in_thread(self.store.close)
             return
-        for client in self.ledger.held():
-            row = await self._row(client, reason, all_stats)
-            for attempt in (1, 2):
-                try:
-                    await run_in_thread(self.store.record_run, row)
-                    break
-                except (StoreError, *self.store.transient) as exc:
-                    if attempt == 2:
-                        logger.error("Could not record the run of client %s: %s", client, first_line(exc),
-                                     extra={"client": client})
-                        self.ledger.fault(client, "the run record could not be written")
-                    else:  # a connection lost during the run: one more try on a new one
-                        await run_in_thread(self._reconnect)
+        async with self.db:
+            for client in self.ledger.owned():
+                await self._record(client, reason, all_stats)
+            await run_in_thread(self.store.close)  # releases the locks
         # A job directory whose run ended starts a new run next time; a stopped one resumes.
         self.job.save("running" if reason == "shutdown" else "finished")
-        await run_in_thread(self.store.close)  # releases the locks
+
+    async def _record(self, client: str, reason: str, all_stats: dict[str, Any]) -> None:
+        row = await self._row(client, reason, all_stats)
+        for attempt in (1, 2):
+            try:
+                await run_in_thread(self.store.record_run, row)
+                return
+            except Exception as exc:  # noqa: BLE001 - said in the outcome, never a traceback
+                if attempt == 2:
+                    logger.error("Could not record the run of client %s: %s: %s", client, type(exc).__name__,
+                                 first_line(exc), extra={"client": client})
+                    self.ledger.fault(client, "the run record could not be written")
+                else:  # a connection lost during the run: one more try on a new one
+                    await run_in_thread(self._reconnect)
 
     def _reconnect(self) -> None:
         try:
@@ -142,7 +194,7 @@ class RunRecords:
         try:
             # From the database, so a resumed run counts its earlier attempts too.
             synced, failed = await run_in_thread(self.store.run_counts, self.job.run_id, client)
-        except (StoreError, *self.store.transient):
+        except Exception:  # noqa: BLE001 - the run's own count will do
             synced, failed = len(run.synced), len(run.failed)
         own, any_client = key("", client), f"{PREFIX}/client/"
         return {

@@ -1,7 +1,8 @@
 """Writes the run's stats as one JSON file per run.
 
-Path: ``ADCRAWLER_STATS_DIR/<run id>-<start time>.json`` (empty setting =
-off); a resumed run keeps its run id, so each attempt gets its own file. The file
+Written when the engine stops, after every ``spider_closed`` handler (run
+records, metrics pushes) has run. Path:
+``ADCRAWLER_STATS_DIR/<run id>-<start time>.json`` (empty setting = off); a resumed run keeps its run id, so each attempt gets its own file. The file
 holds Scrapy's stats and ours (``adcrawler/...``, listed in the README), with
 dates in ISO 8601. The same stats go into the run's ``sync_runs`` rows.
 
@@ -46,14 +47,13 @@ class StatsDump:
         if not directory:
             raise NotConfigured
         ext = cls(crawler, Path(directory))
-        # After the spider and the run records (see EXTENSIONS in settings.py):
-        # handlers start in the order they were connected.
-        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
+        # Once everything that closes with the spider is done (run records,
+        # metrics pushes): the file holds the run's last word, finish_time included.
+        crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
         return ext
 
-    async def spider_closed(self, spider: Any, reason: str) -> None:
+    async def engine_stopped(self) -> None:
         stats = dict(self.crawler.stats.get_stats())
-        stats.setdefault("finish_reason", reason)
         run_id = stats.get(key("run_id"), "run")
         started = stats.get("start_time") or datetime.now()
         self.path = self.directory / f"{run_id}-{started:%Y%m%dT%H%M%S%f}.json"

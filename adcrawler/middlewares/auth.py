@@ -6,6 +6,12 @@ bearer token on an API call (refreshed first if needed). ``process_response``
 and ``process_exception`` remove them again, so a request copied for a retry,
 or queued, never carries a stale or secret header.
 
+Credentials are bound to the platform's origin (scheme, host and port of
+``AD_PLATFORM_API_URL``). A redirect to the same origin is followed; a request
+of a client that a redirect sends to any other origin is not sent at all
+(``ForeignOrigin``, counted in ``redirects_refused``), and its client fails
+with a reason that names the other origin: nothing more is sent for it.
+
 Tokens: obtained on first use, refreshed ``ADCRAWLER_TOKEN_REFRESH_MARGIN``
 seconds before they expire, and dropped when the platform refuses one (the
 retry middleware calls :meth:`invalidate` and sends the request again). One
@@ -44,6 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
@@ -55,6 +62,7 @@ from adcrawler.answers import Decision, Verdict, decide_exception, decide_respon
 from adcrawler.clients import ClientConfigError
 from adcrawler.config import value
 from adcrawler.ledger import RunLedger
+from adcrawler.logs import log_failure
 from adcrawler.meta import CLIENT, ENDPOINT, TOKEN_FOR, TOKEN_SERIAL
 from adcrawler.retrying import RetryPolicy
 from adcrawler.stats import RunStats
@@ -70,6 +78,17 @@ class AuthenticationFailed(IgnoreRequest):
     """The client's credentials were refused or could not be checked."""
 
 
+class ForeignOrigin(AuthenticationFailed):
+    """A request of a client was about to leave the platform's origin (a redirect):
+    it is not sent, and the client fails with this reason."""
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``, the default port filled in."""
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+
+
 @dataclass
 class _ClientAuth:
     token: Token | None = None
@@ -83,6 +102,8 @@ class BearerTokenMiddleware:
                  retry_codes: frozenset[int], retry_after_cap: float, clock: Callable[[], float] = time.monotonic):
         self.crawler = crawler
         self.token_url = f"{api_url}/auth/token"
+        self.origin = origin(api_url)
+        self.api_origin = "{}://{}:{}".format(*self.origin)
         self.margin = margin
         self.timeout = timeout
         self.policy = policy
@@ -106,6 +127,17 @@ class BearerTokenMiddleware:
 
     # -- credentials on the wire ------------------------------------------------------
     async def process_request(self, request: Request) -> None:
+        client = request.meta.get(TOKEN_FOR) or request.meta.get(CLIENT)
+        if client and origin(request.url) != self.origin:
+            # A redirect copy: Scrapy's redirect middleware drops the header
+            # across origins, and credentials are never added back to one.
+            self.stats.inc("redirects_refused", client)
+            scheme, host, port = origin(request.url)
+            reason = (f"the platform redirected to another origin ({scheme}://{host}:{port}); "
+                      f"credentials go only to {self.api_origin}")
+            if request.meta.get(CLIENT):
+                self._fail(client, reason)  # the token request's refresh does it for a token request
+            raise ForeignOrigin(reason)
         if request.meta.get(TOKEN_FOR):
             request.headers["Authorization"] = f"Basic {self._basic(request.meta[TOKEN_FOR])}"
         elif request.meta.get(CLIENT):
@@ -144,6 +176,8 @@ class BearerTokenMiddleware:
             return auth.token
         if auth.refreshing is None:
             auth.refreshing = asyncio.ensure_future(self._refresh(client, auth))
+            # Its failure is logged by _fail and raised to every waiter; if none is left, not again.
+            auth.refreshing.add_done_callback(lambda task: task.cancelled() or task.exception())
         return await asyncio.shield(auth.refreshing)
 
     def invalidate(self, request: Request) -> None:
@@ -162,15 +196,23 @@ class BearerTokenMiddleware:
                         extra={"client": client})
             return auth.token
         except AuthenticationFailed as exc:
-            auth.failure = str(exc)
-            logger.error("Client %s: %s", client, exc, extra={"client": client})
-            if self.ledger.fail_auth(client, auth.failure):
-                logger.error("No client could authenticate; closing the spider")
-                # Kept: the event loop holds only a weak reference to tasks.
-                self._closing = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="auth_failed"))
+            self._fail(client, str(exc))
             raise
         finally:
             auth.refreshing = None
+
+    def _fail(self, client: str, reason: str) -> None:
+        """The client cannot be authenticated: nothing more is sent for it."""
+        auth = self.clients.setdefault(client, _ClientAuth())
+        if auth.failure:
+            return
+        auth.failure = reason
+        logger.error("Client %s: %s", client, reason, extra={"client": client})
+        if self.ledger.fail_auth(client, reason):
+            logger.error("No client could authenticate; closing the spider")
+            # Kept: the event loop holds only a weak reference to tasks.
+            self._closing = asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="auth_failed"))
+            self._closing.add_done_callback(log_failure)
 
     async def _obtain(self, client: str) -> Token:
         """Ask the token endpoint until it gives a token or refuses the credentials."""
@@ -182,7 +224,7 @@ class BearerTokenMiddleware:
             try:
                 response = await self.crawler.engine.download_async(request)
             except AuthenticationFailed:
-                raise
+                raise  # a foreign redirect of the token request included
             except Exception as exc:  # noqa: BLE001 - judged like any failed download
                 decision, status = decide_exception(exc), None
             else:

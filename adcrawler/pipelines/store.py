@@ -8,11 +8,18 @@ worker thread so the event loop never blocks.
 - A row the database refuses for good (a value out of a column's range) is
   found by halving the batch, quarantined with the database's reason, and the
   rest of the batch commits (see ``Store.write``).
-- While the database is unreachable, a batch is retried as the retry policy
-  says (``ADCRAWLER_DB_RETRIES``, ``ADCRAWLER_DB_RETRY_BACKOFF_*``; see
-  :mod:`adcrawler.retrying`) with a reconnect; if it stays unreachable the
+- Any other failure is a fault of the database, not of the rows (unreachable,
+  a statement or lock timeout, permission denied, a full disk): the batch is
+  retried as the retry policy says (``ADCRAWLER_DB_RETRIES``,
+  ``ADCRAWLER_DB_RETRY_BACKOFF_*``; see :mod:`adcrawler.retrying`) with a
+  reconnect, never while the crawl is being stopped; if it still fails the
   batch is appended to a spool file in ``ADCRAWLER_SPOOL_DIR`` (replay it with
-  ``python -m adcrawler.replay``) and the client's outcome says so.
+  ``python -m adcrawler.replay``) and the client's outcome says so. When the
+  spool cannot be written either, the batch stays in memory for one more try at
+  close and its clients are interrupted: nothing more is fetched for them.
+- Every statement is bounded (``ADCRAWLER_DB_STATEMENT_TIMEOUT``,
+  ``ADCRAWLER_DB_LOCK_TIMEOUT``), so no write, the flush at close included,
+  waits for ever.
 
 What was stored, quarantined or spooled is recorded in the run ledger, which
 the outcome is decided from. Items are read through ``ItemAdapter``.
@@ -23,7 +30,8 @@ With a job directory, every item is also journaled until its batch commits
 the ledger what its interrupted attempt had stored.
 
 Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH, ADCRAWLER_DB_BATCH_SIZE,
-ADCRAWLER_DB_FLUSH_INTERVAL, ADCRAWLER_SPOOL_DIR, and the retry settings read
+ADCRAWLER_DB_FLUSH_INTERVAL, ADCRAWLER_DB_STATEMENT_TIMEOUT, ADCRAWLER_DB_LOCK_TIMEOUT,
+ADCRAWLER_SPOOL_DIR, and the retry settings read
 by :class:`~adcrawler.retrying.RetryPolicy`.
 """
 
@@ -32,6 +40,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -43,10 +53,11 @@ from adcrawler.config import value
 from adcrawler.items import CampaignItem, RejectedRecord
 from adcrawler.jobdir import JobState, Journal
 from adcrawler.ledger import CLIENTS_HELD, RunLedger
+from adcrawler.logs import log_failure
 from adcrawler.retrying import RetryPolicy
 from adcrawler.spool import append_spool
 from adcrawler.stats import RunStats
-from adcrawler.store import Store, StoreError, WriteResult, first_line, open_store
+from adcrawler.store import Store, StoreError, Waits, WriteResult, first_line, open_store, waits_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -58,11 +69,14 @@ Item = CampaignItem | RejectedRecord
 
 class StorePipeline:
     def __init__(self, stats: RunStats, ledger: RunLedger, database_url: str, sqlite_path: str, batch_size: int,
-                 flush_interval: float, policy: RetryPolicy, spool_dir: str):
+                 flush_interval: float, policy: RetryPolicy, spool_dir: str, waits: Waits = Waits(),
+                 stopping: Callable[[], bool] = lambda: False):
         self.stats = stats
         self.ledger = ledger
         self.database_url = database_url
         self.sqlite_path = sqlite_path
+        self.waits = waits
+        self.stopping = stopping  # True once the crawl is being stopped (SIGTERM): no more retries
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.policy = policy
@@ -74,6 +88,7 @@ class StorePipeline:
         self.lock = asyncio.Lock()
         self._timer: CallLaterResult | None = None
         self._timed_flush: asyncio.Future | None = None
+        self.unsaved: list[Item] = []  # neither written nor spooled: tried again at close
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "StorePipeline":
@@ -81,13 +96,13 @@ class StorePipeline:
         pipeline = cls(RunStats(crawler), RunLedger.of(crawler), value(s, "DATABASE_URL"),
                        value(s, "ADCRAWLER_SQLITE_PATH"), value(s, "ADCRAWLER_DB_BATCH_SIZE"),
                        value(s, "ADCRAWLER_DB_FLUSH_INTERVAL"), RetryPolicy.from_settings(s),
-                       value(s, "ADCRAWLER_SPOOL_DIR"))
+                       value(s, "ADCRAWLER_SPOOL_DIR"), waits_of(s), lambda: not crawler.engine.running)
         crawler.signals.connect(pipeline.start_run, signal=CLIENTS_HELD)
         return pipeline
 
     async def open_spider(self) -> None:
         try:
-            self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path)
+            self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path, self.waits)
             version = await run_in_thread(self.store.migrate)
         except StoreError as exc:
             self._cannot_open(exc)
@@ -138,11 +153,18 @@ class StorePipeline:
         self._timer = None
         # Kept: the event loop holds only a weak reference to tasks.
         self._timed_flush = asyncio.ensure_future(self.flush())
+        self._timed_flush.add_done_callback(log_failure)
 
     async def close_spider(self) -> None:
         if self.store is None:
             return
         await self.flush()
+        if self.unsaved:  # one last try, database first, then the spool
+            unsaved, self.unsaved = self.unsaved, []
+            await self._write(unsaved)
+            for client in sorted({item.client_id for item in self.unsaved}):
+                count = sum(1 for item in self.unsaved if item.client_id == client)
+                self.ledger.fault(client, f"{count} records could be neither written nor spooled")
         if self.journal is not None:
             self.journal.close()
         await run_in_thread(self.store.close)
@@ -168,24 +190,23 @@ class StorePipeline:
             try:
                 written: WriteResult = await run_in_thread(store.write, self.run_id, batch)
                 break
-            except store.transient as exc:
+            except Exception as exc:  # noqa: BLE001 - a fault of the database (rows it refuses are quarantined)
+                # Unreachable, timed out, permission denied, disk full: retried,
+                # then kept on disk; never retried while the crawl is being stopped.
                 decision = Decision(Verdict.RETRY, type(exc).__name__)
-                delay = self.policy.delay("database", decision, attempt)
+                delay = None if self.stopping() else self.policy.delay("database", decision, attempt)
                 if delay is None:
                     await self._spool(batch, exc)
                     await run_in_thread(store.close)  # the next batch starts from a new connection
                     return
                 self.policy.count(self.stats, "database", decision, None)
-                logger.warning("Database write failed (%s); retry %d/%d in %.1fs",
+                logger.warning("Database write failed (%s: %s); retry %d/%d in %.1fs", type(exc).__name__,
                                first_line(exc), attempt, self.policy.limits["database"], delay)
-                await sleep(delay)
+                await self._pause(delay)
                 try:
                     await run_in_thread(store.reconnect)
-                except store.transient:
-                    pass  # still down: the next attempt says so
-            except Exception as exc:  # noqa: BLE001 - never dropped: kept on disk
-                await self._spool(batch, exc)
-                return
+                except Exception:  # noqa: BLE001 - still down: the next attempt says so
+                    pass
         self.stats.inc("db_batches")
         for item, reason in written.refused:
             logger.warning("Client %s: the database refused campaign %s; quarantined: %s", item.client_id,
@@ -200,8 +221,25 @@ class StorePipeline:
             for item in written.stored:
                 self.ledger.stored(item)
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait before a retry, but no longer once the crawl is being stopped."""
+        end = time.monotonic() + seconds
+        while not self.stopping() and (left := end - time.monotonic()) > 0:
+            await sleep(min(left, 0.25))
+
     async def _spool(self, batch: list[Item], exc: BaseException) -> None:
-        path = await run_in_thread(append_spool, self.spool_dir, self.run_id, batch)
+        try:
+            path = await run_in_thread(append_spool, self.spool_dir, self.run_id, batch)
+        except OSError as spool_error:
+            # Nowhere to keep them: they stay in memory, and nothing more is
+            # fetched for their clients, so that what is lost at worst is this.
+            self.unsaved.extend(batch)
+            for client in sorted({item.client_id for item in batch}):
+                self.ledger.interrupt(client, "the database and the spool are both unavailable")
+            logger.error("Could not write a batch (%s: %s) nor spool it (%s): %d records kept in memory; "
+                         "nothing more is fetched for their clients", type(exc).__name__, first_line(exc),
+                         spool_error, len(batch))
+            return
         for item in batch:
             self.ledger.spooled(item.client_id)
         logger.error("Could not write a batch (%s: %s): %d records kept in %s; "

@@ -67,6 +67,13 @@ def _reason(failure: Failure) -> str:
 
 class CampaignsSpider(scrapy.Spider):
     name = "campaigns"
+    # The spider's arguments (-a NAME=VALUE); the crawl command refuses others.
+    # scrapyd adds _job (and _version when one is asked for) to the jobs it starts.
+    arguments = {
+        "client": "a client's slug from the registry, a comma-separated list, or all",
+        "_job": "the scrapyd job id (scrapyd sets it)",
+        "_version": "the project version scrapyd runs (scrapyd sets it)",
+    }
 
     def __init__(self, client: str = "", *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -7,20 +7,30 @@ blocking: the crawler runs it off the event loop, in a worker thread.
 
 from __future__ import annotations
 
-from .base import BatchResult, Store, StoreError, WriteResult, first_line
+from typing import Any
+
+from .base import BatchResult, Store, StoreError, Waits, WriteResult, first_line
 
 
-def open_store(database_url: str | None, sqlite_path: str) -> Store:
+def waits_of(settings: Any) -> Waits:
+    """The bounds on database waits that the settings give."""
+    from adcrawler.config import value
+
+    return Waits(value(settings, "ADCRAWLER_DB_STATEMENT_TIMEOUT"), value(settings, "ADCRAWLER_DB_LOCK_TIMEOUT"))
+
+
+def open_store(database_url: str | None, sqlite_path: str, waits: Waits = Waits()) -> Store:
+    """The store ``DATABASE_URL`` names; every wait of its statements is bounded by ``waits``."""
     url = (database_url or "").strip()
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, waits)
     if not url or url.startswith("sqlite:///"):
         from .sqlite import SqliteStore
 
-        return SqliteStore(url[len("sqlite:///"):] if url else sqlite_path)
+        return SqliteStore(url[len("sqlite:///"):] if url else sqlite_path, waits)
     raise StoreError("DATABASE_URL must start with postgresql:// or sqlite:/// (or be empty for SQLite)")
 
 
-__all__ = ["BatchResult", "Store", "StoreError", "WriteResult", "first_line", "open_store"]
+__all__ = ["BatchResult", "Store", "StoreError", "Waits", "WriteResult", "first_line", "open_store", "waits_of"]

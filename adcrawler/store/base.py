@@ -86,6 +86,16 @@ class StoreError(Exception):
     """The database cannot be used (bad URL, schema newer than this code...)."""
 
 
+@dataclass(frozen=True)
+class Waits:
+    """Bounds on every wait of a statement: ``statement`` seconds in all, of which
+    at most ``lock`` waiting for another session's lock (SQLite: its busy timeout).
+    A statement that runs out is an error of the kind the caller retries."""
+
+    statement: float = 30.0
+    lock: float = 5.0
+
+
 def first_line(exc: BaseException) -> str:
     """A driver error's first line: the cause, without the query or connection details after it."""
     text = str(exc).strip()
@@ -124,6 +134,10 @@ class Store:
     dialect = ""
     # Exceptions meaning "the database is unreachable right now, try again".
     transient: tuple[type[BaseException], ...] = ()
+    # Exceptions meaning "the database refuses these rows for their content":
+    # the rows are found and quarantined. Anything else is a fault of the
+    # database (permission, connection, timeout, disk): retried, then spooled.
+    refusal: tuple[type[BaseException], ...] = ()
 
     def __init__(self) -> None:
         self.conn: Any = None
@@ -202,9 +216,7 @@ class Store:
         try:
             result.add(self.write_batch(run_id, items), items)
             return
-        except self.transient:
-            raise
-        except Exception as exc:  # noqa: BLE001 - refused by the database: find the rows
+        except self.refusal as exc:  # refused for its content: find the rows
             if len(items) > 1:
                 middle = len(items) // 2
                 self._write_or_split(run_id, items[:middle], result)
@@ -226,6 +238,8 @@ class Store:
         Idempotent: writing the same batch again changes nothing and reports the
         rows as unchanged.
         """
+        if not run_id:
+            raise StoreError("no run id: rows are written only for a run that holds its clients")
         now = datetime.now(timezone.utc)
         latest: dict[tuple[str, str], CampaignItem] = {}
         rejected = []
@@ -326,6 +340,10 @@ class Store:
 
     def try_lock(self, client: str) -> bool:
         """Take the client's lock for as long as this store is open; False if another run holds it."""
+        raise NotImplementedError
+
+    def locks_lost(self) -> list[str]:
+        """Clients whose lock this store held and no longer holds (forgotten: never taken again)."""
         raise NotImplementedError
 
     # -- connection -------------------------------------------------------

@@ -8,7 +8,18 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from .base import CAMPAIGN_COLUMNS, COLUMN_TYPES, HISTORY, KEY, METRICS_COLUMNS, UPSERT, Store, StoreError, first_line
+from .base import (
+    CAMPAIGN_COLUMNS,
+    COLUMN_TYPES,
+    HISTORY,
+    KEY,
+    METRICS_COLUMNS,
+    UPSERT,
+    Store,
+    StoreError,
+    Waits,
+    first_line,
+)
 
 # The batch is copied (COPY, the bulk path) into a temporary table that empties
 # at every commit, then one statement upserts it and writes its history rows:
@@ -50,12 +61,18 @@ def copy_line(row: dict[str, Any]) -> str:
 
 class PostgresStore(Store):
     dialect = "postgresql"
+    # A statement or lock timeout (QueryCanceled, LockNotAvailable) is an OperationalError too.
     transient = (psycopg2.OperationalError, psycopg2.InterfaceError)
+    # Out of a column's range, text it cannot hold, a constraint: these rows.
+    # Permission denied and the like (ProgrammingError...) are faults.
+    refusal = (psycopg2.DataError, psycopg2.IntegrityError, UnicodeEncodeError)
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, waits: Waits = Waits()):
         super().__init__()
         self.url = url
-        self._locked: list[str] = []
+        self.waits = waits
+        self._locked: list[str] = []  # clients whose lock the current connection holds
+        self._lost: list[str] = []  # clients whose lock went with an earlier connection
         try:
             self.connect()
         except psycopg2.OperationalError as exc:
@@ -63,14 +80,20 @@ class PostgresStore(Store):
             raise StoreError(f"cannot connect to PostgreSQL: {first_line(exc)}") from None
 
     def connect(self) -> None:
-        self.conn = psycopg2.connect(self.url, connect_timeout=10, application_name="adcrawler")
+        # Session locks die with the connection that took them and are not taken
+        # again: a lost lock is a lost lease (see locks_lost).
+        self._lost.extend(self._locked)
+        self._locked = []
+        statement, lock = (round(seconds * 1000) for seconds in (self.waits.statement, self.waits.lock))
+        # Every wait bounded: the server cancels a statement or a lock wait that
+        # runs too long, and a server that stops answering is given up on by TCP.
+        self.conn = psycopg2.connect(
+            self.url, connect_timeout=max(1, round(self.waits.statement)), application_name="adcrawler",
+            options=f"-c statement_timeout={statement} -c lock_timeout={lock}",
+            keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3, tcp_user_timeout=statement)
         with self.conn.cursor() as cur:
             cur.execute(CREATE_INCOMING)  # lives as long as the connection
         self.conn.commit()
-        # Session locks die with a lost connection: take them again.
-        for client in self._locked:
-            if not self._advisory_lock(client):
-                raise StoreError(f"client {client!r} was taken over by another run while reconnecting")
 
     def _begin(self, cur: Any, kind: str) -> None:
         # psycopg2 opens the transaction itself; migrations also wait for each
@@ -85,6 +108,21 @@ class PostgresStore(Store):
             self._locked.append(client)
             return True
         return False
+
+    def locks_lost(self) -> list[str]:
+        # A session holds its advisory locks for as long as it lives: the locks
+        # are lost exactly when the connection that took them is.
+        if self._locked:
+            try:
+                with self.conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                self.conn.commit()
+            except psycopg2.Error:
+                super().close()
+                self._lost.extend(self._locked)
+                self._locked = []
+        lost, self._lost = self._lost, []
+        return lost
 
     def _advisory_lock(self, client: str) -> bool:
         with self.conn.cursor() as cur:
@@ -117,7 +155,7 @@ class PostgresStore(Store):
         super().close()
 
     def reconnect(self) -> None:
-        super().close()  # not self.close(): the locks are taken again on the new connection
+        super().close()  # not self.close(): the locks went with the old connection, locks_lost says so
         self.connect()
 
     def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:

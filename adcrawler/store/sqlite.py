@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -13,20 +14,23 @@ from typing import Any
 
 from adcrawler.files import private_dir
 
-from .base import Store, StoreError, first_line
+from .base import Store, StoreError, Waits, first_line
 
 # SQLite limits the parameters of one statement; stay well below it.
 _MAX_PARAMS = 30_000
-_BUSY_TIMEOUT = 30  # seconds a connection waits for another's lock
 
 
 class SqliteStore(Store):
     dialect = "sqlite"
+    # "database is locked" after the busy timeout, a read-only or full disk...
     transient = (sqlite3.OperationalError,)
+    # A value no column can hold (a 64-bit overflow, text Python cannot encode), a constraint.
+    refusal = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, UnicodeEncodeError)
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, waits: Waits = Waits()):
         super().__init__()
         self.path = path
+        self.waits = waits
         self._locks: dict[str, Any] = {}
         try:
             self.connect()
@@ -38,11 +42,11 @@ class SqliteStore(Store):
             private_dir(Path(self.path).parent)
         # Used from a worker thread, one call at a time. isolation_level=None:
         # transactions are begun explicitly (see _begin), DDL included.
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=_BUSY_TIMEOUT, isolation_level=None)
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=self.waits.lock, isolation_level=None)
         # Switching a new file to WAL needs it to itself, and SQLite does not wait
         # for that (no busy handler): several processes opening a fresh file at
         # once must take turns.
-        deadline = time.monotonic() + _BUSY_TIMEOUT
+        deadline = time.monotonic() + self.waits.lock
         while True:
             try:
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -62,18 +66,40 @@ class SqliteStore(Store):
     def _timestamp(self, value: Any) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
 
+    def _lock_path(self, client: str) -> Path:
+        return Path(f"{self.path}.locks") / (hashlib.sha1(client.encode()).hexdigest()[:16] + ".lock")
+
     def try_lock(self, client: str) -> bool:
         # An OS file lock beside the database: released by the kernel if the
         # process dies, so a killed run never leaves a stale lock behind.
-        lock_dir = private_dir(Path(f"{self.path}.locks"))
-        fh = (lock_dir / (hashlib.sha1(client.encode()).hexdigest()[:16] + ".lock")).open("a")
+        private_dir(Path(f"{self.path}.locks"))
+        path = self._lock_path(client)
+        fh = path.open("a")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
             return False
         self._locks[client] = fh
+        if client in self.locks_lost():  # the file was replaced while we took it
+            return False
         return True
+
+    def locks_lost(self) -> list[str]:
+        # The lock is on the file we opened: it is lost when that file is no
+        # longer the one at the path (removed, replaced), where another run
+        # would take a new one.
+        lost = []
+        for client, fh in list(self._locks.items()):
+            try:
+                same = os.stat(self._lock_path(client)).st_ino == os.fstat(fh.fileno()).st_ino
+            except OSError:
+                same = False
+            if not same:
+                lost.append(client)
+                fh.close()
+                del self._locks[client]
+        return lost
 
     def close(self) -> None:
         super().close()
