@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from adcrawler.dispatch import assign, rank
-from harness.runner import DEMO_EMAIL, DEMO_PASSWORD, ROOT
+from harness.runner import DEMO_EMAIL, DEMO_PASSWORD, REGISTRY, ROOT
 from harness.timescale import crawler_env
 from tests.db import Db
 
@@ -54,7 +54,8 @@ def nodes(tmp_path, quiet_mock, pg_url):
     env = {**os.environ, **crawler_env(0.01), "SCRAPYD_USERNAME": USER, "SCRAPYD_PASSWORD": PASSWORD,
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "AD_PLATFORM_API_URL": quiet_mock.url,
            "AD_PLATFORM_EMAIL": DEMO_EMAIL, "AD_PLATFORM_PASSWORD": DEMO_PASSWORD, "DATABASE_URL": pg_url,
-           "ADCRAWLER_STATS_DIR": str(tmp_path / "stats"), "ADCRAWLER_SPOOL_DIR": str(tmp_path / "spool")}
+           "ADCRAWLER_STATS_DIR": str(tmp_path / "stats"), "ADCRAWLER_SPOOL_DIR": str(tmp_path / "spool"),
+           "ADCRAWLER_CLIENTS_FILE": str(REGISTRY)}  # initech and umbrella are not in the packaged one
     env.pop("PYTHONPATH", None)  # jobs must run from the deployed egg
     procs, urls = [], []
     for i in range(2):

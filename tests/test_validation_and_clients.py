@@ -133,9 +133,14 @@ def test_registry_maps_slugs_and_defaults(tmp_path):
                     'password_env = "ACME_PASSWORD"\n[clients.b]\n')
     registry = Registry.load(path)
     assert [c.client_id for c in registry.select("all")] == ["acme-corp", "b"]
-    acme, other = registry.select("acme, other")
+    # A slug the registry does not list is a typo until the registry says otherwise.
+    with pytest.raises(ClientConfigError, match=r"client 'other' is not in the registry .* \(known: acme, b\)"):
+        registry.select("acme, other")
+    path.write_text("allow_unregistered = true\n" + path.read_text())
+    acme, other = Registry.load(path).select("acme, other")
     assert acme == Client("acme", "acme-corp", "ACME_EMAIL", "ACME_PASSWORD")
     assert other == Client("other", "other")
+    assert not Registry.load().allow_unregistered  # the packaged registry lets no typo through
 
 
 @pytest.mark.parametrize("argument", ["", "bad slug", "a,../etc"])

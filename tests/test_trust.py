@@ -1,0 +1,343 @@
+"""Secrets stay with the platform, nothing hangs, and no run claims what it did not earn."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from harness.runner import DEMO_EMAIL, DEMO_PASSWORD, ROOT, run_crawl, start_crawl
+from tests.conftest import QUIET, free_port, last_line, read_until, wait_for
+
+# -- credentials are bound to the platform's origin ------------------------------------
+
+
+class RecordingHost:
+    """Another host (127.0.0.2): records every request it receives and answers
+    like the platform would, token included, so that a crawler that followed a
+    redirect there would go on as if nothing happened."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, dict[str, str]]] = []
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                host.received.append((self.command, self.path, dict(self.headers)))
+                if self.path.startswith("/auth/token"):
+                    body = {"access_token": "stolen-token", "token_type": "Bearer", "expires_in": 3600}
+                elif self.path.startswith("/api/campaigns?"):
+                    body = {"data": [], "pagination": {"page": 1, "limit": 100, "total": 0, "has_more": False}}
+                else:
+                    body = {"success": True, "campaign_id": self.path.split("/")[3],
+                            "synced_at": "2026-01-01T00:00:00Z"}
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.url = f"http://127.0.0.2:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "RecordingHost":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("endpoint", ["auth", "list", "sync"])
+def test_a_redirect_to_another_origin_never_receives_a_credential(mock_factory, tmp_path, endpoint, status):
+    with RecordingHost() as other:
+        mock = mock_factory(*QUIET, "--campaigns", "5", "--redirect-endpoint", endpoint,
+                            "--redirect-status", str(status), "--redirect-to", other.url)
+        result = run_crawl(mock.url, "demo", tmp_path)
+        tokens = mock.stats()["tokens"]
+    secrets = [DEMO_PASSWORD, DEMO_EMAIL, "Basic ", "Bearer ", *tokens]
+    leaked = [(path, h) for _, path, h in other.received for v in h.values() for s in secrets if s in v]
+    assert leaked == []
+    assert other.received == []  # not followed at all: the request is refused before it is sent
+    assert result.returncode == 1
+    assert result.stat("outcome", "demo") == "failed"
+    assert "redirected to another origin (http://127.0.0.2:" in last_line(result)
+    assert result.stat("redirects_refused", "demo") >= 1
+    assert "stolen-token" not in result.output
+
+
+@pytest.mark.parametrize("endpoint, status", [("auth", 307), ("auth", 308), ("list", 301), ("list", 302),
+                                              ("list", 303), ("list", 307), ("sync", 307), ("sync", 308)])
+def test_a_redirect_within_the_platform_is_followed(mock_factory, tmp_path, endpoint, status):
+    mock = mock_factory(*QUIET, "--campaigns", "5", "--redirect-endpoint", endpoint,
+                        "--redirect-status", str(status), "--redirect-to", "self")
+    result = run_crawl(mock.url, "demo", tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert mock.stats()["syncs"]["demo"] == {f"campaign_{n}": 1 for n in range(1, 6)}
+    assert result.stat("redirects_refused", "demo") == 0
+
+
+# -- a lock is a lease -------------------------------------------------------------------
+
+# Held runs wait for the simulator's release: a sync timeout that cannot fire first.
+HELD = {"ADCRAWLER_TIMEOUT_SYNC": "60"}
+
+
+def _lose_lock(db) -> None:
+    """What an idle timeout, a failover or a pooler restart does to the session holding a
+    PostgreSQL advisory lock; for SQLite, the lock file replaced under the run."""
+    if db.kind == "postgresql":
+        name = db.url.rsplit("/", 1)[1]
+        ended = db.rows("SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                        "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = %s", (name,))
+        assert ended == [(True,)]
+    else:
+        [lock] = (db.workdir / "adcrawler.sqlite3.locks").glob("*.lock")
+        lock.unlink()
+
+
+def test_a_lost_lock_interrupts_its_run_and_only_one_run_succeeds(mock_factory, db):
+    mock = mock_factory(*QUIET, "--campaigns", "60", "--hold-syncs", "10")
+    env = {**HELD, "ADCRAWLER_LOCK_CHECK_INTERVAL": "0.1"}
+    first = start_crawl(mock.url, "demo", db.workdir, database_url=db.url, extra_env=env)
+    try:
+        wait_for(mock.held, 30, "the first run to be held after ten syncs")
+        _lose_lock(db)
+        early = read_until(first, "its lock was lost", 30)
+        mock.release()  # the first run's syncs in flight are answered; it sends no more
+        second = run_crawl(mock.url, "demo", db.workdir, database_url=db.url)
+    finally:
+        mock.release()
+        out, _ = first.communicate(timeout=120)
+    out = early + out
+    assert first.returncode == 1, out[-3000:]
+    assert "demo: interrupted (its lock was lost" in out.splitlines()[-1]
+    assert second.returncode == 0, second.output[-3000:]
+    syncs = mock.stats()["syncs"]["demo"]
+    assert set(syncs) == {f"campaign_{n}" for n in range(1, 61)}  # the second run synced every campaign
+    # The first run synced ten, then only what it had in flight (one budget): nothing after it knew.
+    assert sum(syncs.values()) - 60 <= 10 + 10
+    assert sorted(r[0] for r in db.rows("SELECT outcome FROM sync_runs")) == ["interrupted", "succeeded"]
+
+
+# -- a job directory belongs to one live process ---------------------------------------------
+
+def test_a_second_start_on_a_live_job_directory_is_refused_and_changes_nothing(mock_factory, tmp_path):
+    mock = mock_factory(*QUIET, "--campaigns", "30", "--hold-syncs", "5")
+    jobdir = tmp_path / "job"
+    first = start_crawl(mock.url, "demo", tmp_path, settings={"JOBDIR": str(jobdir)}, extra_env=HELD)
+    try:
+        wait_for(mock.held, 30, "the first run to be held")
+        before = (jobdir / "adcrawler-run.json").read_text()
+        second = run_crawl(mock.url, "demo", tmp_path, settings={"JOBDIR": str(jobdir)})
+        assert second.returncode == 2
+        assert second.output.strip().splitlines() == [
+            f"adcrawler: JOBDIR {jobdir} is in use by another crawl that is still running; "
+            "give each crawl its own job directory"]
+        assert (jobdir / "adcrawler-run.json").read_text() == before
+        # A process that holds no client (the first holds demo) leaves its own job directory alone.
+        other = tmp_path / "other-job"
+        third = run_crawl(mock.url, "demo", tmp_path, settings={"JOBDIR": str(other)})
+        assert third.returncode == 0 and third.stat("outcome", "demo") == "skipped"
+        assert list(other.iterdir()) == []
+    finally:
+        mock.release()
+        out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, out[-3000:]
+    assert json.loads((jobdir / "adcrawler-run.json").read_text())["state"] == "finished"
+
+
+# -- every wait is bounded -----------------------------------------------------------------
+
+def _lock_campaigns(db):
+    """Another session takes the campaigns table (SQLite: the whole database) and keeps it."""
+    if db.kind == "postgresql":
+        import psycopg2
+
+        conn = psycopg2.connect(db.url)
+        conn.cursor().execute("LOCK TABLE campaigns IN ACCESS EXCLUSIVE MODE")
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(db.workdir / "adcrawler.sqlite3", isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+    return conn
+
+
+def test_a_locked_table_is_a_bounded_fault_and_sigterm_ends_the_run_at_once(mock_factory, db):
+    mock = mock_factory(*QUIET, "--campaigns", "30", "--hold-syncs", "5")
+    env = {**HELD, "ADCRAWLER_DB_LOCK_TIMEOUT": "0.3", "ADCRAWLER_DB_BATCH_SIZE": "5",
+           "ADCRAWLER_DB_RETRY_BACKOFF_BASE": "30", "ADCRAWLER_DB_RETRY_BACKOFF_MAX": "30"}
+    crawl = start_crawl(mock.url, "demo", db.workdir, database_url=db.url, extra_env=env)
+    blocker = None
+    try:
+        wait_for(mock.held, 30, "the run to be held")
+        blocker = _lock_campaigns(db)
+        mock.release()
+        early = read_until(crawl, "Database write failed", 30)  # a lock wait that ended: retry in 15-30 s
+        crawl.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        out, _ = crawl.communicate(timeout=60)
+        stopped_in = time.monotonic() - began
+    finally:
+        mock.release()
+        if crawl.poll() is None:
+            crawl.kill()
+        if blocker is not None:
+            blocker.close()
+    out = early + out
+    assert crawl.returncode == 1 and "Traceback" not in out, out[-3000:]
+    # Not the 30 s backoff, nor a wait for the lock: stopped without another try (bounded for a loaded machine).
+    assert stopped_in < 15, out[-3000:]
+    assert "rows waiting in the spool" in out.splitlines()[-1]
+    spooled = sum(len(f.read_text().splitlines()) for f in (db.workdir / "spool").glob("*.jsonl"))
+    stored = db.scalar("SELECT COUNT(*) FROM campaigns")
+    assert spooled > 0 and stored + spooled >= 5  # every synced campaign written or kept on disk
+
+
+# -- the outcome is the truth ----------------------------------------------------------------
+
+def _refuse_run_completion(db):
+    from adcrawler.store import open_store
+
+    open_store(db.url, str(db.workdir / "adcrawler.sqlite3")).migrate()
+    if db.kind == "postgresql":
+        import psycopg2
+
+        conn = psycopg2.connect(db.url)
+        with conn, conn.cursor() as cur:
+            cur.execute("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                        "RAISE EXCEPTION 'sync_runs is read-only'; END $$ LANGUAGE plpgsql")
+            cur.execute("CREATE TRIGGER refuse BEFORE UPDATE ON sync_runs FOR EACH ROW EXECUTE FUNCTION refuse()")
+        conn.close()
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(db.workdir / "adcrawler.sqlite3")
+        conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON sync_runs BEGIN "
+                     "SELECT RAISE(ABORT, 'sync_runs is read-only'); END")
+        conn.commit()
+        conn.close()
+
+
+def test_a_run_that_cannot_record_itself_does_not_claim_success(mock_factory, db):
+    mock = mock_factory(*QUIET, "--campaigns", "10")
+    _refuse_run_completion(db)
+    result = run_crawl(mock.url, "demo", db.workdir, database_url=db.url)
+    assert result.returncode == 1
+    assert "Traceback" not in result.output
+    assert last_line(result).endswith("demo: partial (the run record could not be written)")
+    assert db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE run_id = ''") == 0
+    assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 10  # the work is kept
+
+
+def test_a_metrics_push_that_fails_is_named_and_the_exit_status_says_so(mock_factory, tmp_path):
+    mock = mock_factory(*QUIET, "--campaigns", "10")
+    gateway = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_crawl(mock.url, "demo", tmp_path, extra_env={"ADCRAWLER_PUSHGATEWAY_URL": gateway})
+    assert result.returncode == 1
+    assert result.stat("outcome", "demo") == "succeeded"  # the sync's own outcome stands
+    assert last_line(result).endswith("Sync complete: 1 client(s) succeeded; but the metrics of demo were not pushed")
+    assert result.stat("metrics_push_failed", "demo") == 1
+
+
+# -- database faults are not bad rows ----------------------------------------------------------
+
+def _deny_campaign_writes(pg_url: str) -> None:
+    """What a REVOKE does to a non-superuser, for the superuser the tests run as."""
+    import psycopg2
+
+    from adcrawler.store import open_store
+
+    open_store(pg_url, "").migrate()
+    conn = psycopg2.connect(pg_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE FUNCTION deny() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'permission denied "
+                    "for table campaigns' USING ERRCODE = 'insufficient_privilege'; END $$ LANGUAGE plpgsql")
+        cur.execute("CREATE TRIGGER deny BEFORE INSERT ON campaigns FOR EACH ROW EXECUTE FUNCTION deny()")
+    conn.close()
+
+
+FAST_DB_RETRY = {"ADCRAWLER_DB_RETRIES": "1", "ADCRAWLER_DB_RETRY_BACKOFF_BASE": "0.05"}
+
+
+@pytest.mark.postgres
+def test_permission_denied_is_a_fault_that_spools_not_a_quarantine(mock_factory, pg_url, tmp_path):
+    from tests.db import Db
+
+    db = Db(tmp_path, pg_url)
+    _deny_campaign_writes(pg_url)
+    mock = mock_factory(*QUIET, "--campaigns", "20")
+    result = run_crawl(mock.url, "demo", tmp_path, database_url=pg_url, extra_env=FAST_DB_RETRY)
+    assert result.returncode == 1 and "Traceback" not in result.output
+    assert db.scalar("SELECT COUNT(*) FROM rejected_records") == 0  # nothing blamed on the rows
+    assert result.stat("rows_spooled", "demo") == 20 and result.stat("db_retries") >= 1
+    assert "20 rows waiting in the spool" in last_line(result)
+
+
+@pytest.mark.postgres
+def test_with_the_database_and_the_spool_both_failing_the_run_stops_fetching_and_says_so(mock_factory, pg_url,
+                                                                                         tmp_path):
+    _deny_campaign_writes(pg_url)
+    spool = tmp_path / "spool-is-a-file"
+    spool.write_text("")  # the spool cannot be a directory
+    mock = mock_factory(*QUIET, "--campaigns", "100")
+    result = run_crawl(mock.url, "demo", tmp_path, database_url=pg_url,
+                       extra_env={**FAST_DB_RETRY, "ADCRAWLER_SPOOL_DIR": str(spool), "ADCRAWLER_DB_BATCH_SIZE": "5"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.output and "never retrieved" not in result.output
+    assert re.search(r"demo: interrupted \(the database and the spool are both unavailable, "
+                     r"\d+ records could be neither written nor spooled\)$", last_line(result)), last_line(result)
+    # It stopped fetching: the syncs of a batch or two, and those in flight, not a hundred.
+    assert sum(mock.stats()["syncs"]["demo"].values()) <= 40
+
+
+# -- configuration ---------------------------------------------------------------------
+
+def _crawl_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scrapy", "crawl", "campaigns", *args], cwd=ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("name, value, secret", [
+    ("DATABASE_URL", "postgresql://user:pw-s3cret@[::1:5432/x", "pw-s3cret"),
+    ("DATABASE_URL", "postgresql://user:pw-s3cret@host:99999/x", "pw-s3cret"),
+    ("AD_PLATFORM_API_URL", "http://a b", None),
+    ("AD_PLATFORM_API_URL", "http://127.0.0.1:3001?x=1", None),
+])
+def test_a_malformed_url_is_one_line_and_exit_2_without_its_secret(name, value, secret):
+    proc = _crawl_cli("-a", "client=demo", env={name: value})
+    assert proc.returncode == 2 and proc.stdout == ""
+    [line] = proc.stderr.strip().splitlines()
+    assert name in line and "Traceback" not in proc.stderr
+    if secret:
+        assert secret not in proc.stderr
+
+
+def test_a_slug_not_in_the_registry_and_an_unknown_argument_are_errors():
+    proc = _crawl_cli("-a", "client=nosuch")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("adcrawler: client 'nosuch' is not in the registry adcrawler/clients.toml "
+                                   "(known: acme, demo, globex); add it there, or name another registry with "
+                                   "ADCRAWLER_CLIENTS_FILE")
+    proc = _crawl_cli("-a", "client=demo", "-a", "bogus=1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("adcrawler: unknown spider argument(s) bogus: campaigns takes "
+                                   "-a client=<slug>, -a client=a,b or -a client=all")
