@@ -167,6 +167,8 @@ def _terminate_crawler_connections(pg_url: str) -> None:
     conn = psycopg2.connect(pg_url)
     conn.autocommit = True
     with conn.cursor() as cur:
+        # The write connection only: the session holding the run's locks is a lease
+        # whose loss interrupts the run (see test_trust.py).
         cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'adcrawler'")
     conn.close()
 

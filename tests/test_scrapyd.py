@@ -92,7 +92,8 @@ def _deploy(url: str, egg: Path) -> None:
 
 
 def _dispatch(urls: list[str], clients: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SCRAPYD_USERNAME": USER, "SCRAPYD_PASSWORD": PASSWORD}
+    env = {**os.environ, "SCRAPYD_USERNAME": USER, "SCRAPYD_PASSWORD": PASSWORD,
+           "ADCRAWLER_CLIENTS_FILE": str(REGISTRY)}
     return subprocess.run([sys.executable, "-m", "adcrawler.dispatch", "--nodes", ",".join(urls), clients],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 

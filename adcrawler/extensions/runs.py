@@ -95,7 +95,8 @@ class RunRecords:
 
     async def spider_opened(self, spider: Any) -> None:
         try:
-            self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path, self.waits)
+            self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path, self.waits,
+                                             "adcrawler-runs")  # the session that holds the locks
             await run_in_thread(self.store.migrate)
         except Exception as exc:  # noqa: BLE001 - the pipeline has already closed the spider
             logger.error("Run records unavailable: %s", first_line(exc))

@@ -2,9 +2,11 @@
 
 Written when the engine stops, after every ``spider_closed`` handler (run
 records, metrics pushes) has run. Path:
-``ADCRAWLER_STATS_DIR/<run id>-<start time>.json`` (empty setting = off); a resumed run keeps its run id, so each attempt gets its own file. The file
-holds Scrapy's stats and ours (``adcrawler/...``, listed in the README), with
-dates in ISO 8601. The same stats go into the run's ``sync_runs`` rows.
+``ADCRAWLER_STATS_DIR/<run id>-<start time>.json`` (empty setting = off); a
+resumed run keeps its run id, so each attempt gets its own file. The file holds
+Scrapy's stats and ours (``adcrawler/...``, listed in the README), with dates in
+ISO 8601. The same stats, as they stood when the run was recorded, go into the
+run's ``sync_runs`` rows.
 
 Settings: ADCRAWLER_STATS_DIR.
 """

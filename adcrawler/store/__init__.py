@@ -19,13 +19,14 @@ def waits_of(settings: Any) -> Waits:
     return Waits(value(settings, "ADCRAWLER_DB_STATEMENT_TIMEOUT"), value(settings, "ADCRAWLER_DB_LOCK_TIMEOUT"))
 
 
-def open_store(database_url: str | None, sqlite_path: str, waits: Waits = Waits()) -> Store:
-    """The store ``DATABASE_URL`` names; every wait of its statements is bounded by ``waits``."""
+def open_store(database_url: str | None, sqlite_path: str, waits: Waits = Waits(), name: str = "adcrawler") -> Store:
+    """The store ``DATABASE_URL`` names; every wait of its statements is bounded by ``waits``;
+    ``name`` tells the connections apart on the server (PostgreSQL's application_name)."""
     url = (database_url or "").strip()
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, waits)
+        return PostgresStore(url, waits, name)
     if not url or url.startswith("sqlite:///"):
         from .sqlite import SqliteStore
 

@@ -67,10 +67,11 @@ class PostgresStore(Store):
     # Permission denied and the like (ProgrammingError...) are faults.
     refusal = (psycopg2.DataError, psycopg2.IntegrityError, UnicodeEncodeError)
 
-    def __init__(self, url: str, waits: Waits = Waits()):
+    def __init__(self, url: str, waits: Waits = Waits(), name: str = "adcrawler"):
         super().__init__()
         self.url = url
         self.waits = waits
+        self.name = name  # application_name: which of a run's connections this is
         self._locked: list[str] = []  # clients whose lock the current connection holds
         self._lost: list[str] = []  # clients whose lock went with an earlier connection
         try:
@@ -88,7 +89,7 @@ class PostgresStore(Store):
         # Every wait bounded: the server cancels a statement or a lock wait that
         # runs too long, and a server that stops answering is given up on by TCP.
         self.conn = psycopg2.connect(
-            self.url, connect_timeout=max(1, round(self.waits.statement)), application_name="adcrawler",
+            self.url, connect_timeout=max(1, round(self.waits.statement)), application_name=self.name,
             options=f"-c statement_timeout={statement} -c lock_timeout={lock}",
             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3, tcp_user_timeout=statement)
         with self.conn.cursor() as cur:
