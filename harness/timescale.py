@@ -28,6 +28,5 @@ def crawler_env(scale: float, rate_limit: int = 10, rate_window: float = 60.0) -
         "ADCRAWLER_TIMEOUT_SYNC": s(10, MIN_TIMEOUT),
         "ADCRAWLER_TOKEN_REFRESH_MARGIN": s(60),
         "ADCRAWLER_DB_FLUSH_INTERVAL": s(5),
-        "ADCRAWLER_LOGSTATS_INTERVAL": s(60, 1.0),
         "ADCRAWLER_PROGRESS_INTERVAL": s(30, 1.0),
     }

@@ -70,6 +70,7 @@ class MockConfig:
     hold_client: str = ""  # hold only this client's syncs (empty: every client's)
     seed: int | None = None
     quirks: bool = False
+    crawler_env: str = ""  # write the matching crawler settings to this file
     accounts: dict[str, str] = field(default_factory=dict)
 
     def scaled(self, seconds: float) -> float:
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--quirks", action="store_true", default=_flag("quirks"),
       help="behave exactly like the inherited simulator: see README (fault rates default to 0; "
            "explicit ones still apply)")
+    a("--crawler-env", default=_env("crawler_env", d.crawler_env),
+      help="also write the crawler settings that match this simulator (its URL, time scale and rate) to "
+           "this file, as NAME=value lines")
     a("--accounts", type=_accounts, default=_env("accounts", DEMO_ACCOUNTS),
       help="accepted credentials as email:password[,...]; prefer the environment "
            "variable so passwords stay out of the process list (default: the demo account)")
