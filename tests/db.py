@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -35,3 +36,8 @@ class Db:
 
     def scalar(self, sql: str, params: tuple = ()) -> Any:
         return self.rows(sql, params)[0][0]
+
+    @staticmethod
+    def json(value: Any) -> Any:
+        """A JSON column's value: PostgreSQL gives it decoded, SQLite as text."""
+        return json.loads(value) if isinstance(value, str) else value

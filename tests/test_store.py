@@ -83,7 +83,7 @@ def test_raw_record_and_flags_are_stored_beside_the_typed_columns(store, db):
     store.write_batch("run1", [item(1, quality_flags=("clicks_exceed_impressions", "unknown_status"))])
     raw, flags = db.rows("SELECT raw, quality_flags FROM campaigns")[0]
     assert (json.loads(raw) if isinstance(raw, str) else raw)["objective"] == "REACH"
-    assert flags == "clicks_exceed_impressions,unknown_status"
+    assert db.json(flags) == ["clicks_exceed_impressions", "unknown_status"]  # a JSON array on both backends
     assert db.scalar("SELECT quality_flags FROM campaign_metrics") == flags
 
 
@@ -135,8 +135,8 @@ def test_the_migrated_tables_hold_exactly_the_declared_fields(store, db):
     store.write("run1", [item(7, clicks=3, conversions=2, quality_flags=("clicks_exceed_impressions",))])
     row = db.rows("SELECT campaign_id, client_id, impressions, clicks, conversions, quality_flags, sync_status, "
                   "budget, status FROM campaign_metrics")
-    assert [(*map(str, r[:7]), Decimal(str(r[7])), r[8]) for r in row] == [
-        ("campaign_7", "acme", "1007", "3", "2", "clicks_exceed_impressions", "synced", Decimal("100.5"), "active")]
+    assert [(*map(str, r[:5]), db.json(r[5]), r[6], Decimal(str(r[7])), r[8]) for r in row] == [
+        ("campaign_7", "acme", "1007", "3", "2", ["clicks_exceed_impressions"], "synced", Decimal("100.5"), "active")]
 
 
 def test_migrations_are_versioned_and_idempotent(store, db):
@@ -227,6 +227,36 @@ def test_an_older_database_upgrades_in_place(db):
         assert db.scalar("SELECT COUNT(*) FROM rejected_records WHERE run_id = 'r1'") == 1
     finally:
         old.close()
+
+
+def test_version_3_flags_become_json_arrays_and_the_schema_documents_itself(db):
+    old = open_store(db.url, str(db.workdir / "adcrawler.sqlite3"))
+    try:
+        assert old.migrate(target=3) == 3 and old.version() == 3
+        cur = old.conn.cursor()
+        for n, flags in ((1, "clicks_exceed_impressions,unknown_status"), (2, None)):
+            cur.execute("INSERT INTO campaigns (client_id, campaign_id, name, status, budget, impressions, clicks, "
+                        "conversions, created_at, sync_status, fetched_at, updated_at, quality_flags) VALUES ('acme', "
+                        f"'campaign_{n}', 'C', 'active', 1, 1, 1, 1, '2026-01-01', 'synced', '2026-01-01', "
+                        "'2026-01-01', %s)".replace("%s", "?" if db.kind == "sqlite" else "%s"), (flags,))
+        old.conn.commit()
+        assert old.migrate() == schema.LATEST
+    finally:
+        old.close()
+    flags = dict(db.rows("SELECT campaign_id, quality_flags FROM campaigns"))
+    assert db.json(flags["campaign_1"]) == ["clicks_exceed_impressions", "unknown_status"]
+    assert flags["campaign_2"] is None
+    assert db.scalar("SELECT COUNT(*) FROM schema_version WHERE applied_at IS NULL") == 0
+    # Every table and column is documented, and nothing else.
+    for table, (_, columns) in schema.DOCS.items():
+        assert _table_columns(db, table) == set(columns), table
+    if db.kind == "postgresql":
+        described = db.rows("SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                            "AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped "
+                            "AND col_description(c.oid, a.attnum) IS NOT NULL")
+        assert set(described) == {(t, c) for t, (_, columns) in schema.DOCS.items() for c in columns}
+        assert db.scalar("SELECT obj_description('campaigns'::regclass)") == schema.DOCS["campaigns"][0]
 
 
 def test_a_newer_schema_is_refused(store, db):

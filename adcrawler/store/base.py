@@ -49,9 +49,9 @@ METRICS = (f"INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) VALUES 
 
 
 def column_value(column: str, value: Any) -> Any:
-    """A field's value as its column holds it (flags: comma-separated text, or NULL)."""
+    """A field's value as its column holds it (flags: a JSON array, or NULL when there is none)."""
     if COLUMN_TYPES[column] == "flags":
-        return ",".join(value) or None
+        return json.dumps(list(value)) if value else None
     return value
 
 
@@ -196,7 +196,22 @@ class Store:
                 for statement in schema.statements(self.dialect, version):
                     self._execute(cur, statement)
                 self._execute(cur, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            if target > current and target >= 3:  # applied_at exists from version 3 on
+                self._execute(cur, "UPDATE schema_version SET applied_at = %s WHERE version > %s",
+                              (datetime.now(timezone.utc), current))
+            if target > current and target == schema.LATEST:
+                for statement in schema.comments(self.dialect):
+                    self._execute(cur, statement)
         return max(current, target)
+
+    def version(self) -> int:
+        """The schema version this database is at (0: none yet)."""
+        try:
+            with self._transaction("read") as cur:
+                self._execute(cur, "SELECT MAX(version) FROM schema_version")
+                return cur.fetchone()[0] or 0
+        except Exception:  # noqa: BLE001 - no schema_version table: a new database (a dead one fails next)
+            return 0
 
     def write(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> WriteResult:
         """Store ``items``; rows the database refuses for good are found and quarantined.
@@ -331,6 +346,19 @@ class Store:
         with self._transaction() as cur:
             self._insert_many(cur, RUN, [values], fetch=False)
 
+    def last_runs(self, client: str | None, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` runs (of ``client``, or of every client), newest first."""
+        columns = ("run_id", "client_id", "started_at", "finished_at", "outcome", "outcome_reasons", "campaigns_seen",
+                   "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "records_rejected")
+        where, params = ("WHERE client_id = %s ", [client]) if client else ("", [])
+        with self._transaction("read") as cur:
+            self._execute(cur, f"SELECT {', '.join(columns)} FROM sync_runs {where}"
+                               "ORDER BY started_at DESC LIMIT %s", [*params, limit])
+            rows = [dict(zip(columns, row)) for row in cur.fetchall()]
+        for row in rows:
+            row["started_at"], row["finished_at"] = map(self._timestamp, (row["started_at"], row["finished_at"]))
+        return rows
+
     def last_success(self, client: str) -> datetime | None:
         """When the client's last successful run finished."""
         with self._transaction("read") as cur:
@@ -355,13 +383,13 @@ class Store:
     def _rollback(self) -> None:
         try:
             self.conn.rollback()
-        except Exception:  # the connection itself may be gone; reconnect() handles that
+        except Exception:  # noqa: BLE001 - the connection itself may be gone; reconnect() handles that
             pass
 
     def _close_cursor(self, cur: Any) -> None:
         try:
             cur.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a cursor of a lost connection: nothing to close
             pass
 
     def reconnect(self) -> None:
@@ -372,6 +400,6 @@ class Store:
         if self.conn is not None:
             try:
                 self.conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - already closed by the server or the network
                 pass
             self.conn = None

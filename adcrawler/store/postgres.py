@@ -29,7 +29,7 @@ from .base import (
 INCOMING = "adcrawler_incoming"
 # The temporary table's type for each column type of adcrawler.items.Column.
 _COPY_TYPES = {"text": "text", "money": "numeric", "bigint": "bigint", "ts": "timestamptz", "json": "jsonb",
-               "flags": "text"}
+               "flags": "jsonb"}
 CREATE_INCOMING = (f"CREATE TEMPORARY TABLE {INCOMING} ("
                    + ", ".join(f"{c} {_COPY_TYPES[COLUMN_TYPES[c]]}" for c in CAMPAIGN_COLUMNS)
                    + ") ON COMMIT DELETE ROWS")

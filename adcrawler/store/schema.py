@@ -1,9 +1,15 @@
-"""The database schema, as numbered migrations shared by SQLite and PostgreSQL.
+"""The database schema, as numbered migrations shared by SQLite and PostgreSQL, and what it means.
 
 ``{ts}``, ``{money}``, ``{json}``, ``{bigint}`` and ``{id}`` are filled with each
-backend's types. A database records the versions applied in ``schema_version``;
-``migrate`` applies the missing ones in order, one process at a time, so an
-older database upgrades in place. Never edit a released migration: add the next one.
+backend's types; a statement that differs between backends is a dict by
+dialect. A database records the versions applied in ``schema_version`` (with
+``applied_at``); ``migrate`` applies the missing ones in order, one process at a
+time, so an older database upgrades in place. Never edit a released
+migration: add the next one.
+
+:data:`DOCS` says what every table and column holds: PostgreSQL gets it as
+``COMMENT ON`` whenever a migration runs, the README's table reference is
+generated from it, and a test holds it to the migrated tables.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ TYPES = {
                    "id": "BIGSERIAL PRIMARY KEY"},
 }
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
+MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
     (1, [
         # Current state: one row per (client, campaign), upserted.
         """CREATE TABLE campaigns (
@@ -101,14 +107,110 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "DROP TABLE schema_version",
         "ALTER TABLE schema_version_keyed RENAME TO schema_version",
     ]),
+    (4, [
+        # A client's last runs, newest first (scrapy runs, the dashboard).
+        "CREATE INDEX sync_runs_client_started ON sync_runs (client_id, started_at)",
+        # Flags as a JSON array instead of comma-separated text.
+        *({"postgresql": f"ALTER TABLE {table} ALTER COLUMN quality_flags TYPE JSONB USING CASE WHEN "
+                         "quality_flags IS NULL OR quality_flags = '' THEN NULL "
+                         "ELSE to_jsonb(string_to_array(quality_flags, ',')) END",
+           "sqlite": f"UPDATE {table} SET quality_flags = CASE WHEN quality_flags IS NULL OR quality_flags = '' "
+                     """THEN NULL ELSE '["' || replace(quality_flags, ',', '", "') || '"]' END"""}
+          for table in ("campaigns", "campaign_metrics")),
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
+
+_RUN = "of this run, for this client"
+DOCS: dict[str, tuple[str, dict[str, str]]] = {
+    "campaigns": ("Current state of every campaign of every client: one row per (client_id, campaign_id), "
+                  "upserted; rewritten only when something changed", {
+        "client_id": "the platform's client id (the X-Client-ID header)",
+        "campaign_id": "the campaign's id on the platform",
+        "name": "the campaign's name, exactly as sent",
+        "status": "the campaign's status as sent; statuses outside the documented set are kept and flagged",
+        "budget": "the budget, converted without loss from a number or a numeric string",
+        "impressions": "impressions, as sent (numeric strings converted)",
+        "clicks": "clicks, as sent (numeric strings converted)",
+        "conversions": "conversions, as sent (numeric strings converted)",
+        "created_at": "when the campaign was created on the platform (UTC when sent without a zone, and flagged)",
+        "raw": "the record exactly as the platform sent it, unknown fields included (JSON)",
+        "quality_flags": "what looked implausible but was stored (a JSON array of flag names); NULL: nothing",
+        "sync_status": "synced or failed: the outcome of the last run's sync call for the campaign",
+        "synced_at": "when the platform last confirmed a sync (kept when a later sync fails)",
+        "sync_error": "why the last sync failed, when it did",
+        "fetched_at": "when the platform last sent the record",
+        "updated_at": "when this row last changed",
+    }),
+    "campaign_metrics": ("Performance history: one row per campaign per run, the time series to chart", {
+        "run_id": "the run that fetched it (sync_runs.run_id)",
+        "client_id": "the platform's client id",
+        "campaign_id": "the campaign's id on the platform",
+        "captured_at": "when the platform sent these values",
+        "status": "the campaign's status then",
+        "budget": "the budget then",
+        "impressions": "impressions then",
+        "clicks": "clicks then",
+        "conversions": "conversions then",
+        "quality_flags": "what looked implausible then (JSON array); NULL: nothing",
+        "sync_status": "synced or failed " + _RUN,
+    }),
+    "sync_runs": ("One row per client per run, written as 'running' at the start and completed at the end", {
+        "run_id": "the run's id (a resumed run keeps it)",
+        "client_id": "the platform's client id",
+        "started_at": "when the run took the client's lock",
+        "finished_at": "when the client's last answer came; NULL while running",
+        "outcome": "running, succeeded, partial, failed, interrupted (see the README's outcomes)",
+        "outcome_reasons": "why the outcome is not succeeded, as the last log line said it",
+        "finish_reason": "how the crawl ended (finished, shutdown, auth_failed...)",
+        "campaigns_seen": "distinct campaigns listed " + _RUN,
+        "campaigns_synced": "campaigns stored as synced " + _RUN + " (all its attempts)",
+        "campaigns_failed": "campaigns stored with a failed sync " + _RUN,
+        "rows_inserted": "campaign rows inserted " + _RUN,
+        "rows_updated": "campaign rows updated " + _RUN,
+        "rows_unchanged": "campaign rows already up to date " + _RUN,
+        "records_rejected": "records quarantined " + _RUN,
+        "retries": "API requests retried " + _RUN,
+        "responses_429": "429 answers " + _RUN,
+        "token_refreshes": "bearer tokens obtained " + _RUN,
+        "stats": "the run's stats for this client, as the stats file has them (JSON)",
+    }),
+    "rejected_records": ("Quarantine: records that could not be stored, verbatim, with the reason", {
+        "id": "row number",
+        "run_id": "the run that met it",
+        "client_id": "the platform's client id",
+        "campaign_id": "the id the record was sent with, when it had one",
+        "reason": "why it could not be stored",
+        "payload": "the record exactly as sent (JSON text)",
+        "payload_sha1": "the payload's SHA-1: a record is quarantined once per run",
+        "seen_at": "when the platform sent it",
+    }),
+    "schema_version": ("The migrations applied to this database", {
+        "version": "a migration's number (adcrawler/store/schema.py)",
+        "applied_at": "when it was applied (NULL for migrations applied before version 4 existed)",
+    }),
+}
 
 
 def statements(dialect: str, version: int) -> list[str]:
     types = TYPES[dialect]
     for number, sqls in MIGRATIONS:
         if number == version:
-            return [sql.format(**types) for sql in sqls]
+            return [(sql[dialect] if isinstance(sql, dict) else sql.format(**types)) for sql in sqls]
     raise KeyError(version)
+
+
+def comments(dialect: str) -> list[str]:
+    """:data:`DOCS` as the statements that attach it to the tables (PostgreSQL only)."""
+    if dialect != "postgresql":
+        return []
+
+    def quoted(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    out = []
+    for table, (doc, columns) in DOCS.items():
+        out.append(f"COMMENT ON TABLE {table} IS {quoted(doc)}")
+        out += [f"COMMENT ON COLUMN {table}.{column} IS {quoted(text)}" for column, text in columns.items()]
+    return out
