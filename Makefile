@@ -3,15 +3,23 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench docs tools venv clean
+.PHONY: demo test bench docs tools venv lock clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# Exactly the locked packages, each checked against its hash (a test holds the
+# virtualenv to the lock). The dependencies themselves are in pyproject.toml.
+$(VENV)/.installed: requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
 	touch $@
+
+# Re-resolve requirements.lock from pyproject.toml (after changing a dependency).
+lock:
+	$(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/python -m pip install --quiet uv
+	$(VENV)-lock/bin/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+	    --no-header -o requirements.lock
+	rm -rf $(VENV)-lock
 
 # Prometheus, its Pushgateway and promtool (Debian packages), for the operating
 # tests. Installed as root when missing; RUNLEVEL=1 keeps the packages from
@@ -43,4 +51,4 @@ docs: venv
 	$(BIN)/python -m scripts.docs
 
 clean:
-	rm -rf $(VENV) .pytest_cache data
+	rm -rf $(VENV) .pytest_cache data var

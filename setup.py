@@ -1,12 +1,5 @@
-"""Packaging for scrapyd eggs (``scrapyd-deploy`` builds the egg from this file)."""
+"""scrapyd-deploy builds the egg with ``python setup.py bdist_egg``: the metadata is in pyproject.toml."""
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
-setup(
-    name="adcrawler",
-    version="1.0",
-    packages=find_packages(include=["adcrawler", "adcrawler.*"]),
-    package_data={"adcrawler": ["clients.toml"]},
-    entry_points={"scrapy": ["settings = adcrawler.settings"]},
-    zip_safe=False,
-)
+setup()

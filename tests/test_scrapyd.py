@@ -138,3 +138,18 @@ def test_clients_spread_over_nodes_and_never_run_twice(nodes, egg, quiet_mock, p
     assert outcomes == [("succeeded",)]
     syncs = quiet_mock.stats()["syncs"]
     assert all(set(syncs[client_ids.get(c, c)].values()) == {1} for c in CLIENTS)
+
+
+def test_scrapyd_client_schedules_through_the_shipped_target(nodes, egg, tmp_path):
+    """The deploy target of scrapy.cfg, pointed at a test node: scrapyd-client schedules a job through it."""
+    _deploy(nodes[0], egg)
+    cfg = (ROOT / "scrapy.cfg").read_text().replace("http://127.0.0.1:6800", nodes[0])
+    (tmp_path / "scrapy.cfg").write_text(cfg)
+    env = {**os.environ, "SCRAPYD_USERNAME": USER, "SCRAPYD_PASSWORD": PASSWORD}
+    proc = subprocess.run([str(Path(sys.executable).parent / "scrapyd-client"), "schedule", "-p", "adcrawler",
+                           "--arg", "client=demo", "--arg", "dry_run=1", "campaigns"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "campaigns" in proc.stdout, proc.stdout + proc.stderr
+    jobs = requests.get(f"{nodes[0]}/listjobs.json", params={"project": "adcrawler"}, auth=(USER, PASSWORD),
+                        timeout=10).json()
+    assert sum(len(jobs[state]) for state in ("pending", "running", "finished")) == 1
