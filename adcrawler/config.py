@@ -153,6 +153,7 @@ COUNT_OR_ZERO = Kind("a whole number >= 0", _number(int, 0, True), "-1")
 PORT = Kind("a port number from 0 to 65535 (0 = off)", _port, "70000")
 SECONDS = Kind("a number of seconds > 0", _number(float, 0, False), "soon")
 SECONDS_OR_ZERO = Kind("a number of seconds >= 0 (0 = off)", _number(float, 0, True), "-5")
+DAYS = Kind("a number of days >= 0 (0 = keep all)", _number(float, 0, True), "-1")
 BOOL = Kind("true or false", _bool, "maybe")
 HTTP_URL = Kind("an http:// or https:// URL", _http_url, "ftp://example.com")
 OPTIONAL_URL = Kind("an http:// or https:// URL, or empty for off", _optional(_http_url), "localhost:9091")
@@ -187,6 +188,9 @@ SETTINGS: list[Setting] = [
     # -- The platform
     Setting("AD_PLATFORM_API_URL", "http://127.0.0.1:3001", HTTP_URL, "base URL of the platform"),
     Setting("ADCRAWLER_CLIENTS_FILE", "", REGISTRY, "client registry file (empty: the packaged one)"),
+    Setting("ADCRAWLER_DRY_RUN", "false", BOOL,
+            "list and validate every page, report what would be stored and synced; write nothing, send no sync "
+            "(also `-a dry_run=1`)"),
     Setting("ADCRAWLER_PAGE_SIZE", "100", COUNT, "`limit` asked for on list calls; the platform may cap it"),
     # -- Rate budget, per client
     Setting("ADCRAWLER_RATE_LIMIT", "10", COUNT, "the platform's budget per client: requests per window"),
@@ -229,17 +233,22 @@ SETTINGS: list[Setting] = [
             "how often the run checks it still holds its clients' locks (s); a lost one interrupts its client"),
     Setting("ADCRAWLER_SPOOL_DIR", "data/spool", PATH, "where batches go when the database stays down"),
     # -- Operating
-    Setting("ADCRAWLER_STATS_DIR", "data/stats", OPTIONAL_PATH, "one JSON stats file per run (empty = off)"),
+    Setting("ADCRAWLER_STATS_DIR", "data/stats", OPTIONAL_PATH,
+            "one JSON stats file per run, named `<start time>-<run id>.json` (empty = off)"),
+    Setting("ADCRAWLER_STATS_KEEP_DAYS", "30", DAYS,
+            "stats files older than this many days are removed after a run (0 = keep all)"),
     Setting("ADCRAWLER_METRICS_HOST", "127.0.0.1", HOST, "address of the Prometheus pull endpoint"),
     Setting("ADCRAWLER_METRICS_PORT", "0", PORT, "port of the Prometheus pull endpoint (0 = off)"),
     Setting("ADCRAWLER_PUSHGATEWAY_URL", "", OPTIONAL_URL,
             "Pushgateway to push each client's metrics to at the end (empty = off)"),
     Setting("ADCRAWLER_PUSHGATEWAY_JOB", "adcrawler", JOB, "`job` label of the pushed groups"),
-    Setting("ADCRAWLER_PROGRESS_INTERVAL", "30", SECONDS_OR_ZERO, "a progress line per client every N s (0 = off)"),
+    Setting("ADCRAWLER_PROGRESS_INTERVAL", "30", SECONDS_OR_ZERO,
+            "one progress line for the whole run every N s (per client at DEBUG; 0 = off)"),
     Setting("ADCRAWLER_LOG_JSON", "false", BOOL, "one JSON object per log line, from the first line to the last"),
     Setting("ADCRAWLER_LOG_LEVEL", "INFO", LOG_LEVEL, "log level", scrapy="LOG_LEVEL"),
-    Setting("ADCRAWLER_LOGSTATS_INTERVAL", "60", SECONDS, "Scrapy's periodic stats line (s)",
-            scrapy="LOGSTATS_INTERVAL"),
+    Setting("ADCRAWLER_LOG_STATS", "false", BOOL,
+            "also dump the run's stats on the console at the end (they are always in the stats file; "
+            "at DEBUG they are on the console too)"),
     # -- Concurrency
     Setting("ADCRAWLER_CONCURRENT_REQUESTS", "1024", COUNT,
             "requests on the wire at once, all clients together (requests waiting for budget do not count)",

@@ -38,7 +38,7 @@ class Column:
     """How a field is stored in ``campaigns`` (and ``campaign_metrics``).
 
     ``type`` names a column type of :data:`adcrawler.store.schema.TYPES` or
-    ``flags`` (text, comma-separated); ``key`` is the field's place in the
+    ``flags`` (a JSON array of flag names, NULL when there is none); ``key`` is the field's place in the
     primary key (0: not part of it);
     a change in a ``compared`` field rewrites the row; ``history`` names the
     field's column in the history row (``campaign_metrics``), if it has one.

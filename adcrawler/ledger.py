@@ -21,7 +21,11 @@ When the spider closes, the ledger settles each client's outcome
 file and the metrics read it; the crawl command's exit status and last line
 come from :meth:`RunLedger.final_line`.
 
-Settings: ADCRAWLER_PAGE_SIZE, ADCRAWLER_SYNC_PASSES, ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW.
+In a dry run (``ADCRAWLER_DRY_RUN``) the outcome says what the run would have
+stored, quarantined and synced.
+
+Settings: ADCRAWLER_PAGE_SIZE, ADCRAWLER_SYNC_PASSES, ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW,
+ADCRAWLER_DRY_RUN.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from scrapy import signals
 from adcrawler.clients import Client
 from adcrawler.config import value
 from adcrawler.items import Campaign, CampaignItem
-from adcrawler.outcome import Outcome, client_outcome, final_line
+from adcrawler.outcome import Outcome, client_outcome, dry_run_outcome, final_line
 from adcrawler.pagination import Listing
 from adcrawler.ratelimit import lower_bound_seconds
 from adcrawler.stats import RunStats
@@ -92,6 +96,7 @@ class ClientRun:
     resumable: set[str] = field(default_factory=set)  # stored as synced by an interrupted attempt of this run
     resumed: int = 0  # listed campaigns skipped because they are resumable
     stored: set[str] = field(default_factory=set)
+    would_store: int = 0  # a dry run: valid campaigns it would have stored
     quarantined: int = 0
     spooled: int = 0
     auth_failure: str | None = None
@@ -125,8 +130,9 @@ class ClientRun:
 
 class RunLedger:
     def __init__(self, stats: RunStats, page_size: int, max_passes: int, rate_limit: int, rate_window: float,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), dry_run: bool = False):
         self.stats = stats
+        self.dry_run = dry_run
         self.page_size = page_size
         self.max_passes = max_passes
         self.rate_limit = rate_limit
@@ -140,7 +146,8 @@ class RunLedger:
     def from_crawler(cls, crawler: Crawler) -> "RunLedger":
         s = crawler.settings
         ledger = cls(RunStats(crawler), value(s, "ADCRAWLER_PAGE_SIZE"), value(s, "ADCRAWLER_SYNC_PASSES"),
-                     value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW"))
+                     value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW"),
+                     dry_run=value(s, "ADCRAWLER_DRY_RUN"))
         crawler.signals.connect(ledger.spider_closed, signal=signals.spider_closed)
         return ledger
 
@@ -279,7 +286,8 @@ class RunLedger:
             run.requests_sent, self.rate_limit, self.rate_window, run.last_latency), 3), client)
 
     def _settle(self, run: ClientRun) -> None:
-        run.outcome = client_outcome(run, stopped_early=self.finish_reason != "finished")
+        decide = dry_run_outcome if self.dry_run else client_outcome
+        run.outcome = decide(run, stopped_early=self.finish_reason != "finished")
         self.stats.set("outcome", run.outcome.name, run.client_id)
         self.stats.set("outcome_reasons", ", ".join(run.outcome.reasons), run.client_id)
 
@@ -289,6 +297,9 @@ class RunLedger:
     def final_line(self) -> tuple[bool, str]:
         """(complete, the last line a person reads)."""
         complete, line = final_line(self.outcomes(), str(self.finish_reason))
+        if self.dry_run and complete:
+            said = "; ".join(f"{c}: {', '.join(o.reasons)}" for c, o in sorted(self.outcomes().items()) if o.reasons)
+            return True, f"Dry run complete, nothing written and no sync sent: {said}"
         if self.notices:
             return False, f"{line}; but {'; '.join(self.notices)}"
         return complete, line

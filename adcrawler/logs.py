@@ -8,7 +8,11 @@ through ours too. The handler honours Scrapy's ``LOG_ENABLED``, ``LOG_FILE``,
 line is ``{"time", "level", "logger", "message", "run_id", "client"?,
 "exception"?}``. Redaction runs before formatting, so both formats are covered.
 
-Settings: ADCRAWLER_LOG_JSON (and the Scrapy settings above).
+Above DEBUG, the console is for a person: Scrapy's inventory of versions,
+components and overridden settings is left out (:class:`ConsoleFilter`), and
+the stats are dumped to the stats file only, unless ``ADCRAWLER_LOG_STATS``.
+
+Settings: ADCRAWLER_LOG_JSON, ADCRAWLER_LOG_STATS (and the Scrapy settings above).
 """
 
 from __future__ import annotations
@@ -52,6 +56,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+class ConsoleFilter(logging.Filter):
+    """Leaves out Scrapy's start-up inventory (versions, enabled components,
+    overridden settings): a page of lists before the first line that matters.
+    At DEBUG it is all there."""
+
+    INVENTORY = ("Versions:", "Enabled addons:", "Enabled extensions:", "Enabled downloader middlewares:",
+                 "Enabled spider middlewares:", "Enabled item pipelines:", "Overridden settings:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("scrapy.") or record.levelno != logging.INFO:
+            return True
+        try:
+            return not record.getMessage().startswith(self.INVENTORY)
+        except Exception:  # noqa: BLE001 - a malformed record is still logged
+            return True
+
+
 def configure(settings: BaseSettings) -> None:
     """Install the root handler these settings describe (replacing ours, if any)."""
     global _handler  # noqa: PLW0603 - one root handler per process
@@ -67,6 +88,10 @@ def configure(settings: BaseSettings) -> None:
     handler.setFormatter(JsonFormatter() if as_json
                          else logging.Formatter(settings.get("LOG_FORMAT"), settings.get("LOG_DATEFORMAT")))
     handler.setLevel(settings.get("LOG_LEVEL"))
+    if logging.getLevelName(settings.get("LOG_LEVEL")) > logging.DEBUG:
+        handler.addFilter(ConsoleFilter())
+        if not value(settings, "ADCRAWLER_LOG_STATS"):
+            settings.set("STATS_DUMP", False, priority="cmdline")  # they are in the stats file
     handler.addFilter(redaction.RedactingFilter())
     root = logging.getLogger()
     if _handler is not None:

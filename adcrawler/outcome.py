@@ -71,6 +71,25 @@ def client_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
     return Outcome(PARTIAL if reasons else SUCCEEDED, tuple(reasons))
 
 
+def dry_run_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
+    """A dry run's outcome: whether the listing could be read, and what the run would have done."""
+    if run.state == "skipped":
+        return client_outcome(run, stopped_early)
+    if run.auth_failure or not run.seen and (run.list_failed or stopped_early or not run.listing.pages):
+        return client_outcome(run, stopped_early)
+    would = (f"would store {run.would_store}, quarantine {run.quarantined} and sync {len(run.syncable)} "
+             f"of {run.seen} listed")
+    problems = []
+    if run.list_failed:
+        problems.append(f"{run.list_failed} list page(s) unreadable")
+    expected = run.listing.total
+    if expected and run.seen < expected:
+        problems.append(f"{expected - run.seen} of {expected} announced campaigns never listed")
+    if stopped_early:
+        problems.append("the crawl stopped early")
+    return Outcome(PARTIAL if problems else SUCCEEDED, (would, *problems))
+
+
 def final_line(outcomes: Mapping[str, Outcome], finish_reason: str) -> tuple[bool, str]:
     """(complete, the last line a person reads) for a run's outcomes."""
     incomplete = {c: o for c, o in outcomes.items() if o.name not in (SUCCEEDED, SKIPPED)}

@@ -44,7 +44,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record is still logged, unformatted
+        except Exception:  # noqa: BLE001 - a malformed record is still logged, unformatted
             message = str(record.msg)
         record.msg, record.args = self.secrets.redact(message), ()
         if record.exc_info and not record.exc_text:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # the database is still down, a file is corrupt...
+    except Exception as exc:  # noqa: BLE001 - the database is still down, a file is corrupt...
         print(f"replay: failed, nothing renamed after the failing file: {type(exc).__name__}: "
               f"{first_line(exc)}", file=sys.stderr)
         return 1

@@ -26,6 +26,9 @@ SCHEDULER = "adcrawler.scheduler.BudgetScheduler"
 DOWNLOADER_MIDDLEWARES = {
     # Replaced: every answer is judged once, in adcrawler.answers.
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    # Replaced: the same redirects, without a warning about Referer headers on every run.
+    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
+    "adcrawler.middlewares.redirect.RedirectMiddleware": 600,
     # Both below HttpCompressionMiddleware (590): they read decompressed bodies.
     "adcrawler.middlewares.retry.RetryMiddleware": 560,
     "adcrawler.middlewares.auth.BearerTokenMiddleware": 570,
@@ -49,6 +52,8 @@ EXTENSIONS = {
     "adcrawler.extensions.statsdump.StatsDump": 510,
     "adcrawler.extensions.metrics.PrometheusMetrics": 520,
     "adcrawler.extensions.progress.Progress": 530,
+    # Our progress line says what Scrapy's "Crawled N pages" would, in the job's terms.
+    "scrapy.extensions.logstats.LogStats": None,
     # Remote control and telnet would expose the running crawler; the job
     # directory holds only our own JSON files, not a pickled spider state.
     "scrapy.extensions.remote_control.RemoteControl": None,

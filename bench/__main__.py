@@ -50,7 +50,7 @@ LIMIT, WINDOW = 10, 60.0
 def crawl(mock: MockProcess, clients: list[str], scale: float, tmp: Path, settings: dict[str, str] | None = None,
           timeout: float = 7200) -> tuple[Measured, dict[str, Any]]:
     cmd, env = crawl_command(mock.url, ",".join(clients), tmp, scale=scale, settings=settings,
-                             extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0", "ADCRAWLER_LOGSTATS_INTERVAL": "600"})
+                             extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0"})
     measured = run_measured(cmd, env, ROOT, timeout)
     return measured, latest_stats(tmp)
 

@@ -4,7 +4,8 @@
     python -m scripts.docs --check  # exit 1 if README.md differs (the tests run this)
 
 Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
-settings (adcrawler.config.SETTINGS), stats (adcrawler.stats), request meta
+settings (adcrawler.config.SETTINGS), the tables (adcrawler.store.schema.DOCS),
+stats (adcrawler.stats), request meta
 keys (adcrawler.meta), metrics (adcrawler.extensions.metrics.METRICS) and the
 simulator's faults (mock_api.config).
 """
@@ -19,6 +20,7 @@ from adcrawler.config import SETTINGS
 from adcrawler.extensions.metrics import METRICS
 from adcrawler.meta import PUBLIC
 from adcrawler.stats import COUNTERS, FINAL
+from adcrawler.store.schema import DOCS
 from mock_api.config import DEFAULT_FAULTS, ENDPOINTS, FAULTS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -38,6 +40,14 @@ def stats_table() -> str:
     rows = ["| key | kind | meaning |", "| --- | --- | --- |"]
     rows += [f"| `{name}` | counter | {doc} |" for name, doc in COUNTERS.items()]
     rows += [f"| `{name}` | value | {doc} |" for name, doc in FINAL.items()]
+    return "\n".join(rows)
+
+
+def schema_table() -> str:
+    rows = ["| table | column | what it holds |", "| --- | --- | --- |"]
+    for table, (doc, columns) in DOCS.items():
+        rows.append(f"| `{table}` | | {doc} |")
+        rows += [f"| | `{column}` | {text} |" for column, text in columns.items()]
     return "\n".join(rows)
 
 
@@ -71,8 +81,8 @@ def faults_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"settings": settings_table, "stats": stats_table, "meta": meta_table, "metrics": metrics_table,
-          "faults": faults_table}
+TABLES = {"settings": settings_table, "schema": schema_table, "stats": stats_table, "meta": meta_table,
+          "metrics": metrics_table, "faults": faults_table}
 
 
 def render(text: str) -> str:

@@ -124,7 +124,8 @@ def test_numeric_strings_unknown_fields_and_statuses_are_stored(mock_factory, db
     raw = json.loads(raw) if isinstance(raw, str) else raw
     assert raw["objective"] == "CONVERSIONS" and isinstance(raw["impressions"], str)
     assert db.scalar("SELECT impressions FROM campaigns WHERE campaign_id = 'campaign_1'") == int(raw["impressions"])
-    statuses = dict(db.rows("SELECT campaign_id, status FROM campaigns WHERE quality_flags = 'unknown_status'"))
+    statuses = dict(db.rows("SELECT campaign_id, status FROM campaigns "
+                            "WHERE CAST(quality_flags AS TEXT) = '[\"unknown_status\"]'"))
     assert sorted(statuses.values()) == ["PAUSED_BY_POLICY", "in_review", "learning"]
     assert_every_served_id_kept(mock, db, "acme-corp")
     assert "Sync complete" in last_line(result)
@@ -134,9 +135,11 @@ def test_implausible_values_are_flagged_not_rejected(mock_factory, db):
     mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "20", "--implausible", "4")
     result = _crawl(mock, "acme", db)
     assert result.returncode == 0, result.output[-3000:]
-    flags = dict(db.rows("SELECT campaign_id, quality_flags FROM campaigns WHERE quality_flags IS NOT NULL"))
-    assert flags == {"campaign_17": "clicks_exceed_impressions", "campaign_18": "conversions_exceed_clicks",
-                     "campaign_19": "conversions_exceed_clicks,negative_clicks", "campaign_20": "negative_budget"}
+    flags = {c: db.json(f) for c, f in db.rows("SELECT campaign_id, quality_flags FROM campaigns "
+                                                 "WHERE quality_flags IS NOT NULL")}
+    assert flags == {"campaign_17": ["clicks_exceed_impressions"], "campaign_18": ["conversions_exceed_clicks"],
+                     "campaign_19": ["conversions_exceed_clicks", "negative_clicks"],
+                     "campaign_20": ["negative_budget"]}
     assert result.stat("flags/negative_budget", "acme-corp") == 1 and result.stat("outcome", "acme-corp") == "succeeded"
 
 
@@ -180,8 +183,12 @@ def test_a_platform_that_ignores_page_ends_the_listing_and_says_so(mock_factory,
 
 def test_progress_counts_against_known_work(mock_factory, tmp_path):
     mock = mock_factory("--time-scale", SCALE, "--seed", "2", "--campaigns", "60", "--max-page-size", "20")
-    result = run_crawl(mock.url, "acme", tmp_path, extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0.3"})
+    # Per client at DEBUG; one line for the whole run otherwise.
+    result = run_crawl(mock.url, "acme", tmp_path, extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0.3",
+                                                               "ADCRAWLER_LOG_LEVEL": "DEBUG"})
     assert result.returncode == 0, result.output[-3000:]
+    whole = re.findall(r"Progress: ([01])/1 clients done.*, (\d+)/(\d+) campaigns done", result.output)
+    assert whole and all(int(done) <= int(known) <= 60 for _, done, known in whole)
     lines = re.findall(r"Progress acme-corp: (\d+)/(\d+|\?) done .* ETA (\d+)s", result.output)
     assert len(lines) >= 3
     for done, known, eta in lines:

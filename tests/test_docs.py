@@ -9,6 +9,7 @@ from adcrawler.config import SETTINGS
 from adcrawler.extensions.metrics import METRICS
 from adcrawler.meta import PUBLIC
 from adcrawler.stats import COUNTERS, FINAL
+from adcrawler.store.schema import DOCS
 from harness.runner import ROOT
 from scripts import docs
 
@@ -25,6 +26,7 @@ def test_readme_tables_are_the_code_lists_in_both_directions():
     assert _table("settings") == [s.name for s in SETTINGS]
     assert _table("stats") == [*COUNTERS, *FINAL]
     assert _table("meta") == list(PUBLIC)
+    assert _table("schema") == list(DOCS)
     assert _table("metrics") == [f"{m.name}_total" if m.kind == "counter" else m.name for m in METRICS]
 
 

@@ -1,4 +1,5 @@
-"""Project commands: ``crawl`` (checked settings, true exit status) and ``settings``.
+"""Project commands: ``crawl`` (checked settings, true exit status), ``settings``,
+and the operator's ``clients``, ``runs`` and ``migrate``.
 
 Both check every setting before anything starts: a bad value prints one line
 naming it and exits with status 2, and values given with ``-s`` under our
@@ -11,6 +12,7 @@ import logging
 import os
 import resource
 import sys
+from typing import Any
 
 from scrapy.settings import BaseSettings
 
@@ -59,3 +61,10 @@ def _register_secrets(settings: BaseSettings) -> None:
     except ValueError:
         password = None
     redaction.SECRETS.add(password)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    """Rows as aligned columns under a header, for a person to read."""
+    cells = [tuple(map(str, header)), *(tuple(map(str, row)) for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells)

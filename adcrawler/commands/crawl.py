@@ -22,22 +22,30 @@ from adcrawler.clients import ClientConfigError, Registry
 from adcrawler.config import value
 from adcrawler.ledger import RunLedger
 from adcrawler.spiders.campaigns import CampaignsSpider
+from adcrawler.stats import key
 
-from . import fail, prepare
+from . import fail, prepare, table
 
 logger = logging.getLogger("adcrawler.crawl")
 
 
 class Command(ScrapyCrawl):
+    def long_desc(self) -> str:
+        arguments = "; ".join(f"-a {name}=...: {doc}" for name, doc in CampaignsSpider.arguments.items()
+                              if not name.startswith("_"))
+        return (f"Run a spider. The campaigns spider takes {arguments}. Every setting of the README's table "
+                "can be given with -s NAME=value.")
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)
         assert self.settings is not None
+        if "dry_run" in opts.spargs:  # a spider argument that every component must know: a setting
+            self.settings.set("ADCRAWLER_DRY_RUN", opts.spargs["dry_run"], priority="cmdline")
         prepare(self.settings)
         try:
             unknown = sorted(set(opts.spargs) - set(CampaignsSpider.arguments))
             if unknown:
                 raise ClientConfigError(f"unknown spider argument(s) {', '.join(unknown)}: campaigns takes "
-                                        "-a client=<slug>, -a client=a,b or -a client=all")
+                                        "-a client=<slug>, -a client=a,b or -a client=all, and -a dry_run=1")
             registry = Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None)
             registry.select(opts.spargs.get("client", ""))
             if self.settings.get("JOBDIR"):
@@ -56,7 +64,10 @@ class Command(ScrapyCrawl):
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
             return
-        self.exitcode = exit_status(RunLedger.of(crawler))
+        ledger = RunLedger.of(crawler)
+        if ledger.outcomes():
+            logger.info("Summary:\n%s", summary(ledger, crawler.stats.get_stats()))
+        self.exitcode = exit_status(ledger)
 
 
 def tune_gc() -> None:
@@ -72,6 +83,23 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(7_000, 100, 1_000)
+
+
+def summary(ledger: RunLedger, stats: dict) -> str:
+    """A table of the run, one row per client, like the demo's summary."""
+    rows = []
+    for client, run in sorted(ledger.runs.items()):
+        g = lambda name, c=client: stats.get(key(name, c), 0)  # noqa: E731
+        bound = g("lower_bound_seconds")
+        took = f"{g('elapsed_seconds'):.1f}s" + (f" ({g('elapsed_seconds') / bound:.2f}x)" if bound else "")
+        stored = run.would_store if ledger.dry_run else len(run.stored)
+        synced = len(run.syncable) if ledger.dry_run else len(run.synced)
+        rows.append((client, run.outcome.name if run.outcome else "-", run.seen, stored, synced, len(run.failed),
+                     run.quarantined, run.requests_sent, g("responses_429"), took))
+    header = ("client", "outcome", "listed", "would store" if ledger.dry_run else "stored",
+              "would sync" if ledger.dry_run else "synced", "sync failed", "quarantined", "requests", "429s",
+              "time (x lower bound)")
+    return table(header, rows)
 
 
 def exit_status(ledger: RunLedger) -> int:

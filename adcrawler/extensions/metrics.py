@@ -153,6 +153,8 @@ class PrometheusMetrics:
     def from_crawler(cls, crawler: Crawler) -> "PrometheusMetrics":
         s = crawler.settings
         port, pushgateway = value(s, "ADCRAWLER_METRICS_PORT"), value(s, "ADCRAWLER_PUSHGATEWAY_URL")
+        if value(s, "ADCRAWLER_DRY_RUN"):
+            pushgateway = ""  # a dry run's figures are not a run's
         if not port and not pushgateway:
             raise NotConfigured
         ext = cls(crawler, value(s, "ADCRAWLER_METRICS_HOST"), port, pushgateway,

@@ -1,6 +1,10 @@
-"""A progress line per client every ``ADCRAWLER_PROGRESS_INTERVAL`` seconds.
+"""One progress line for the whole run every ``ADCRAWLER_PROGRESS_INTERVAL`` seconds.
 
-Like Scrapy's LogStats, but in the terms an operator cares about::
+Scrapy's LogStats, in the terms an operator cares about::
+
+    Progress: 1/3 clients done, 145/300 campaigns done (140 synced, 5 quarantined), 12 retries, 0 429s, ETA 330s
+
+and, at DEBUG, one line per client::
 
     Progress demo: 45/100 done (43 synced, 2 quarantined), 3 retrying, 12 retries, 0 429s, ETA 330s
 
@@ -73,22 +77,48 @@ class Progress:
         self.task = create_looping_call(self.log)
         self.task.start(self.interval, now=False)
 
+    def _eta(self, client: str) -> float | None:
+        """Seconds the client's budget still needs; None while nothing is known of its work."""
+        progress = RunLedger.of(self.crawler).progress(client)
+        if not progress.listing_done and not progress.known:
+            return None
+        return eta_seconds(progress.known - progress.done, progress.done, self.stats.get("requests_sent", client),
+                           self.limit, self.window)
+
     def line(self, client: str) -> str:
+        """One client's progress (logged at DEBUG)."""
         g = lambda name: self.stats.get(name, client)  # noqa: E731
         progress = RunLedger.of(self.crawler).progress(client)
         synced, quarantined = g("campaigns_synced"), g("campaigns_quarantined")
         known = progress.known if progress.listing_done or progress.known else "?"
-        eta = eta_seconds(progress.known - progress.done, progress.done, g("requests_sent"), self.limit, self.window)
-        if not progress.listing_done and not progress.known:
-            eta_text = "ETA unknown (listing)"
-        else:
-            eta_text = f"ETA {math.ceil(eta)}s"
+        eta = self._eta(client)
+        eta_text = "ETA unknown (listing)" if eta is None else f"ETA {math.ceil(eta)}s"
         return (f"Progress {client}: {progress.done}/{known} done ({synced} synced, {quarantined} quarantined), "
                 f"{progress.retrying} retrying, {g('retries')} retries, {g('responses_429')} 429s, {eta_text}")
 
+    def run_line(self, clients: list[str]) -> str:
+        """The whole run's progress: clients done, campaigns done of those known, and
+        the ETA of the client that needs longest (each has its own budget)."""
+        ledger = RunLedger.of(self.crawler)
+        progress = {c: ledger.progress(c) for c in clients}
+        finished = sum(1 for p in progress.values() if p.listing_done and p.done >= p.known and not p.retrying)
+        done, known = sum(p.done for p in progress.values()), sum(p.known for p in progress.values())
+        listing = sum(1 for p in progress.values() if not p.listing_done)
+        etas = [self._eta(c) for c in clients]
+        eta = "ETA unknown (listing)" if None in etas else f"ETA {math.ceil(max(etas, default=0))}s"
+        g = self.stats.get
+        return (f"Progress: {finished}/{len(clients)} clients done{f' ({listing} listing)' if listing else ''}, "
+                f"{done}/{known} campaigns done ({g('campaigns_synced')} synced, {g('campaigns_quarantined')} "
+                f"quarantined), {g('retries')} retries, {g('responses_429')} 429s, {eta}")
+
     def log(self) -> None:
-        for client in RunLedger.of(self.crawler).held():
-            logger.info("%s", self.line(client), extra={"client": client})
+        clients = RunLedger.of(self.crawler).held()
+        if not clients:
+            return
+        logger.info("%s", self.run_line(clients))
+        if logger.isEnabledFor(logging.DEBUG):
+            for client in clients:
+                logger.debug("%s", self.line(client), extra={"client": client})
 
     def spider_closed(self, spider: Any, reason: str) -> None:
         if self.task and self.task.running:

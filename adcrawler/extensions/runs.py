@@ -65,8 +65,9 @@ logger = logging.getLogger(__name__)
 
 class RunRecords:
     def __init__(self, crawler: Crawler, database_url: str, sqlite_path: str, jobdir: str | None,
-                 waits: Waits = Waits(), check_interval: float = 5.0):
+                 waits: Waits = Waits(), check_interval: float = 5.0, dry_run: bool = False):
         self.crawler = crawler
+        self.dry_run = dry_run
         self.database_url = database_url
         self.sqlite_path = sqlite_path
         self.waits = waits
@@ -84,7 +85,7 @@ class RunRecords:
     def from_crawler(cls, crawler: Crawler) -> "RunRecords":
         s = crawler.settings
         ext = cls(crawler, value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), s.get("JOBDIR") or None,
-                  waits_of(s), value(s, "ADCRAWLER_LOCK_CHECK_INTERVAL"))
+                  waits_of(s), value(s, "ADCRAWLER_LOCK_CHECK_INTERVAL"), value(s, "ADCRAWLER_DRY_RUN"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
@@ -94,6 +95,10 @@ class RunRecords:
         return RunLedger.of(self.crawler)  # built with this extension: looked up at use
 
     async def spider_opened(self, spider: Any) -> None:
+        if self.dry_run:  # nothing to record and nothing written: no lock either
+            for client in list(self.ledger.runs):
+                self.ledger.hold(client)
+            return
         try:
             self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path, self.waits,
                                              "adcrawler-runs")  # the session that holds the locks

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from scrapy.exceptions import CloseSpider
+from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.utils.asyncio import CallLaterResult, call_later, run_in_thread, sleep
 
 from adcrawler.answers import Decision, Verdict
@@ -93,6 +93,8 @@ class StorePipeline:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "StorePipeline":
         s = crawler.settings
+        if value(s, "ADCRAWLER_DRY_RUN"):
+            raise NotConfigured  # a dry run writes nothing (the spider says so at start)
         pipeline = cls(RunStats(crawler), RunLedger.of(crawler), value(s, "DATABASE_URL"),
                        value(s, "ADCRAWLER_SQLITE_PATH"), value(s, "ADCRAWLER_DB_BATCH_SIZE"),
                        value(s, "ADCRAWLER_DB_FLUSH_INTERVAL"), RetryPolicy.from_settings(s),

@@ -71,13 +71,15 @@ class CampaignsSpider(scrapy.Spider):
     # scrapyd adds _job (and _version when one is asked for) to the jobs it starts.
     arguments = {
         "client": "a client's slug from the registry, a comma-separated list, or all",
+        "dry_run": "1: list and validate every page and say what would be stored and synced; "
+                   "write nothing, send no sync (the setting ADCRAWLER_DRY_RUN)",
         "_job": "the scrapyd job id (scrapyd sets it)",
         "_version": "the project version scrapyd runs (scrapyd sets it)",
     }
 
-    def __init__(self, client: str = "", *args: Any, **kwargs: Any):
+    def __init__(self, client: str = "", dry_run: str = "", *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.client_argument = client
+        self.client_argument = client  # dry_run: read as ADCRAWLER_DRY_RUN (the crawl command sets it)
 
     @classmethod
     def from_crawler(cls, crawler, *args: Any, **kwargs: Any) -> "CampaignsSpider":
@@ -88,6 +90,7 @@ class CampaignsSpider(scrapy.Spider):
         spider.list_timeout = value(s, "ADCRAWLER_TIMEOUT_LIST")
         spider.sync_timeout = value(s, "ADCRAWLER_TIMEOUT_SYNC")
         spider.max_passes = value(s, "ADCRAWLER_SYNC_PASSES")
+        spider.dry_run = value(s, "ADCRAWLER_DRY_RUN")
         spider.policy = RetryPolicy.from_settings(s)
         registry = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None)
         spider.clients = registry.select(spider.client_argument)
@@ -106,6 +109,8 @@ class CampaignsSpider(scrapy.Spider):
 
     # -- start --------------------------------------------------------------------------
     async def start(self) -> AsyncIterator[scrapy.Request]:
+        if self.dry_run:
+            logger.info("Dry run: every page is listed and validated; nothing is written and no sync is sent")
         for client_id in self.ledger.held():  # the others are synced by another run
             logger.info("Client %s (%s): starting", self.run(client_id).client.slug, client_id,
                         extra={"client": client_id})
@@ -188,7 +193,8 @@ class CampaignsSpider(scrapy.Spider):
             yield RejectedRecord.of(client, record, str(exc), fetched_at)
             if exc.campaign_id and exc.campaign_id not in run.syncable:
                 run.syncable.add(exc.campaign_id)
-                yield self.sync_request(client, exc.campaign_id, None, fetched_at)
+                if not self.dry_run:
+                    yield self.sync_request(client, exc.campaign_id, None, fetched_at)
             return
         cid = campaign.campaign_id
         if cid in run.syncable:  # the same id under another representation on this list
@@ -198,6 +204,9 @@ class CampaignsSpider(scrapy.Spider):
         if cid in run.resumable:
             run.resumed += 1
             self.run_stats.inc("campaigns_resumed", client)
+            return
+        if self.dry_run:
+            run.would_store += 1  # and sync: nothing leaves, nothing is written
             return
         yield self.sync_request(client, cid, campaign, fetched_at)
 

@@ -1,0 +1,67 @@
+"""``scrapy runs [CLIENT] [-n N]``: a client's last runs, newest first, from ``sync_runs``.
+
+One line per run: when it started, how long it took, its outcome and reasons,
+campaigns seen, synced and failed, rows inserted and updated, records
+quarantined, and the run id. Without CLIENT: the last runs of every client.
+Exit status 1 when the database cannot be used.
+
+Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, ClassVar
+
+from scrapy.commands import ScrapyCommand
+
+from adcrawler.config import value
+from adcrawler.store import StoreError, first_line, open_store, waits_of
+
+from . import prepare, table
+
+
+class Command(ScrapyCommand):
+    requires_project = True
+    requires_crawler_process = False
+    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
+
+    def syntax(self) -> str:
+        return "[CLIENT_ID] [-n N]"
+
+    def short_desc(self) -> str:
+        return "Show the last runs of a client (or of every client), newest first"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("-n", dest="limit", type=int, default=10, help="how many runs (default 10)")
+
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)
+        assert self.settings is not None
+        prepare(self.settings, log=False)
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        s = self.settings
+        client = args[0] if args else None
+        try:
+            store = open_store(value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), waits_of(s))
+            try:
+                runs = store.last_runs(client, max(1, opts.limit))
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback (the URL may hold a password)
+            reason = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {first_line(exc)}"
+            print(f"adcrawler: cannot read the runs: {reason}")
+            self.exitcode = 1
+            return
+        rows = []
+        for r in runs:
+            took = f"{(r['finished_at'] - r['started_at']).total_seconds():.0f}s" if r["finished_at"] else "-"
+            rows.append((r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), r["client_id"], took, r["outcome"] or "-",
+                         f"{r['campaigns_seen']}/{r['campaigns_synced']}/{r['campaigns_failed']}",
+                         f"{r['rows_inserted']}/{r['rows_updated']}", r["records_rejected"], r["run_id"][:12],
+                         r["outcome_reasons"] or ""))
+        print(table(("started (UTC)", "client", "took", "outcome", "seen/synced/failed", "ins/upd",
+                     "quarantined", "run", "reasons"), rows))
+        print(f"{len(rows)} run(s)" + (f" of {client}" if client else ""))
