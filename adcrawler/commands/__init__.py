@@ -8,17 +8,22 @@ names drive Scrapy's own settings too (see :mod:`adcrawler.config`).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import resource
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scrapy.settings import BaseSettings
 
 from adcrawler import logs, redaction
 from adcrawler.config import EXIT_CONFIG, ConfigError, resolve
 from adcrawler.files import PRIVATE_UMASK
+
+if TYPE_CHECKING:
+    from adcrawler.store import Store
 
 logger = logging.getLogger("adcrawler")
 
@@ -68,3 +73,40 @@ def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     cells = [tuple(map(str, header)), *(tuple(map(str, row)) for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells)
+
+
+class OperatorCommand:
+    """For a command that runs no crawl: checked settings, no log lines, a plain
+    answer on stdout. A mixin (``class Command(OperatorCommand, ScrapyCommand)``):
+    Scrapy takes every ScrapyCommand subclass in this package for a command."""
+
+    requires_project = True
+    requires_crawler_process = False
+    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
+
+    settings: Any
+    exitcode: int
+
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)  # type: ignore[misc]
+        assert self.settings is not None
+        prepare(self.settings, log=False)
+
+    def with_store(self, what: str, work: Callable[[Store], Any]) -> Any:
+        """``work(store)`` on the database the settings name; on failure one line
+        (never a traceback: the URL may hold a password), exit status 1, None."""
+        from adcrawler.config import value
+        from adcrawler.store import StoreError, first_line, open_store, waits_of
+
+        s = self.settings
+        try:
+            store = open_store(value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), waits_of(s))
+            try:
+                return work(store)
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - said in one line
+            reason = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {first_line(exc)}"
+            print(f"adcrawler: cannot {what}: {reason}")
+            self.exitcode = 1
+            return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, ClassVar
 
 from decouple import UndefinedValueError, config
 from scrapy.commands import ScrapyCommand
@@ -18,21 +17,12 @@ from scrapy.commands import ScrapyCommand
 from adcrawler.clients import ClientConfigError, Registry
 from adcrawler.config import value
 
-from . import fail, prepare, table
+from . import OperatorCommand, fail, table
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False
-    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
-
+class Command(OperatorCommand, ScrapyCommand):
     def short_desc(self) -> str:
         return "List the registered clients and whether their credentials are set (never the values)"
-
-    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
-        super().process_options(args, opts)
-        assert self.settings is not None
-        prepare(self.settings, log=False)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None

@@ -11,21 +11,13 @@ Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH.
 from __future__ import annotations
 
 import argparse
-from typing import Any, ClassVar
 
 from scrapy.commands import ScrapyCommand
 
-from adcrawler.config import value
-from adcrawler.store import StoreError, first_line, open_store, waits_of
-
-from . import prepare, table
+from . import OperatorCommand, table
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False
-    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
-
+class Command(OperatorCommand, ScrapyCommand):
     def syntax(self) -> str:
         return "[CLIENT_ID] [-n N]"
 
@@ -36,24 +28,10 @@ class Command(ScrapyCommand):
         super().add_options(parser)
         parser.add_argument("-n", dest="limit", type=int, default=10, help="how many runs (default 10)")
 
-    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
-        super().process_options(args, opts)
-        assert self.settings is not None
-        prepare(self.settings, log=False)
-
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        s = self.settings
         client = args[0] if args else None
-        try:
-            store = open_store(value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), waits_of(s))
-            try:
-                runs = store.last_runs(client, max(1, opts.limit))
-            finally:
-                store.close()
-        except Exception as exc:  # noqa: BLE001 - one line, never a traceback (the URL may hold a password)
-            reason = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {first_line(exc)}"
-            print(f"adcrawler: cannot read the runs: {reason}")
-            self.exitcode = 1
+        runs = self.with_store("read the runs", lambda store: store.last_runs(client, max(1, opts.limit)))
+        if runs is None:
             return
         rows = []
         for r in runs:
