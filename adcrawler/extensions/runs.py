@@ -154,6 +154,8 @@ class RunRecords:
         # this one, reads what is set here.
         if self.heartbeat is not None:
             self.heartbeat.cancel()
+        if self.dry_run:
+            return  # a dry run is not a run: no success to record
         now = time.time()
         for client in self.ledger.owned():
             if self.ledger.run(client).outcome.name == SUCCEEDED:
