@@ -344,8 +344,6 @@ class MockApi:
         self.state.served[client, n] += 1
         if cfg.unknown_fields:
             record.update(EXTRA_FIELDS)
-        if cfg.numeric_strings and random.Random(f"{client}:{n}:strings").random() < cfg.numeric_strings:
-            record = as_numeric_strings(record)
         # Blocks of special campaigns, counted from the last one down.
         edge = cfg.campaigns
         for block, count in (("malformed", cfg.malformed), ("out_of_range", cfg.out_of_range),
@@ -354,6 +352,10 @@ class MockApi:
                 record = apply_block(record, block, n - (edge - count) - 1)
                 break
             edge -= count
+        # Last: a block computes with the numbers (clicks above impressions...), then they may turn to text.
+        if cfg.numeric_strings and isinstance(record, dict) \
+                and random.Random(f"{client}:{n}:strings").random() < cfg.numeric_strings:
+            record = as_numeric_strings(record)
         self._served(client, record)
         return record
 

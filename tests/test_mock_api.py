@@ -386,3 +386,17 @@ def test_bad_knob_is_refused_at_start():
     proc = subprocess.run([sys.executable, "-m", "mock_api", "--sync-503-rate", "0.7", "--sync-hang-rate", "0.7"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "sync fault rates add up to 1.4" in proc.stderr
+
+
+def test_numeric_strings_combine_with_every_block_of_special_records(mock_factory):
+    """Numbers as text on implausible, out-of-range and malformed records: each page is served."""
+    mock = mock_factory(*QUIET, "--campaigns", "20", "--numeric-strings", "1", "--implausible", "5",
+                        "--out-of-range", "4", "--malformed", "3")
+    tok = token(mock.url)
+    reply = call("GET", mock.url + "/api/campaigns?page=1&limit=20", bearer(tok, "demo"))
+    assert reply.status == 200, reply.body[:300]
+    records = [r for r in reply.json()["data"] if isinstance(r, dict)]
+    implausible = {r["id"]: r for r in records if r.get("id") in {f"campaign_{n}" for n in range(9, 14)}}
+    assert len(implausible) == 5
+    assert all(isinstance(r["clicks"], str) for r in implausible.values())  # the block's numbers, as text
+    assert int(implausible["campaign_9"]["clicks"]) > int(implausible["campaign_9"]["impressions"])
