@@ -37,6 +37,7 @@ from scrapy.exceptions import (
 from twisted.internet import error as net
 
 from adcrawler.backoff import backoff_delay, parse_retry_after
+from adcrawler.listpage import NOT_JSON, read_page
 
 
 class Verdict(Enum):
@@ -59,8 +60,6 @@ class Decision:
         return self.wait if self.wait is not None else backoff_delay(attempt, base, cap)
 
 
-NOT_JSON = object()
-
 # The connection or the transfer failed: nothing usable reached us, try again.
 # (Scrapy's own RETRY_EXCEPTIONS; OSError covers an empty compressed body.)
 TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
@@ -73,8 +72,20 @@ def json_body(body: bytes) -> Any:
     """The decoded JSON value, or :data:`NOT_JSON`."""
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return NOT_JSON
+
+
+def is_json(body: bytes) -> bool:
+    """Whether ``body`` is JSON. A body past a limit of the parser (nesting, digits) is JSON
+    when it is a page that can be read record by record (:mod:`adcrawler.listpage`)."""
+    try:
+        json.loads(body)
+        return True
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    except (RecursionError, ValueError):
+        return read_page(body) is not NOT_JSON
 
 
 def decide_response(endpoint: str, status: int, retry_after: str | bytes | None, body: bytes,
@@ -83,7 +94,7 @@ def decide_response(endpoint: str, status: int, retry_after: str | bytes | None,
     ``retry_after`` the raw header; ``now`` the Unix time (for HTTP dates);
     ``cap`` the longest wait honoured."""
     if 200 <= status < 300:
-        if json_body(body) is NOT_JSON:
+        if not is_json(body):
             return Decision(Verdict.RETRY, "invalid_json")
         return Decision(Verdict.OK, "ok")
     if status == 429:
