@@ -10,13 +10,16 @@ field is one line here plus a migration (:mod:`adcrawler.store.schema`); a
 test checks that the migrated tables have exactly the declared columns.
 
 Value rules (see :mod:`adcrawler.validation` for the record as a whole):
-counts and budgets sent as numeric strings or integral floats are converted
-without loss, booleans are not numbers, ids are letters, digits and a few
-separators (they go into a URL path and a primary key).
+every field but the id may be absent or ``null`` (stored as NULL: unknown,
+never 0); counts and budgets sent as numeric strings or integral numbers are
+converted without loss, a budget with more than two decimals is rounded to the
+cent (validation flags it), booleans are not numbers, ids are letters, digits
+and a few separators (they go into a URL path and a primary key).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -56,7 +59,10 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-def _budget(value: Any) -> Decimal:
+def _budget(value: Any) -> Decimal | None:
+    """The budget exactly as sent (the store rounds it to the cent; validation flags that)."""
+    if value is None:
+        return None
     _not_bool(value)
     if isinstance(value, float):
         value = repr(value)  # 0.1 -> Decimal("0.1"), not its binary expansion
@@ -68,7 +74,7 @@ def _budget(value: Any) -> Decimal:
         raise ValueError("not a finite number")
     if abs(number) >= MAX_BUDGET:
         raise ValueError(f"out of the storable range (|budget| < 10^14): {value!r:.40}")
-    return number.quantize(CENT)
+    return number
 
 
 def usable_id(value: Any) -> str:
@@ -79,8 +85,8 @@ def usable_id(value: Any) -> str:
     return value
 
 
-Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=-INT64 - 1, le=INT64)]
-Text = Annotated[str, Field(min_length=1)]
+Int64 = Annotated[int, Field(ge=-INT64 - 1, le=INT64)]
+Count = Annotated[Int64 | None, BeforeValidator(_not_bool)]
 
 
 class Campaign(BaseModel):
@@ -89,16 +95,17 @@ class Campaign(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, str_strip_whitespace=False)
 
     campaign_id: Annotated[str, BeforeValidator(usable_id), Column("text", key=2)] = Field(alias="id")
-    name: Annotated[Text, Column("text")]
-    status: Annotated[Text, Column("text", history="status")]
-    budget: Annotated[Decimal, BeforeValidator(_budget), Column("money", history="budget")]
-    impressions: Annotated[Count, Column("bigint", history="impressions")]
-    clicks: Annotated[Count, Column("bigint", history="clicks")]
-    conversions: Annotated[Count, Column("bigint", history="conversions")]
-    created_at: Annotated[datetime, Column("ts")]
-    # The record exactly as the platform sent it, as JSON (JSON text of the
-    # same record may differ in form, so it is not compared).
-    raw: Annotated[str, Column("json", compared=False)] = ""
+    # Absent or null: None, stored as NULL (the platform may not have computed it yet).
+    name: Annotated[str | None, Column("text")] = None
+    status: Annotated[str | None, Column("text", history="status")] = None
+    budget: Annotated[Decimal | None, BeforeValidator(_budget), Column("money", history="budget")] = None
+    impressions: Annotated[Count, Column("bigint", history="impressions")] = None
+    clicks: Annotated[Count, Column("bigint", history="clicks")] = None
+    conversions: Annotated[Count, Column("bigint", history="conversions")] = None
+    created_at: Annotated[datetime | None, Column("ts")] = None
+    # The record exactly as the platform sent it (JSON text): a change in a
+    # field we do not model changes the row too.
+    raw: Annotated[str, Column("json")] = ""
     quality_flags: Annotated[tuple[str, ...], Column("flags", history="quality_flags")] = ()
 
 
@@ -139,12 +146,28 @@ class RejectedRecord(BaseModel):
     seen_at: datetime
 
     @classmethod
-    def of(cls, client_id: str, record: Any, reason: str, seen_at: datetime) -> "RejectedRecord":
-        cid = record.get("id") if isinstance(record, dict) else None
+    def of(cls, client_id: str, record: Any, reason: str, seen_at: datetime, text: str = "",
+           cid: Any = None) -> "RejectedRecord":
+        """``record`` quarantined for ``reason``; ``text``: the record as sent (kept verbatim), and
+        ``cid`` its id when the record itself could not be decoded."""
+        cid = record.get("id") if isinstance(record, dict) else cid
         campaign_id = str(cid)[:200] if isinstance(cid, (str, int)) and not isinstance(cid, bool) else None
+        payload = storable_text(text) if text else json.dumps(record, ensure_ascii=True, default=str)
         return cls(client_id=client_id, campaign_id=campaign_id and storable_text(campaign_id),
-                   reason=storable_text(reason)[:1000], seen_at=seen_at,
-                   payload=json.dumps(record, ensure_ascii=True, default=str))
+                   reason=storable_text(reason)[:1000], seen_at=seen_at, payload=payload)
+
+    @property
+    def payload_sha1(self) -> str:
+        return hashlib.sha1(self.payload.encode()).hexdigest()
+
+    @property
+    def problem(self) -> str:
+        """What an operator is alerted about once: this campaign (or this payload) refused for this reason."""
+        return problem_key(self.campaign_id, self.payload_sha1, self.reason)
+
+
+def problem_key(campaign_id: str | None, payload_sha1: str, reason: str) -> str:
+    return f"{campaign_id or 'sha1:' + payload_sha1}\n{reason}"
 
 
 def storable_text(text: str) -> str:

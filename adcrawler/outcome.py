@@ -1,7 +1,9 @@
 """A client's outcome, and the reasons behind it: the one place that decides (pure logic).
 
 - ``succeeded``: every campaign the platform announced was listed, synced and
-  stored; nothing quarantined, spooled or left out;
+  stored; nothing newly quarantined, spooled or left out (a record quarantined
+  again for the reason an earlier run gave is counted, not alerted on, unless
+  ``ADCRAWLER_QUARANTINE_ALERT=every``);
 - ``partial``: anything between, with reasons a person can act on
   (``2 quarantined, 1 sync failed, 3 of 100 announced campaigns never listed``);
 - ``failed``: nothing usable: the credentials were refused, the token endpoint
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 SUCCEEDED, PARTIAL, FAILED, SKIPPED, INTERRUPTED = "succeeded", "partial", "failed", "skipped", "interrupted"
 OUTCOMES = (SUCCEEDED, PARTIAL, FAILED, SKIPPED, INTERRUPTED)
+SPOOLED = "rows waiting in the spool (database unreachable)"
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,17 @@ def client_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
         reason = "the campaign list could not be read" if run.list_failed else "stopped before listing"
         return Outcome(FAILED, (reason, *run.faults))
     counts = (
-        (run.quarantined, "{} quarantined"),
+        (run.quarantined - run.quarantined_again, "{} quarantined"),
         (len(run.failed), "{} sync failed"),
         (run.not_attempted, "{} not synced before the crawl stopped"),
-        (run.spooled, "{} rows waiting in the spool (database unreachable)"),
+        (run.spooled, "{} " + SPOOLED),
         (run.list_failed, "{} list page(s) unreadable"),
     )
     reasons = [text.format(count) for count, text in counts if count]
     if expected and seen < expected:
         reasons.append(f"{expected - seen} of {expected} announced campaigns never listed")
+    if run.listing.truncated:
+        reasons.append(f"listing {run.listing.stop_reason}")
     unstored = seen - len(run.stored) - run.quarantined - run.resumed - run.not_attempted - run.spooled
     if unstored > 0:
         reasons.append(f"{unstored} not stored")
@@ -85,9 +90,22 @@ def dry_run_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
     expected = run.listing.total
     if expected and run.seen < expected:
         problems.append(f"{expected - run.seen} of {expected} announced campaigns never listed")
+    if run.listing.truncated:
+        problems.append(f"listing {run.listing.stop_reason}")
     if stopped_early:
         problems.append("the crawl stopped early")
     return Outcome(PARTIAL if problems else SUCCEEDED, (would, *problems))
+
+
+def after_replay(outcome: str | None, reasons: str | None) -> tuple[str, str | None]:
+    """A run's outcome once a replay stored its spooled rows: the spool is no longer a
+    reason; a run that never recorded its end (still ``running``) is closed as interrupted."""
+    kept = [r for r in (reasons or "").split(", ") if r and not r.endswith(SPOOLED)]
+    if outcome in (None, "running"):
+        return INTERRUPTED, ", ".join(["the run ended before recording its outcome; its spool was replayed", *kept])
+    if outcome == PARTIAL and not kept:
+        return SUCCEEDED, None
+    return outcome, ", ".join(kept) or None
 
 
 def final_line(outcomes: Mapping[str, Outcome], finish_reason: str) -> tuple[bool, str]:

@@ -6,7 +6,9 @@ run id; it is idempotent, so a file replayed twice changes nothing the second
 time. A row the database refuses, or a line that cannot be read back, is
 quarantined with the reason and the rest loads. A file fully replayed is renamed
 ``*.replayed``. The database is the one the crawler uses (``DATABASE_URL``, else
-the SQLite file). Exit status 0 when every file was replayed, 1 if the database
+the SQLite file). The run's record then counts the run from its rows, and
+closes it when no run holds the client: the spool no longer makes it partial,
+and a run that never recorded its end is ``interrupted``. Exit status 0 when every file was replayed, 1 if the database
 could not be used (nothing is renamed after the failing file), 2 for bad arguments.
 """
 
@@ -23,6 +25,7 @@ from scrapy.utils.project import get_project_settings
 
 from adcrawler.config import ConfigError, value
 from adcrawler.files import PRIVATE_UMASK
+from adcrawler.outcome import after_replay
 from adcrawler.spool import read_spool
 from adcrawler.store import BatchResult, StoreError, first_line, open_store
 
@@ -40,6 +43,7 @@ def replay(paths: list[Path], database_url: str, sqlite_path: str) -> tuple[Batc
             for run_id, item in read_spool(path):
                 by_run[run_id].append(item)
             for run_id, items in by_run.items():
+                clients = sorted({item.client_id for item in items})
                 for start in range(0, len(items), BATCH):
                     written = store.write(run_id, items[start:start + BATCH])
                     for result in written.clients.values():
@@ -48,6 +52,8 @@ def replay(paths: list[Path], database_url: str, sqlite_path: str) -> tuple[Batc
                         refused += 1
                         print(f"replay: quarantined {getattr(item, 'campaign_id', None)!r} of client "
                               f"{item.client_id!r}: {reason}", file=sys.stderr)
+                for client in clients:
+                    store.close_replayed(run_id, client, after_replay)
             path.rename(path.with_name(path.name + ".replayed"))
     finally:
         store.close()

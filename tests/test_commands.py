@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from adcrawler.extensions.statsdump import prune
+from adcrawler.store import schema
 from harness.runner import DEMO_EMAIL, DEMO_PASSWORD, REGISTRY, ROOT, run_crawl
 from tests.conftest import QUIET
 
@@ -36,9 +37,10 @@ def test_migrate_applies_the_schema_alone_and_says_so(db):
     env = {"DATABASE_URL": db.url, "ADCRAWLER_SQLITE_PATH": str(db.workdir / "adcrawler.sqlite3")}
     first = scrapy("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == f"{db.kind}: schema version 0 -> 4"
+    assert first.stdout.strip() == f"{db.kind}: schema version 0 -> {schema.LATEST}"
     again = scrapy("migrate", env=env)
-    assert again.stdout.strip() == f"{db.kind}: schema version 4, up to date (latest 4)"
+    latest = schema.LATEST
+    assert again.stdout.strip() == f"{db.kind}: schema version {latest}, up to date (latest {latest})"
     assert db.scalar("SELECT COUNT(*) FROM campaigns") == 0  # tables, no data
     broken = scrapy("migrate", env={"DATABASE_URL": "postgresql://nobody:s3cret-pw@127.0.0.1:1/none"})
     assert broken.returncode == 1 and broken.stdout.startswith("adcrawler: cannot migrate: ")

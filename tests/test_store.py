@@ -334,3 +334,84 @@ def test_bad_database_url_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="cannot connect") as err:
         open_store("postgresql://nobody:hunter22@127.0.0.1:1/none", str(tmp_path / "x.db"))
     assert "hunter22" not in str(err.value)
+
+
+# -- issue: everything the platform sends is kept, counted from the rows ------
+
+def test_a_change_in_any_field_sent_updates_the_row_and_fetched_at_follows_every_send(store, db):
+    store.write_batch("run1", [item(1)])
+    later = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    same = store.write_batch("run2", [item(1, fetched_at=later)])
+    assert same["acme"].unchanged == 1  # nothing in the record changed...
+    assert db.scalar("SELECT fetched_at FROM campaigns") in (later, later.isoformat(timespec="microseconds"))
+    # ...an unmodelled field changes: only raw holds it.
+    changed = store.write_batch("run3", [item(1, raw=json.dumps({"id": "campaign_1", "objective": "SALES"}))])
+    assert changed["acme"].updated == 1
+    assert db.json(db.scalar("SELECT raw FROM campaigns"))["objective"] == "SALES"
+    assert db.rows("SELECT run_id, row_change FROM campaign_metrics ORDER BY run_id") == [
+        ("run1", "inserted"), ("run2", "unchanged"), ("run3", "updated")]
+
+
+def test_values_not_sent_are_null_in_both_tables(store, db):
+    nulls = dict.fromkeys(("name", "status", "budget", "impressions", "clicks", "conversions", "created_at"))
+    store.write_batch("run1", [item(1, **nulls, quality_flags=("missing_clicks",))])
+    assert db.rows("SELECT name, status, budget, impressions, clicks, conversions, created_at FROM campaigns") == [
+        (None,) * 7]
+    assert db.rows("SELECT status, budget, impressions, clicks, conversions FROM campaign_metrics") == [(None,) * 5]
+
+
+def test_budgets_are_exact_to_the_cent_on_both_backends(store, db):
+    budgets = ("99999999999999.99", "-99999999999999.99", "0.00", "12.30", "1234567890123.45")
+    store.write_batch("run1", [item(n, budget=Decimal(b)) for n, b in enumerate(budgets, 1)])
+    stored = dict(db.rows("SELECT campaign_id, budget FROM campaigns"))
+    assert [Decimal(str(stored[f"campaign_{n}"])) for n in range(1, 6)] == [Decimal(b) for b in budgets]
+    again = store.write_batch("run2", [item(n, budget=Decimal(b)) for n, b in enumerate(budgets, 1)])
+    assert again["acme"].unchanged == 5  # read back equal: not rewritten
+
+
+def _run_row(run_id: str, outcome: str, reasons: str | None = None) -> dict:
+    return {"run_id": run_id, "client_id": "acme", "started_at": T0, "finished_at": T0, "outcome": outcome,
+            "outcome_reasons": reasons, "campaigns_seen": 2, "retries": 0, "responses_429": 0,
+            "token_refreshes": 1, "stats": {}}
+
+
+def test_a_runs_counts_are_its_rows_whatever_happened_to_the_process(store, db):
+    store.start_run("r1", "acme", T0)
+    store.write_batch("r1", [item(1), item(2, sync_status="failed", synced_at=None), rejected()])
+    # r1 was killed before recording its end; the next run of the client finds it.
+    store.start_run("r2", "acme", T0)
+    assert db.rows("SELECT outcome, campaigns_seen, campaigns_synced, campaigns_failed, rows_inserted, "
+                   "records_rejected FROM sync_runs WHERE run_id = 'r1'") == [("interrupted", 3, 1, 1, 2, 1)]
+    store.write_batch("r2", [item(1), item(3)])
+    store.write_batch("r2", [item(3, clicks=99)])  # written twice in one run: inserted, then updated
+    store.record_run(_run_row("r2", "succeeded"))
+    assert db.rows("SELECT campaigns_synced, rows_inserted, rows_updated, rows_unchanged, records_rejected "
+                   "FROM sync_runs WHERE run_id = 'r2'") == [(2, 1, 0, 1, 0)]
+
+
+def test_earlier_quarantines_are_known_by_campaign_and_reason(store, db):
+    no_id = RejectedRecord.of("acme", {"clicks": 1}, "no id", T0)
+    store.write_batch("r1", [rejected(), no_id])
+    known = store.known_problems("acme", "r2")
+    assert rejected().problem in known and no_id.problem in known
+    assert rejected(payload='{"id": "campaign_; DROP", "clicks": 7}').problem in known  # its metrics moved on
+    assert rejected(reason="another reason").problem not in known
+    assert store.known_problems("acme", "r1") == set() and store.known_problems("globex", "r2") == set()
+
+
+def test_a_replay_closes_the_run_it_completes(db, tmp_path):
+    store = open_store(db.url, str(db.workdir / "adcrawler.sqlite3"))
+    store.migrate()
+    store.start_run("run5", "acme", T0)
+    store.start_run("run6", "acme", T0)  # run5 is now interrupted; run6 records a partial run
+    store.record_run(_run_row("run6", "partial", "2 rows waiting in the spool (database unreachable)"))
+    store.start_run("run7", "acme", T0)  # its process died with the database down: still running
+    store.close()
+    spools = [append_spool(tmp_path / "spool", "run6", [item(1), item(2)]),
+              append_spool(tmp_path / "spool", "run7", [item(3)])]
+    assert _replay(db, *spools).returncode == 0
+    rows = {r[0]: r[1:] for r in db.rows("SELECT run_id, outcome, outcome_reasons, campaigns_synced, finished_at "
+                                         "FROM sync_runs")}
+    assert rows["run6"][:3] == ("succeeded", None, 2)
+    assert rows["run7"][0] == "interrupted" and "spool was replayed" in rows["run7"][1]
+    assert rows["run7"][2] == 1 and rows["run7"][3] is not None

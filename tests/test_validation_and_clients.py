@@ -11,12 +11,16 @@ from hypothesis import strategies as st
 
 from adcrawler.clients import Client, ClientConfigError, Registry
 from adcrawler.items import RejectedRecord
+from adcrawler.listpage import NOT_JSON, Page, read_page
 from adcrawler.redaction import MARK, RedactingFilter, Secrets
 from adcrawler.validation import Campaign, InvalidRecord, record_key, validate_campaign
 from mock_api.campaigns import (
     IMPLAUSIBLE,
     MALFORMED,
+    MISSING,
+    ODD_VALUES,
     OUT_OF_RANGE,
+    PARSER_LIMIT_TEXT,
     apply_block,
     as_numeric_strings,
     make_campaign,
@@ -80,11 +84,73 @@ def test_what_cannot_be_stored_is_quarantined_with_a_reason(block, k):
 @pytest.mark.parametrize("change", [
     {"impressions": True}, {"budget": float("nan")}, {"budget": 10**14}, {"budget": "-1e14"},
     {"created_at": "2024-13-01"}, {"name": "x\ud800y"}, {"objective": "\x00"}, {"extra": [1.0, float("inf")]},
-    {"id": "x" * 129}, {"id": True}, {"name": ""},
+    {"id": "x" * 129}, {"id": True}, {"name": 12}, {"clicks": "many"},
+    {"created_at": "9999-12-31T23:59:59-12:00"}, {"created_at": "0001-01-01T00:00:00+14:00"},
 ])
 def test_more_values_that_cannot_be_stored(change):
     with pytest.raises(InvalidRecord):
         validate_campaign({**GOOD, **change})
+
+
+@pytest.mark.parametrize("k", range(len(MISSING)))
+def test_a_value_not_sent_is_null_and_flagged_not_quarantined(k):
+    record = apply_block(GOOD, "missing", k)
+    campaign = validate_campaign(record)
+    absent = [name for name in ("name", "status", "budget", "impressions", "clicks", "conversions", "created_at")
+              if record.get(name) is None]
+    assert absent and all(getattr(campaign, name) is None for name in absent)
+    assert set(campaign.quality_flags) == {f"missing_{name}" for name in absent}
+
+
+def test_a_budget_is_exact_or_flagged_rounded():
+    exact = validate_campaign({**GOOD, "budget": "99999999999999.99"})
+    assert exact.budget == Decimal("99999999999999.99") and exact.quality_flags == ()
+    for sent, stored in (("0.005", "0.00"), ("12.345", "12.34"), ("0.0049", "0.00"), (Decimal("1E-7"), "0.00")):
+        campaign = validate_campaign({**GOOD, "budget": sent})
+        assert str(campaign.budget) == stored and campaign.quality_flags == ("budget_rounded",), sent
+
+
+@pytest.mark.parametrize("k", range(len(ODD_VALUES)))
+def test_odd_values_are_stored_exactly_flagged_or_quarantined(k):
+    record = apply_block(GOOD, "odd_values", k)
+    try:
+        campaign = validate_campaign(record)
+    except InvalidRecord as exc:
+        assert "outside years 1-9999" in str(exc) and exc.campaign_id == "campaign_1"
+        return
+    assert campaign.budget == Decimal(str(record["budget"])) or "budget_rounded" in campaign.quality_flags
+
+
+def _page_text(records: list[str], **pagination) -> bytes:
+    return ('{"data": [' + ", ".join(records) + '], "pagination": ' + json.dumps(pagination) + "}").encode()
+
+
+def test_a_page_is_read_record_by_record_with_each_text_as_sent():
+    good = '{"id": "campaign_1", "budget": 12345678901234.123456789, "extra": {"b": 1, "a": 2}}'
+    page = read_page(_page_text([good, '"bare"'], total=2, has_more=False))
+    assert isinstance(page, Page) and page.fields["pagination"] == {"total": 2, "has_more": False}
+    first, second = page.entries
+    assert first.text == good and first.value["budget"] == Decimal("12345678901234.123456789")
+    assert second.value == "bare" and second.error is None
+
+
+@pytest.mark.parametrize("hostile", list(PARSER_LIMIT_TEXT.values()))
+def test_one_record_past_the_parsers_limits_does_not_take_its_page_down(hostile):
+    records = ['{"id": "campaign_1"}', '{"id": "campaign_2", "x": {"id": "inner"}, "extra": ' + hostile + "}",
+               '{"id": "campaign_3"}']
+    body = _page_text(records, total=3)
+    with pytest.raises((RecursionError, ValueError)):
+        json.loads(body)  # what reading the page whole does
+    page = read_page(body)
+    assert [e.value["id"] for e in page.entries if e.error is None] == ["campaign_1", "campaign_3"]
+    (bad,) = [e for e in page.entries if e.error]
+    assert bad.id == "campaign_2" and bad.text == records[1] and "parser" in bad.error
+
+
+@pytest.mark.parametrize("body", [b"<html>", b'{"data": [1, 2', b'{"data": [1]} x', b"\xff\xfe\x00", b"[1]",
+                                  b'{"data": [' + b"[" * 100_000 + b"]"])
+def test_a_body_that_is_not_a_json_object_is_not_json(body):
+    assert read_page(body) is NOT_JSON
 
 
 def test_a_naive_date_is_read_as_utc_and_flagged():
@@ -117,7 +183,8 @@ def test_any_record_shaped_value_gives_a_campaign_or_invalid_record(record):
     except InvalidRecord as exc:
         assert str(exc)
         return
-    assert -(2**63) <= campaign.clicks < 2**63 and abs(campaign.budget) < 10**14
+    assert campaign.clicks is None or -(2**63) <= campaign.clicks < 2**63
+    assert campaign.budget is None or abs(campaign.budget) < 10**14
     json.loads(campaign.raw)
 
 

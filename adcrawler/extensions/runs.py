@@ -126,6 +126,11 @@ class RunRecords:
                 self.ledger.fault(client, "the run record could not be written")
                 continue
             self.ledger.hold(client)
+            try:
+                run.known_problems = await run_in_thread(self.store.known_problems, client, self.job.run_id)
+            except Exception as exc:  # noqa: BLE001 - every quarantine then counts as new
+                logger.warning("Client %s: earlier quarantines unavailable (%s)", client, first_line(exc),
+                               extra={"client": client})
             for run_id, started in stale:
                 logger.warning("Client %s: run %s (started %s) never finished: the process ended first; "
                                "recorded as interrupted", client, run_id, started, extra={"client": client})
@@ -175,7 +180,7 @@ class RunRecords:
         self.job.save("running" if reason == "shutdown" else "finished")
 
     async def _record(self, client: str, reason: str, all_stats: dict[str, Any]) -> None:
-        row = await self._row(client, reason, all_stats)
+        row = self._row(client, reason, all_stats)
         for attempt in (1, 2):
             try:
                 await run_in_thread(self.store.record_run, row)
@@ -194,24 +199,19 @@ class RunRecords:
         except Exception as exc:  # noqa: BLE001 - the second attempt reports it
             logger.warning("Reconnecting for the run records failed: %s", first_line(exc))
 
-    async def _row(self, client: str, reason: str, all_stats: dict[str, Any]) -> dict[str, Any]:
+    def _row(self, client: str, reason: str, all_stats: dict[str, Any]) -> dict[str, Any]:
         def g(name: str) -> Any:
             return self.stats.get(name, client)
 
         run = self.ledger.run(client)
-        try:
-            # From the database, so a resumed run counts its earlier attempts too.
-            synced, failed = await run_in_thread(self.store.run_counts, self.job.run_id, client)
-        except Exception:  # noqa: BLE001 - the run's own count will do
-            synced, failed = len(run.synced), len(run.failed)
         own, any_client = key("", client), f"{PREFIX}/client/"
         return {
             "run_id": self.job.run_id, "client_id": client, "started_at": run.started_at,
             "finished_at": run.last_answer_at, "outcome": run.outcome.name,
             "outcome_reasons": ", ".join(run.outcome.reasons) or None,
-            "finish_reason": reason, "campaigns_seen": run.seen, "campaigns_synced": synced,
-            "campaigns_failed": failed, "rows_inserted": g("rows_inserted"), "rows_updated": g("rows_updated"),
-            "rows_unchanged": g("rows_unchanged"), "records_rejected": run.quarantined,
-            "retries": g("retries"), "responses_429": g("responses_429"), "token_refreshes": g("token_refreshes"),
+            # The stored counts (synced, rows inserted...) are counted from the run's rows
+            # by the store, so a resumed or replayed run is counted right.
+            "finish_reason": reason, "campaigns_seen": run.seen, "retries": g("retries"),
+            "responses_429": g("responses_429"), "token_refreshes": g("token_refreshes"),
             "stats": {k: v for k, v in all_stats.items() if not k.startswith(any_client) or k.startswith(own)},
         }

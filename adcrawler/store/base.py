@@ -7,9 +7,8 @@ parameters, never spliced into the SQL text.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,12 +39,25 @@ UPSERT = (
     + " OR ".join(f"campaigns.{c} IS DISTINCT FROM {_NEW.get(c, f'excluded.{c}')}" for c in COMPARED)
     + f" RETURNING {', '.join(KEY)}"
 )
-# The history row: the run, the key, and each field declared with a history column.
+# The history row: the run, the key, each field declared with a history column,
+# and what writing it did to the campaign's row (inserted, updated, unchanged).
 HISTORY = {c.history: name for name, c in FIELDS.items() if c.history}  # history column -> field
-METRICS_COLUMNS = ("run_id", *KEY, *HISTORY)
-METRICS = (f"INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) VALUES {{values}} "
-           f"ON CONFLICT (run_id, {', '.join(KEY)}) DO UPDATE SET "
-           + ", ".join(f"{c} = excluded.{c}" for c in HISTORY))
+METRICS_COLUMNS = ("run_id", *KEY, *HISTORY, "row_change")
+# A campaign written twice in one run (a failed sync, then a successful one) keeps
+# the strongest change: its row was inserted, or updated, by this run.
+ROW_CHANGE = ("CASE WHEN 'inserted' IN (campaign_metrics.row_change, excluded.row_change) THEN 'inserted' "
+              "WHEN 'updated' IN (campaign_metrics.row_change, excluded.row_change) THEN 'updated' "
+              "ELSE excluded.row_change END")
+METRICS_ON_CONFLICT = (f"ON CONFLICT (run_id, {', '.join(KEY)}) DO UPDATE SET "
+                       + ", ".join(f"{c} = excluded.{c}" for c in HISTORY) + f", row_change = {ROW_CHANGE}")
+METRICS = f"INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) VALUES {{values}} {METRICS_ON_CONFLICT}"
+# fetched_at says when the platform last sent the record, even when nothing in it changed.
+TOUCH = "UPDATE campaigns SET fetched_at = %s WHERE client_id = %s AND campaign_id = %s AND fetched_at < %s"
+
+
+def row_change(inserted: bool | None) -> str:
+    """What an upsert did to a row: ``inserted`` (True), ``updated`` (False), ``unchanged`` (None)."""
+    return "unchanged" if inserted is None else "inserted" if inserted else "updated"
 
 
 def column_value(column: str, value: Any) -> Any:
@@ -64,11 +76,10 @@ def campaign_row(item: CampaignItem, now: datetime) -> dict[str, Any]:
 REJECTED = ("INSERT INTO rejected_records (run_id, client_id, campaign_id, reason, payload, payload_sha1, seen_at) "
             "VALUES {values} ON CONFLICT (run_id, client_id, payload_sha1) DO NOTHING")
 RUN_COLUMNS = ("run_id", "client_id", "started_at", "finished_at", "outcome", "outcome_reasons", "finish_reason",
-               "campaigns_seen", "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated",
-               "rows_unchanged", "records_rejected", "retries", "responses_429", "token_refreshes", "stats")
+               "campaigns_seen", "retries", "responses_429", "token_refreshes", "stats")
 # A resumed run writes its row again: effort counters add up over the attempts
 # that recorded one, the start stays the first attempt's, the rest is the latest.
-_RUN_ADDED = ("rows_inserted", "rows_updated", "rows_unchanged", "retries", "responses_429", "token_refreshes")
+_RUN_ADDED = ("retries", "responses_429", "token_refreshes")
 _RUN_UPDATE = {
     **{c: f"excluded.{c}" for c in RUN_COLUMNS[2:]},
     **{c: f"sync_runs.{c} + excluded.{c}" for c in _RUN_ADDED},
@@ -80,6 +91,22 @@ RUN = (f"INSERT INTO sync_runs ({', '.join(RUN_COLUMNS)}) VALUES {{values}} "
        + ", ".join(f"{c} = {expr}" for c, expr in _RUN_UPDATE.items()))
 RUN_STARTED = ("INSERT INTO sync_runs (run_id, client_id, started_at, outcome) VALUES {values} "
                "ON CONFLICT (run_id, client_id) DO UPDATE SET outcome = excluded.outcome, finished_at = NULL")
+# A run's counts are what its rows say, whatever happened to the process: a
+# killed run, a resumed one and a replayed spool are counted alike.
+_ROWS_OF_RUN = "FROM {table} x WHERE x.run_id = sync_runs.run_id AND x.client_id = sync_runs.client_id"
+_COUNTED = {
+    "campaigns_synced": ("campaign_metrics", "x.sync_status = 'synced'"),
+    "campaigns_failed": ("campaign_metrics", "x.sync_status = 'failed'"),
+    "rows_inserted": ("campaign_metrics", "x.row_change = 'inserted'"),
+    "rows_updated": ("campaign_metrics", "x.row_change = 'updated'"),
+    "rows_unchanged": ("campaign_metrics", "x.row_change = 'unchanged'"),
+    "records_rejected": ("rejected_records", "1 = 1"),
+}
+COUNTS_FROM_ROWS = ", ".join(f"{column} = (SELECT COUNT(*) {_ROWS_OF_RUN.format(table=table)} AND {condition})"
+                             for column, (table, condition) in _COUNTED.items())
+# What a run that could not record its end is known to have seen: its rows.
+SEEN_FROM_ROWS = ("campaigns_seen = (SELECT COUNT(*) " + _ROWS_OF_RUN.format(table="campaign_metrics")
+                  + ") + (SELECT COUNT(*) " + _ROWS_OF_RUN.format(table="rejected_records") + ")")
 
 
 class StoreError(Exception):
@@ -279,8 +306,8 @@ class Store:
                         result.updated += 1
             if rejected:
                 self._insert_many(cur, REJECTED, [
-                    (run_id, r.client_id, r.campaign_id, r.reason, r.payload,
-                     hashlib.sha1(r.payload.encode()).hexdigest(), r.seen_at) for r in rejected], fetch=False)
+                    (run_id, r.client_id, r.campaign_id, r.reason, r.payload, r.payload_sha1, r.seen_at)
+                    for r in rejected], fetch=False)
         return results
 
     def _upsert(self, cur: Any, run_id: str, rows: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
@@ -293,8 +320,12 @@ class Store:
         returned = [dict(zip(KEY, r)) for r in self._insert_many(cur, UPSERT, values, fetch=True)]
         changed = {(r["client_id"], r["campaign_id"]): (r["client_id"], r["campaign_id"]) not in existing
                    for r in returned}
-        history = [(run_id, *(r[k] for k in KEY), *(r[field] for field in HISTORY.values())) for r in rows]
+        history = [(run_id, *(r[k] for k in KEY), *(r[field] for field in HISTORY.values()),
+                    row_change(changed.get((r["client_id"], r["campaign_id"])))) for r in rows]
         self._insert_many(cur, METRICS, history, fetch=False)
+        for r in rows:
+            if (r["client_id"], r["campaign_id"]) not in changed:
+                self._execute(cur, TOUCH, (r["fetched_at"], r["client_id"], r["campaign_id"], r["fetched_at"]))
         return changed
 
     def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -317,13 +348,30 @@ class Store:
                                "AND sync_status = 'synced'", (run_id, client))
             return {row[0] for row in cur.fetchall()}
 
-    def run_counts(self, run_id: str, client: str) -> tuple[int, int]:
-        """(synced, failed) campaigns stored for this run: right across resumed attempts."""
+    def known_problems(self, client: str, run_id: str) -> set[str]:
+        """What earlier runs of ``client`` quarantined: ``RejectedRecord.problem`` keys."""
         with self._transaction("read") as cur:
-            self._execute(cur, "SELECT sync_status, COUNT(*) FROM campaign_metrics WHERE run_id = %s "
-                               "AND client_id = %s GROUP BY sync_status", (run_id, client))
-            counts = dict(cur.fetchall())
-        return counts.get("synced", 0), counts.get("failed", 0)
+            self._execute(cur, "SELECT DISTINCT COALESCE(campaign_id, 'sha1:' || payload_sha1), reason "
+                               "FROM rejected_records WHERE client_id = %s AND run_id <> %s", (client, run_id))
+            return {f"{subject}\n{reason}" for subject, reason in cur.fetchall()}
+
+    def close_replayed(self, run_id: str, client: str, close: Callable[[str, str | None], tuple[str, str | None]],
+                       ) -> None:
+        """After a replay stored rows of (run_id, client): count the run again from its rows,
+        and let ``close(outcome, reasons)`` settle its outcome when no run holds the client now."""
+        with self._transaction() as cur:
+            self._execute(cur, f"UPDATE sync_runs SET {COUNTS_FROM_ROWS} WHERE run_id = %s AND client_id = %s",
+                          (run_id, client))
+            self._execute(cur, "SELECT outcome, outcome_reasons FROM sync_runs WHERE run_id = %s AND client_id = %s",
+                          (run_id, client))
+            row = cur.fetchone()
+        if row is None or not self.try_lock(client):  # no row, or a run of the client is going on
+            return
+        outcome, reasons = close(*row)
+        with self._transaction() as cur:
+            self._execute(cur, "UPDATE sync_runs SET outcome = %s, outcome_reasons = %s, "
+                               "finished_at = COALESCE(finished_at, %s) WHERE run_id = %s AND client_id = %s",
+                          (outcome, reasons, datetime.now(timezone.utc), run_id, client))
 
     def start_run(self, run_id: str, client: str, started_at: datetime) -> list[tuple[str, datetime | None]]:
         """Record the run as ``running``; returns the runs of ``client`` that never finished
@@ -334,8 +382,8 @@ class Store:
             stale = [(row[0], self._timestamp(row[1])) for row in cur.fetchall()]
             if stale:
                 self._execute(cur, "UPDATE sync_runs SET outcome = 'interrupted', outcome_reasons = "
-                                   "'the process ended before the run did' WHERE client_id = %s "
-                                   "AND outcome = 'running' AND run_id <> %s", (client, run_id))
+                                   f"'the process ended before the run did', {COUNTS_FROM_ROWS}, {SEEN_FROM_ROWS} "
+                                   "WHERE client_id = %s AND outcome = 'running' AND run_id <> %s", (client, run_id))
             self._insert_many(cur, RUN_STARTED, [(run_id, client, started_at, "running")], fetch=False)
         return stale
 
@@ -345,6 +393,8 @@ class Store:
                        for c in RUN_COLUMNS)
         with self._transaction() as cur:
             self._insert_many(cur, RUN, [values], fetch=False)
+            self._execute(cur, f"UPDATE sync_runs SET {COUNTS_FROM_ROWS} WHERE run_id = %s AND client_id = %s",
+                          (row["run_id"], row["client_id"]))
 
     def last_runs(self, client: str | None, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` runs (of ``client``, or of every client), newest first."""

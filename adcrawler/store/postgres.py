@@ -14,6 +14,7 @@ from .base import (
     HISTORY,
     KEY,
     METRICS_COLUMNS,
+    METRICS_ON_CONFLICT,
     UPSERT,
     Store,
     StoreError,
@@ -35,13 +36,16 @@ CREATE_INCOMING = (f"CREATE TEMPORARY TABLE {INCOMING} ("
                    + ") ON COMMIT DELETE ROWS")
 UPSERT_WITH_HISTORY = (
     "WITH changed AS (" + UPSERT.replace("VALUES {values}", f"SELECT {', '.join(CAMPAIGN_COLUMNS)} FROM {INCOMING}")
-    + ", xmax = 0), "
+    + ", (xmax = 0) AS inserted), "
     f"history AS (INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) "
-    f"SELECT %s, {', '.join((*KEY, *HISTORY.values()))} FROM {INCOMING} "
-    f"ON CONFLICT (run_id, {', '.join(KEY)}) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in HISTORY) + ") "
+    f"SELECT %s, {', '.join(f'i.{c}' for c in (*KEY, *HISTORY.values()))}, "
+    "CASE WHEN c.inserted IS NULL THEN 'unchanged' WHEN c.inserted THEN 'inserted' ELSE 'updated' END "
+    f"FROM {INCOMING} i LEFT JOIN changed c USING ({', '.join(KEY)}) {METRICS_ON_CONFLICT}) "
     "SELECT * FROM changed"
 )
+# fetched_at of the rows the upsert left alone (unchanged): when the platform last sent them.
+TOUCH_UNCHANGED = (f"UPDATE campaigns SET fetched_at = i.fetched_at FROM {INCOMING} i WHERE "
+                   + " AND ".join(f"campaigns.{c} = i.{c}" for c in KEY) + " AND campaigns.fetched_at < i.fetched_at")
 # COPY's text format: tab-separated, \N for NULL, and these characters escaped.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -140,7 +144,10 @@ class PostgresStore(Store):
                         io.BytesIO(data))
         cur.execute(UPSERT_WITH_HISTORY, (run_id,))
         # RETURNING gives the key (client, campaign), then xmax = 0.
-        return {(client, campaign): inserted for client, campaign, inserted in cur.fetchall()}
+        changed = {(client, campaign): inserted for client, campaign, inserted in cur.fetchall()}
+        if len(changed) < len(rows):
+            cur.execute(TOUCH_UNCHANGED)
+        return changed
 
     def close(self) -> None:
         # Released now, not whenever the server process behind the connection

@@ -2,7 +2,7 @@
 
 ``{ts}``, ``{money}``, ``{json}``, ``{bigint}`` and ``{id}`` are filled with each
 backend's types; a statement that differs between backends is a dict by
-dialect. A database records the versions applied in ``schema_version`` (with
+dialect (a dialect it does not name skips it). A database records the versions applied in ``schema_version`` (with
 ``applied_at``); ``migrate`` applies the missing ones in order, one process at a
 time, so an older database upgrades in place. Never edit a released
 migration: add the next one.
@@ -118,6 +118,65 @@ MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
                      """THEN NULL ELSE '["' || replace(quality_flags, ',', '", "') || '"]' END"""}
           for table in ("campaigns", "campaign_metrics")),
     ]),
+    (5, [
+        # A value the platform has not sent (yet) is NULL, not a refused record; SQLite keeps
+        # budgets as text, exactly (its NUMERIC keeps 15 significant digits, NUMERIC(16, 2) 16).
+        {"postgresql": "ALTER TABLE campaigns " + ", ".join(
+            f"ALTER COLUMN {c} DROP NOT NULL"
+            for c in ("name", "status", "budget", "impressions", "clicks", "conversions", "created_at")),
+         "sqlite": """CREATE TABLE campaigns_v5 (
+            client_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            name TEXT,
+            status TEXT,
+            budget TEXT,
+            impressions INTEGER,
+            clicks INTEGER,
+            conversions INTEGER,
+            created_at TEXT,
+            sync_status TEXT NOT NULL,
+            synced_at TEXT,
+            sync_error TEXT,
+            fetched_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            raw TEXT,
+            quality_flags TEXT,
+            PRIMARY KEY (client_id, campaign_id)
+        )"""},
+        {"postgresql": "ALTER TABLE campaign_metrics " + ", ".join(
+            f"ALTER COLUMN {c} DROP NOT NULL" for c in ("status", "budget", "impressions", "clicks", "conversions")),
+         "sqlite": """CREATE TABLE campaign_metrics_v5 (
+            run_id TEXT NOT NULL,
+            client_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            captured_at TEXT NOT NULL,
+            status TEXT,
+            budget TEXT,
+            impressions INTEGER,
+            clicks INTEGER,
+            conversions INTEGER,
+            sync_status TEXT NOT NULL,
+            quality_flags TEXT,
+            PRIMARY KEY (run_id, client_id, campaign_id)
+        )"""},
+        *({"sqlite": sql} for sql in (
+            "INSERT INTO campaigns_v5 SELECT client_id, campaign_id, name, status, printf('%.2f', budget), "
+            "impressions, clicks, conversions, created_at, sync_status, synced_at, sync_error, fetched_at, "
+            "updated_at, raw, quality_flags FROM campaigns",
+            "DROP TABLE campaigns",
+            "ALTER TABLE campaigns_v5 RENAME TO campaigns",
+            "INSERT INTO campaign_metrics_v5 SELECT run_id, client_id, campaign_id, captured_at, status, "
+            "printf('%.2f', budget), impressions, clicks, conversions, sync_status, quality_flags "
+            "FROM campaign_metrics",
+            "DROP TABLE campaign_metrics",
+            "ALTER TABLE campaign_metrics_v5 RENAME TO campaign_metrics",
+            "CREATE INDEX campaign_metrics_history ON campaign_metrics (client_id, campaign_id, captured_at)",
+        )),
+        # What writing the campaign did to its row in this run: the run's counts are queries.
+        "ALTER TABLE campaign_metrics ADD COLUMN row_change TEXT",
+        # A client's earlier quarantines (is this one new?).
+        "CREATE INDEX rejected_records_client ON rejected_records (client_id, campaign_id)",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -128,19 +187,24 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
                   "upserted; rewritten only when something changed", {
         "client_id": "the platform's client id (the X-Client-ID header)",
         "campaign_id": "the campaign's id on the platform",
-        "name": "the campaign's name, exactly as sent",
-        "status": "the campaign's status as sent; statuses outside the documented set are kept and flagged",
-        "budget": "the budget, converted without loss from a number or a numeric string",
-        "impressions": "impressions, as sent (numeric strings converted)",
-        "clicks": "clicks, as sent (numeric strings converted)",
-        "conversions": "conversions, as sent (numeric strings converted)",
-        "created_at": "when the campaign was created on the platform (UTC when sent without a zone, and flagged)",
-        "raw": "the record exactly as the platform sent it, unknown fields included (JSON)",
-        "quality_flags": "what looked implausible but was stored (a JSON array of flag names); NULL: nothing",
+        "name": "the campaign's name, exactly as sent; NULL: not sent (flagged missing_name)",
+        "status": "the campaign's status as sent; statuses outside the documented set are kept and flagged; "
+                  "NULL: not sent",
+        "budget": "the budget, exact to the cent from a number or a numeric string (more decimals: rounded and "
+                  "flagged budget_rounded; raw has it as sent); NULL: not sent. SQLite keeps it as text",
+        "impressions": "impressions, as sent (numeric strings converted); NULL: not sent yet, never 0",
+        "clicks": "clicks, as sent (numeric strings converted); NULL: not sent yet",
+        "conversions": "conversions, as sent (numeric strings converted); NULL: not sent yet",
+        "created_at": "when the campaign was created on the platform, in UTC (UTC when sent without a zone, and "
+                      "flagged); NULL: not sent",
+        "raw": "the record exactly as the platform sent it, unknown fields included (JSON); a change in it, "
+               "in any field, changes the row",
+        "quality_flags": "what looked implausible, was missing or was rounded, but was stored (a JSON array of flag "
+                         "names); NULL: nothing",
         "sync_status": "synced or failed: the outcome of the last run's sync call for the campaign",
         "synced_at": "when the platform last confirmed a sync (kept when a later sync fails)",
         "sync_error": "why the last sync failed, when it did",
-        "fetched_at": "when the platform last sent the record",
+        "fetched_at": "when the platform last sent the record (updated even when nothing in it changed)",
         "updated_at": "when this row last changed",
     }),
     "campaign_metrics": ("Performance history: one row per campaign per run, the time series to chart", {
@@ -153,8 +217,10 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "impressions": "impressions then",
         "clicks": "clicks then",
         "conversions": "conversions then",
-        "quality_flags": "what looked implausible then (JSON array); NULL: nothing",
+        "quality_flags": "what looked implausible, was missing or was rounded then (JSON array); NULL: nothing",
         "sync_status": "synced or failed " + _RUN,
+        "row_change": "inserted, updated or unchanged: what storing it did to the campaign's row in this run "
+                      "(the strongest, when stored twice); sync_runs counts these",
     }),
     "sync_runs": ("One row per client per run, written as 'running' at the start and completed at the end", {
         "run_id": "the run's id (a resumed run keeps it)",
@@ -164,13 +230,15 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "outcome": "running, succeeded, partial, failed, interrupted (see the README's outcomes)",
         "outcome_reasons": "why the outcome is not succeeded, as the last log line said it",
         "finish_reason": "how the crawl ended (finished, shutdown, auth_failed...)",
-        "campaigns_seen": "distinct campaigns listed " + _RUN,
-        "campaigns_synced": "campaigns stored as synced " + _RUN + " (all its attempts)",
-        "campaigns_failed": "campaigns stored with a failed sync " + _RUN,
-        "rows_inserted": "campaign rows inserted " + _RUN,
-        "rows_updated": "campaign rows updated " + _RUN,
-        "rows_unchanged": "campaign rows already up to date " + _RUN,
-        "records_rejected": "records quarantined " + _RUN,
+        "campaigns_seen": "distinct campaigns listed " + _RUN + " (a run that never recorded its end: its "
+                          "campaign_metrics and rejected_records rows)",
+        "campaigns_synced": "campaign_metrics rows " + _RUN + " with sync_status synced (every attempt, replays "
+                            "included)",
+        "campaigns_failed": "campaign_metrics rows " + _RUN + " with sync_status failed",
+        "rows_inserted": "campaign_metrics rows " + _RUN + " with row_change inserted",
+        "rows_updated": "campaign_metrics rows " + _RUN + " with row_change updated",
+        "rows_unchanged": "campaign_metrics rows " + _RUN + " with row_change unchanged",
+        "records_rejected": "rejected_records rows " + _RUN,
         "retries": "API requests retried " + _RUN,
         "responses_429": "429 answers " + _RUN,
         "token_refreshes": "bearer tokens obtained " + _RUN,
@@ -197,7 +265,8 @@ def statements(dialect: str, version: int) -> list[str]:
     types = TYPES[dialect]
     for number, sqls in MIGRATIONS:
         if number == version:
-            return [(sql[dialect] if isinstance(sql, dict) else sql.format(**types)) for sql in sqls]
+            return [sql.get(dialect) if isinstance(sql, dict) else sql.format(**types) for sql in sqls
+                    if not isinstance(sql, dict) or dialect in sql]
     raise KeyError(version)
 
 

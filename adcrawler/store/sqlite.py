@@ -72,6 +72,8 @@ class SqliteStore(Store):
     def try_lock(self, client: str) -> bool:
         # An OS file lock beside the database: released by the kernel if the
         # process dies, so a killed run never leaves a stale lock behind.
+        if client in self._locks:
+            return True  # this store holds it already
         private_dir(Path(f"{self.path}.locks"))
         path = self._lock_path(client)
         fh = path.open("a")
