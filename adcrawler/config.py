@@ -134,6 +134,14 @@ def _job_name(text: str) -> str:
     return text.strip()
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.strip().lower() not in choices:
+            raise ValueError
+        return text.strip().lower()
+    return parse
+
+
 def _port(text: str) -> int:
     port = int(text)
     if not 0 <= port <= 65535:
@@ -168,6 +176,7 @@ LOG_LEVEL = Kind("DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level, "LOUD")
 STATUSES = Kind("comma-separated HTTP statuses from 400 to 599 (not 401, 403, 429)", _status_list, "503,abc")
 JOB = Kind("letters, digits, '.', '_' or '-'", _job_name, "a job")
 URLS = Kind("comma-separated http:// URLs", _url_list, "node1:6800")
+QUARANTINE_ALERT = Kind("new or every", _choice("new", "every"), "sometimes")
 
 # Kind.bad of OPTIONAL_PATH is empty: every text is a valid optional path.
 # The settings that use it have no invalid value, and the tests know it.
@@ -192,6 +201,11 @@ SETTINGS: list[Setting] = [
             "list and validate every page, report what would be stored and synced; write nothing, send no sync "
             "(also `-a dry_run=1`)"),
     Setting("ADCRAWLER_PAGE_SIZE", "100", COUNT, "`limit` asked for on list calls; the platform may cap it"),
+    Setting("ADCRAWLER_MAX_CAMPAIGNS", "10000", COUNT,
+            "most campaigns listed per client and run: a listing that reaches it stops, and the client is partial"),
+    Setting("ADCRAWLER_QUARANTINE_ALERT", "new", QUARANTINE_ALERT,
+            "`new`: a record quarantined again for the reason an earlier run gave is counted, but does not "
+            "make the run partial; `every`: every quarantine does"),
     # -- Rate budget, per client
     Setting("ADCRAWLER_RATE_LIMIT", "10", COUNT, "the platform's budget per client: requests per window"),
     Setting("ADCRAWLER_RATE_WINDOW", "60", SECONDS, "the budget's rolling window (s)"),

@@ -24,8 +24,8 @@ come from :meth:`RunLedger.final_line`.
 In a dry run (``ADCRAWLER_DRY_RUN``) the outcome says what the run would have
 stored, quarantined and synced.
 
-Settings: ADCRAWLER_PAGE_SIZE, ADCRAWLER_SYNC_PASSES, ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW,
-ADCRAWLER_DRY_RUN.
+Settings: ADCRAWLER_PAGE_SIZE, ADCRAWLER_MAX_CAMPAIGNS, ADCRAWLER_QUARANTINE_ALERT, ADCRAWLER_SYNC_PASSES,
+ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW, ADCRAWLER_DRY_RUN.
 """
 
 from __future__ import annotations
@@ -98,6 +98,10 @@ class ClientRun:
     stored: set[str] = field(default_factory=set)
     would_store: int = 0  # a dry run: valid campaigns it would have stored
     quarantined: int = 0
+    # Problems (campaign or payload, and reason) quarantined by earlier runs, and how
+    # many quarantines of this run repeat one (ADCRAWLER_QUARANTINE_ALERT=new: not partial).
+    known_problems: set[str] = field(default_factory=set)
+    quarantined_again: int = 0
     spooled: int = 0
     auth_failure: str | None = None
     faults: list[str] = field(default_factory=list)  # what the run could not record
@@ -130,10 +134,13 @@ class ClientRun:
 
 class RunLedger:
     def __init__(self, stats: RunStats, page_size: int, max_passes: int, rate_limit: int, rate_window: float,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), dry_run: bool = False):
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), dry_run: bool = False,
+                 max_campaigns: int = 10_000, quarantine_alert: str = "new"):
         self.stats = stats
         self.dry_run = dry_run
         self.page_size = page_size
+        self.max_campaigns = max_campaigns
+        self.quarantine_alert = quarantine_alert
         self.max_passes = max_passes
         self.rate_limit = rate_limit
         self.rate_window = rate_window
@@ -147,7 +154,8 @@ class RunLedger:
         s = crawler.settings
         ledger = cls(RunStats(crawler), value(s, "ADCRAWLER_PAGE_SIZE"), value(s, "ADCRAWLER_SYNC_PASSES"),
                      value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW"),
-                     dry_run=value(s, "ADCRAWLER_DRY_RUN"))
+                     dry_run=value(s, "ADCRAWLER_DRY_RUN"), max_campaigns=value(s, "ADCRAWLER_MAX_CAMPAIGNS"),
+                     quarantine_alert=value(s, "ADCRAWLER_QUARANTINE_ALERT"))
         crawler.signals.connect(ledger.spider_closed, signal=signals.spider_closed)
         return ledger
 
@@ -162,7 +170,7 @@ class RunLedger:
     def open(self, clients: Iterable[Client]) -> None:
         """The clients this crawl was asked to sync (the spider calls this once)."""
         for client in clients:
-            self.runs[client.client_id] = ClientRun(client, Listing(self.page_size))
+            self.runs[client.client_id] = ClientRun(client, Listing(self.page_size, self.max_campaigns))
 
     def run(self, client: str) -> ClientRun:
         return self.runs[client]
@@ -224,10 +232,17 @@ class RunLedger:
             run.last_latency, run.last_answer_at = latency, self.clock()
         self.stats.set("last_latency_seconds", round(latency, 3), client)
 
-    def quarantined(self, client: str) -> None:
-        if client in self.runs:
-            self.runs[client].quarantined += 1
+    def quarantined(self, client: str, problem: str | None = None) -> None:
+        """A record of ``client`` was quarantined; ``problem`` (``RejectedRecord.problem``) tells
+        whether an earlier run quarantined the same campaign for the same reason."""
         self.stats.inc("campaigns_quarantined", client)
+        run = self.runs.get(client)
+        if run is None:
+            return
+        run.quarantined += 1
+        if problem is not None and problem in run.known_problems and self.quarantine_alert == "new":
+            run.quarantined_again += 1
+            self.stats.inc("campaigns_quarantined_again", client)
 
     def stored(self, item: CampaignItem) -> None:
         """``item`` was written (a campaign stored twice in a run counts once)."""

@@ -15,7 +15,7 @@ from typing import Any
 PREFIX = "adcrawler"
 
 COUNTERS = {
-    "campaigns_seen": "distinct campaigns listed (quarantined records included), at most the announced total",
+    "campaigns_seen": "distinct campaigns listed (quarantined records included)",
     "campaigns_synced": "campaigns whose sync call succeeded (a quarantined campaign with a usable id included)",
     "campaigns_sync_failed": "campaigns whose sync still failed after every pass",
     "campaigns_recovered": "campaigns synced on a later pass after their retries had run out",
@@ -23,10 +23,15 @@ COUNTERS = {
     "campaigns_flagged": "campaigns stored with at least one data-quality flag",
     "flags": "per flag (`flags/<flag>`): campaigns stored with that flag",
     "campaigns_quarantined": "records kept in quarantine: refused by validation or by the database",
+    "campaigns_quarantined_again": "quarantined for the reason an earlier run gave (the same campaign or payload): "
+                                   "counted, not alerted on (`ADCRAWLER_QUARANTINE_ALERT=new`)",
+    "records_at_parser_limit": "records past a limit of the JSON parser (nesting, digits): read record by record "
+                               "and quarantined as sent",
     "campaigns_resumed": "campaigns skipped because an interrupted attempt of this run stored them",
     "campaigns_not_attempted": "campaigns listed but not synced because the crawl stopped first",
     "campaigns_duplicate": "records listed again on another page (synced once)",
-    "campaigns_beyond_total": "records past the announced total (invented, or the list grew): not taken",
+    "campaigns_beyond_total": "records past the announced total (the platform's total is wrong): kept",
+    "listings_truncated": "listings stopped by `ADCRAWLER_MAX_CAMPAIGNS` with more to list (the client is partial)",
     "list_pages": "list pages parsed",
     "list_failed": "list pages given up on",
     "sync_passes": "extra passes over failed syncs",

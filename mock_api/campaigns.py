@@ -34,7 +34,7 @@ MALFORMED = [
     ("not an object", None),
     ("non-numeric budget", {"budget": "lots"}),
     ("unparsable created_at", {"created_at": "yesterday-ish"}),
-    ("missing name", {"name": None}),
+    ("name not text", {"name": {"en": "Campaign"}}),
     ("fractional clicks", {"clicks": 12.5}),
     ("NUL in the name", {"name": "Bad\u0000name"}),
 ]
@@ -52,6 +52,32 @@ IMPLAUSIBLE = [
     ("negative clicks", lambda c: {"clicks": -5}),
     ("negative budget", lambda c: {"budget": -100.0}),
 ]
+# Values not computed yet: absent or null. Stored as NULL and flagged, the campaign synced.
+MISSING = [
+    ("impressions null", {"impressions": None}),
+    ("clicks null", {"clicks": None}),
+    ("conversions absent", {"conversions": ...}),
+    ("budget null", {"budget": None}),
+    ("name absent", {"name": ...}),
+    ("status null", {"status": None}),
+    ("created_at absent", {"created_at": ...}),
+    ("every metric null", {"impressions": None, "clicks": None, "conversions": None}),
+]
+# Numbers and dates at the edges of what the columns hold: budgets rounded to the
+# cent (and flagged), the largest budget exactly, dates beyond years 1-9999 in UTC
+# (quarantined by both backends alike).
+ODD_VALUES = [
+    ("budget 0.005", {"budget": "0.005"}),
+    ("budget 12.345", {"budget": 12.345}),
+    ("budget of 16 digits", {"budget": "99999999999999.99"}),
+    ("created_at past year 9999 in UTC", {"created_at": "9999-12-31T23:59:59-12:00"}),
+    ("created_at before year 1 in UTC", {"created_at": "0001-01-01T00:00:00+14:00"}),
+    ("budget 1e-7", {"budget": 1e-7}),
+]
+# Values past the limits of common JSON parsers, in a field the contract does not
+# name; the placeholder is replaced in the page's text (json.dumps cannot write them).
+PARSER_LIMITS = [("nested 100,000 deep", "@@DEEP@@"), ("an integer of 5,000 digits", "@@DIGITS@@")]
+PARSER_LIMIT_TEXT = {'"@@DEEP@@"': "[" * 100_000 + "]" * 100_000, '"@@DIGITS@@"': "9" * 5_000}
 UNKNOWN_STATUSES = ["learning", "PAUSED_BY_POLICY", "in_review"]
 EXTRA_FIELDS = {"objective": "CONVERSIONS", "labels": ["q4", "brand"],
                 "bid_strategy": {"type": "target_cpa", "amount": "12.50"}}
@@ -98,8 +124,8 @@ def as_numeric_strings(campaign: dict) -> dict:
 
 
 def apply_block(campaign: dict, block: str, k: int) -> Any:
-    """Campaign turned into kind ``k`` of a block: malformed, out_of_range,
-    implausible or unknown_status. May return something that is not a dict."""
+    """Campaign turned into kind ``k`` of a block: malformed, out_of_range, missing, odd_values,
+    parser_limit, implausible or unknown_status. May return something that is not a dict."""
     if block == "malformed":
         _, change = MALFORMED[k % len(MALFORMED)]
         if change is None:
@@ -108,6 +134,13 @@ def apply_block(campaign: dict, block: str, k: int) -> Any:
         return {name: value for name, value in out.items() if not (name == "id" and value is None)}
     if block == "out_of_range":
         return {**campaign, **OUT_OF_RANGE[k % len(OUT_OF_RANGE)][1]}
+    if block == "missing":
+        out = {**campaign, **MISSING[k % len(MISSING)][1]}
+        return {name: value for name, value in out.items() if value is not ...}
+    if block == "odd_values":
+        return {**campaign, **ODD_VALUES[k % len(ODD_VALUES)][1]}
+    if block == "parser_limit":
+        return {**campaign, "extra": PARSER_LIMITS[k % len(PARSER_LIMITS)][1]}
     if block == "implausible":
         return {**campaign, **IMPLAUSIBLE[k % len(IMPLAUSIBLE)][1](campaign)}
     if block == "unknown_status":

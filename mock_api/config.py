@@ -60,8 +60,15 @@ class MockConfig:
     out_of_range: int = 0
     unknown_statuses: int = 0
     numeric_strings: float = 0.0
+    missing_values: int = 0
+    odd_values: int = 0
+    parser_limits: int = 0
     unknown_fields: bool = False
+    changing_fields: bool = False
     ignore_page: bool = False
+    announced_total: str = ""  # "": the true count; "none": no total; a number: that number
+    page_cap: int = 0  # serve at most this many per page, whatever limit asks (0: off)
+    endless: bool = False
     gzip: bool = False
     redirect_endpoint: str = ""  # answer this endpoint's calls with a redirect (auth, list or sync; empty: off)
     redirect_status: int = 302
@@ -106,6 +113,13 @@ def _probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a probability in [0, 1]")
     return value
+
+
+def _total(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("", "none") and not text.lstrip("-").isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: empty, 'none' or a number")
+    return text
 
 
 def _positive(text: str) -> float:
@@ -179,10 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
       help="serve this many campaigns per client with statuses outside the documented set (default %(default)s)")
     a("--numeric-strings", type=_probability, default=_env("numeric_strings", d.numeric_strings),
       help="fraction of campaigns whose numbers are sent as numeric strings (default %(default)s)")
+    a("--missing-values", type=_count, default=_env("missing_values", d.missing_values),
+      help="serve this many campaigns per client with values absent or null (not computed yet): "
+           "impressions, clicks, conversions, budget, name, status, created_at (default %(default)s)")
+    a("--odd-values", type=_count, default=_env("odd_values", d.odd_values),
+      help="serve this many campaigns per client with numbers and dates at the edges of the columns: "
+           "budgets of more than two decimals or 16 digits, dates beyond years 1-9999 in UTC (default %(default)s)")
+    a("--parser-limits", type=_count, default=_env("parser_limits", d.parser_limits),
+      help="serve this many campaigns per client with an unmodelled field past common JSON parsers' limits: "
+           "nested 100,000 deep, or an integer of 5,000 digits (default %(default)s)")
     a("--unknown-fields", action="store_true", default=_flag("unknown_fields"),
       help="add fields the contract does not name to every campaign")
+    a("--changing-fields", action="store_true", default=_flag("changing_fields"),
+      help="add a field the contract does not name (revision) whose value changes on every call")
     a("--ignore-page", action="store_true", default=_flag("ignore_page"),
       help="answer every page with the first one and has_more true")
+    a("--announced-total", type=_total, default=_env("announced_total", d.announced_total),
+      help="the total the list announces: empty for the true count, 'none' to leave it out, or a number "
+           "(a wrong one)")
+    a("--page-cap", type=_count, default=_env("page_cap", d.page_cap),
+      help="serve at most this many campaigns per page whatever limit asks, echoing the limit asked for "
+           "(0 = off; default %(default)s)")
+    a("--endless", action="store_true", default=_flag("endless"),
+      help="the list never ends: every page is full of new campaigns (ids past --campaigns, syncable too), "
+           "has_more true; combine with --announced-total none")
     a("--gzip", action="store_true", default=_flag("gzip"),
       help="gzip every JSON answer when the client accepts it")
     a("--redirect-endpoint", choices=("", *ENDPOINTS), default=_env("redirect_endpoint", d.redirect_endpoint),
@@ -219,7 +253,8 @@ def parse_config(argv: list[str] | None = None) -> MockConfig:
     if isinstance(values["accounts"], str):
         values["accounts"] = _accounts(values["accounts"])
     for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed",
-                 "out_of_range", "implausible", "unknown_statuses", "hold_syncs", "redirect_status"):
+                 "out_of_range", "implausible", "unknown_statuses", "hold_syncs", "redirect_status",
+                 "missing_values", "odd_values", "parser_limits", "page_cap"):
         values[name] = int(values[name])
     for name in ("time_scale", "rate_window", "retry_after", "fault_retry_after", "hang_seconds", "sync_delay",
                  "token_lifetime", "token_early_expiry", "numeric_strings"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import random
 import re
 import secrets
@@ -29,7 +30,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .campaigns import EXTRA_FIELDS, apply_block, as_numeric_strings, js_parse_int, make_campaign, quirks_campaign
+from .campaigns import (
+    EXTRA_FIELDS,
+    PARSER_LIMIT_TEXT,
+    apply_block,
+    as_numeric_strings,
+    js_parse_int,
+    make_campaign,
+    quirks_campaign,
+)
 from .config import FAULTS, MockConfig
 
 CAMPAIGN_PATH = re.compile(r"^campaign_([1-9][0-9]{0,8})$")
@@ -327,16 +336,20 @@ class MockApi:
             self.state.count(client, "list", 400)
             return _error(400, "Bad Request", "page and limit must be positive integers")
         limit = min(limit, cfg.max_page_size)
+        size = min(limit, cfg.page_cap) if cfg.page_cap else limit  # what is served; limit is what is echoed
         served_page = 1 if cfg.ignore_page else page
-        first = (served_page - 1) * limit + 1
-        last = min(cfg.campaigns, served_page * limit)
+        first = (served_page - 1) * size + 1
+        last = served_page * size if cfg.endless else min(cfg.campaigns, served_page * size)
         data = [self._record(client, n) for n in range(first, last + 1)]
-        has_more = True if cfg.ignore_page else page * limit < cfg.campaigns
+        has_more = True if cfg.ignore_page or cfg.endless else page * size < cfg.campaigns
+        pagination: dict[str, Any] = {"page": page, "limit": limit, "has_more": has_more}
+        if cfg.announced_total != "none":
+            pagination["total"] = int(cfg.announced_total) if cfg.announced_total else cfg.campaigns
         self.state.count(client, "list", 200)
-        return web.json_response({
-            "data": data,
-            "pagination": {"page": page, "limit": limit, "total": cfg.campaigns, "has_more": has_more},
-        })
+        text = json.dumps({"data": data, "pagination": pagination})
+        for placeholder, hostile in PARSER_LIMIT_TEXT.items():
+            text = text.replace(placeholder, hostile)
+        return web.Response(text=text, content_type="application/json")
 
     def _record(self, client: str, n: int) -> Any:
         cfg = self.config
@@ -344,9 +357,13 @@ class MockApi:
         self.state.served[client, n] += 1
         if cfg.unknown_fields:
             record.update(EXTRA_FIELDS)
+        if cfg.changing_fields:
+            record["revision"] = self.state.served[client, n]
         # Blocks of special campaigns, counted from the last one down.
         edge = cfg.campaigns
         for block, count in (("malformed", cfg.malformed), ("out_of_range", cfg.out_of_range),
+                             ("missing", cfg.missing_values), ("odd_values", cfg.odd_values),
+                             ("parser_limit", cfg.parser_limits),
                              ("implausible", cfg.implausible), ("unknown_status", cfg.unknown_statuses)):
             if edge - count < n <= edge:
                 record = apply_block(record, block, n - (edge - count) - 1)
@@ -386,7 +403,7 @@ class MockApi:
         campaign_id = request.match_info["campaign_id"]
         if not self.config.quirks:  # the inherited server synced any id, invented ones too
             match = CAMPAIGN_PATH.match(campaign_id)
-            if not match or int(match.group(1)) > self.config.campaigns:
+            if not match or (int(match.group(1)) > self.config.campaigns and not self.config.endless):
                 self.state.count(client, "sync", 404)
                 return _error(404, "Not Found", "Unknown campaign")
         await self._hold(client)

@@ -125,6 +125,24 @@ def assert_every_served_id_kept(mock: Any, db: Any, client: str) -> None:
     assert not stored & quarantined
 
 
+def assert_run_counts_match_rows(db: Any) -> None:
+    """Every run record counts what its rows say, and the runs together inserted each campaign once."""
+    runs = db.rows("SELECT run_id, client_id, campaigns_synced, campaigns_failed, rows_inserted, rows_updated, "
+                   "rows_unchanged, records_rejected FROM sync_runs")
+    for run_id, client, *counts in runs:
+        metrics = dict(db.rows("SELECT sync_status, COUNT(*) FROM campaign_metrics WHERE run_id = %s "
+                               "AND client_id = %s GROUP BY sync_status", (run_id, client)))
+        changes = dict(db.rows("SELECT row_change, COUNT(*) FROM campaign_metrics WHERE run_id = %s "
+                               "AND client_id = %s GROUP BY row_change", (run_id, client)))
+        rejected = db.scalar("SELECT COUNT(*) FROM rejected_records WHERE run_id = %s AND client_id = %s",
+                             (run_id, client))
+        expected = [metrics.get("synced", 0), metrics.get("failed", 0), changes.get("inserted", 0),
+                    changes.get("updated", 0), changes.get("unchanged", 0), rejected]
+        assert counts == expected, (run_id, client, counts, expected)
+    for client, inserted in db.rows("SELECT client_id, SUM(rows_inserted) FROM sync_runs GROUP BY client_id"):
+        assert inserted == db.scalar("SELECT COUNT(*) FROM campaigns WHERE client_id = %s", (client,)), client
+
+
 @pytest.fixture
 def mock_factory() -> Iterator:
     """Start simulators with given flags; all are stopped at the end of the test."""

@@ -25,7 +25,7 @@ GOOD = {
     config.PATH: "some/where", config.OPTIONAL_PATH: "some/stats",
     config.REGISTRY: str(ROOT / "adcrawler/clients.toml"),
     config.HOST: "0.0.0.0", config.LOG_LEVEL: "WARNING", config.STATUSES: "500,503", config.JOB: "nightly",
-    config.URLS: "http://n1:6800,http://n2:6800", config.DAYS: "14",
+    config.URLS: "http://n1:6800,http://n2:6800", config.DAYS: "14", config.QUARANTINE_ALERT: "every",
 }
 CRAWL = [s for s in SETTINGS if s.command == "crawl"]
 # Each typed value as `scrapy settings --get` prints it.

@@ -103,13 +103,17 @@ def test_the_inherited_platform_in_small_pages_and_oversized_ones(mock_factory, 
     lists = mock.stats()["requests"]["acme-corp"]["list"]
     assert lists["200"] == 10 and lists.get("503", 0) >= 1 and lists.get("hang", 0) >= 1
     assert stored_ids(Db(tmp_path / "small"), "acme-corp") == {f"campaign_{n}" for n in range(1, 101)}
-    # Pages of 250: 150 invented campaigns on the first page; none is taken or synced.
+    # Pages of 250: 150 campaigns past the announced total on the first page. Invented,
+    # or a total that is wrong: the crawler cannot tell, so it keeps what was sent and
+    # says so, but asks for no page past the total.
     mock.reset()
     big = _crawl(mock, "acme", Db(tmp_path / "big"), settings={"ADCRAWLER_PAGE_SIZE": "250"})
     assert big.returncode == 0, big.output[-3000:]
-    assert stored_ids(Db(tmp_path / "big"), "acme-corp") == {f"campaign_{n}" for n in range(1, 101)}
-    assert set(mock.stats()["syncs"]["acme-corp"]) == {f"campaign_{n}" for n in range(1, 101)}
+    assert stored_ids(Db(tmp_path / "big"), "acme-corp") == {f"campaign_{n}" for n in range(1, 251)}
+    assert set(mock.stats()["syncs"]["acme-corp"]) == {f"campaign_{n}" for n in range(1, 251)}
     assert big.stat("campaigns_beyond_total", "acme-corp") == 150
+    assert "beyond the 100 announced; all kept" in big.output
+    assert mock.stats()["requests"]["acme-corp"]["list"] == {"200": 1}
 
 
 # -- what real platforms send ------------------------------------------------------------------

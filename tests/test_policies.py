@@ -183,11 +183,44 @@ def test_listing_follows_pages_and_never_starts_a_page_past_the_total():
     assert pages == list(range(1, 11)) and listing.seen == 100
 
 
-def test_invented_records_past_the_total_are_not_taken():
+def test_records_past_the_announced_total_are_kept_and_counted():
     listing = Listing(page_size=250)
     listing.announce(100)
     verdicts = [listing.admit(f"id:c{n}") for n in range(1, 251)]
-    assert verdicts.count("new") == 100 and verdicts.count("beyond_total") == 150
+    assert verdicts.count("new") == 250 and listing.beyond == 150
+
+
+@pytest.mark.parametrize("total", [0, 7, 40])
+def test_a_total_below_what_is_served_drops_nothing_sent_and_asks_no_page_past_it(total):
+    listing = Listing(page_size=100)
+    assert _page(listing, 1, [f"c{n}" for n in range(1, 101)], limit=100, total=total) is None
+    assert listing.seen == 100 and listing.beyond == 100 - total
+
+
+def test_a_page_cap_that_ignores_the_limit_asked_for():
+    # 50 per page whatever `limit` asks, and the page echoes the limit asked for.
+    listing = Listing(page_size=100)
+    assert _page(listing, 1, [f"c{n}" for n in range(1, 51)], limit=100, total=100) == 2
+    assert listing.applied == 50
+    assert _page(listing, 2, [f"c{n}" for n in range(51, 101)], limit=100, total=100) is None
+    assert listing.seen == 100 and listing.missing == 0
+
+
+def test_an_echoed_limit_smaller_than_asked_is_the_page_size():
+    listing = Listing(page_size=100)
+    assert _page(listing, 1, [f"c{n}" for n in range(1, 21)], limit=20, has_more=None, total=None) == 2
+    assert listing.applied == 20
+
+
+@pytest.mark.parametrize("total", [None, 10**9])
+def test_a_listing_without_end_stops_at_the_bound_and_says_so(total):
+    listing = Listing(page_size=100, max_campaigns=1000)
+    page, pages = 1, 0
+    while page is not None and pages < 100:  # always-new ids, has_more forever
+        pages += 1
+        page = _page(listing, page, [f"c{page}-{n}" for n in range(100)], limit=100, total=total)
+    assert listing.seen == 1000 and pages == 10
+    assert listing.truncated and "ADCRAWLER_MAX_CAMPAIGNS" in listing.stop_reason
 
 
 def test_quarantined_records_count_toward_the_total():
@@ -215,12 +248,14 @@ def test_the_listing_ends_within_the_page_budget_whatever_the_platform_says():
     assert pages <= math.ceil(100 / 10) + 2 and listing.stop_reason
 
 
-@pytest.mark.parametrize("received, has_more, expected", [(4, True, None), (10, False, None), (0, True, None),
-                                                          (10, True, 3), (10, None, 3)])
-def test_short_pages_and_has_more(received, has_more, expected):
+@pytest.mark.parametrize("received, has_more, total, expected", [
+    (4, True, None, None), (4, None, None, None),  # a short page ends a listing without a credible total...
+    (4, True, 100, 3),  # ...not one whose total and has_more say there is more (bounded by the page budget)
+    (10, False, 100, None), (0, True, 100, None), (10, True, 100, 3), (10, None, 100, 3), (10, None, None, 3)])
+def test_short_pages_and_has_more(received, has_more, total, expected):
     listing = Listing(page_size=10)
-    _page(listing, 1, [f"a{n}" for n in range(10)])
-    assert _page(listing, 2, [f"b{n}" for n in range(received)], has_more=has_more) == expected
+    _page(listing, 1, [f"a{n}" for n in range(10)], total=total)
+    assert _page(listing, 2, [f"b{n}" for n in range(received)], has_more=has_more, total=total) == expected
 
 
 def test_duplicates_across_pages_count_once():

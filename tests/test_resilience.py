@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.runner import ROOT, latest_stats, run_crawl, start_crawl
-from tests.conftest import SCALE, wait_for
+from tests.conftest import SCALE, assert_run_counts_match_rows, wait_for
 from tests.db import Db
 
 
@@ -85,7 +85,9 @@ def test_killed_run_resumes_without_resyncing(mock_factory, tmp_path, sig):
     assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 100
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics") == 100  # one run, one row each
     # One run record, completed by the resumed attempt, counting both attempts' work.
-    assert db.rows("SELECT outcome, campaigns_seen, campaigns_synced FROM sync_runs") == [("succeeded", 100, 100)]
+    assert db.rows("SELECT outcome, campaigns_seen, campaigns_synced, rows_inserted FROM sync_runs") == [
+        ("succeeded", 100, 100, 100)]
+    assert_run_counts_match_rows(db)
     # The job directory holds only our own JSON files: no request queue, no pickled spider.
     assert sorted(p.name for p in jobdir.iterdir()) == ["adcrawler-journal.jsonl", "adcrawler-run.json"]
 
@@ -121,7 +123,10 @@ def test_a_quiet_spell_does_not_keep_synced_rows_in_memory(mock_factory, tmp_pat
     again = run_crawl(mock.url, "demo", tmp_path, scale=0.05)
     assert again.returncode == 0, again.output[-3000:]
     assert "never finished: the process ended first; recorded as interrupted" in again.output
-    assert sorted(r[0] for r in db.rows("SELECT outcome FROM sync_runs")) == ["interrupted", "succeeded"]
+    # The killed run's record counts what it stored.
+    assert sorted(db.rows("SELECT outcome, campaigns_synced, rows_inserted FROM sync_runs")) == [
+        ("interrupted", 9, 9), ("succeeded", 15, 6)]
+    assert_run_counts_match_rows(db)
 
 
 def _pg_ctl(action: str) -> None:
@@ -173,3 +178,5 @@ def test_postgres_outage_mid_run_loses_nothing(mock_factory, pg_url, tmp_path):
     assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 100
     run_id = again.stats["adcrawler/run_id"]
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE run_id = %s", (run_id,)) == 100
+    assert_run_counts_match_rows(db)
+    assert db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running'") == 0

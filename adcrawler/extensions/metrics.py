@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CAMPAIGN_RESULTS = ("seen", "synced", "sync_failed", "recovered", "stored", "flagged", "quarantined", "resumed",
-                    "not_attempted", "duplicate", "beyond_total")
+CAMPAIGN_RESULTS = ("seen", "synced", "sync_failed", "recovered", "stored", "flagged", "quarantined",
+                    "quarantined_again", "resumed", "not_attempted", "duplicate", "beyond_total")
 ROW_OPERATIONS = ("inserted", "updated", "unchanged", "quarantined", "spooled")
 
 

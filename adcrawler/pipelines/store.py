@@ -50,7 +50,7 @@ from scrapy.utils.asyncio import CallLaterResult, call_later, run_in_thread, sle
 
 from adcrawler.answers import Decision, Verdict
 from adcrawler.config import value
-from adcrawler.items import CampaignItem, RejectedRecord
+from adcrawler.items import CampaignItem, RejectedRecord, problem_key
 from adcrawler.jobdir import JobState, Journal
 from adcrawler.ledger import CLIENTS_HELD, RunLedger
 from adcrawler.logs import log_failure
@@ -215,7 +215,7 @@ class StorePipeline:
                            getattr(item, "campaign_id", "?"), reason, extra={"client": item.client_id})
             self.stats.inc("rows_quarantined", item.client_id)
             if count:
-                self.ledger.quarantined(item.client_id)
+                self.ledger.quarantined(item.client_id, problem_key(getattr(item, "campaign_id", None), "", reason))
         if count:
             for client, result in written.clients.items():
                 for name in ("inserted", "updated", "unchanged"):

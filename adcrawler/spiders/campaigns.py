@@ -38,11 +38,12 @@ from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from adcrawler.answers import NOT_JSON, decide_exception, json_body
+from adcrawler.answers import decide_exception, json_body
 from adcrawler.clients import Registry
 from adcrawler.config import value
-from adcrawler.items import CampaignItem, RejectedRecord
+from adcrawler.items import CampaignItem, RejectedRecord, usable_id
 from adcrawler.ledger import ClientRun, FailedSync, RunLedger
+from adcrawler.listpage import NOT_JSON, Entry, Page, read_page
 from adcrawler.meta import CLIENT, ENDPOINT, VERDICT
 from adcrawler.middlewares.auth import AuthenticationFailed
 from adcrawler.retrying import RetryPolicy
@@ -56,6 +57,13 @@ LIST_PRIORITY = 10  # discover all work before spending budget on syncs
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _usable(cid: object) -> str | None:
+    try:
+        return usable_id(cid)
+    except ValueError:
+        return None
 
 
 def _reason(failure: Failure) -> str:
@@ -141,11 +149,10 @@ class CampaignsSpider(scrapy.Spider):
     # -- listing ------------------------------------------------------------------------
     def parse_list(self, response: Response, client: str, page: int) -> Iterator[Any]:
         run = self.run(client)
-        payload = json_body(response.body)
-        records = payload.get("data") if isinstance(payload, dict) else None
-        pagination = payload.get("pagination") if isinstance(payload, dict) else None
-        if not isinstance(records, list) or not isinstance(pagination or {}, dict):
-            what = "not JSON" if payload is NOT_JSON else "not a campaign list"
+        body = read_page(response.body)  # record by record: one hostile record cannot take the page down
+        pagination = body.fields.get("pagination") if isinstance(body, Page) else None
+        if not isinstance(body, Page) or body.entries is None or not isinstance(pagination or {}, dict):
+            what = "not JSON" if body is NOT_JSON else "not a campaign list"
             yield from self._list_given_up(client, page, f"the answer is {what}")
             return
         pagination = pagination or {}
@@ -155,42 +162,47 @@ class CampaignsSpider(scrapy.Spider):
             if run.listing.total is not None:
                 self.run_stats.set("campaigns_expected", run.listing.total, client)
         fetched_at = _now()
-        new = beyond = 0
-        for record in records:
-            admitted = run.listing.admit(record_key(record))
-            if admitted == "duplicate":
+        new, beyond = 0, run.listing.beyond
+        for entry in body.entries:
+            record = entry.value if entry.error is None else {"id": entry.id}
+            if run.listing.admit(record_key(record, entry.text)) == "duplicate":
                 self.run_stats.inc("campaigns_duplicate", client)
-                continue
-            if admitted == "beyond_total":
-                beyond += 1
                 continue
             new += 1
             self.run_stats.inc("campaigns_seen", client)
-            yield from self._take(run, record, fetched_at)
-        if beyond:
-            self.run_stats.inc("campaigns_beyond_total", client, beyond)
-            logger.warning("Client %s: %d records on page %d lie beyond the %d campaigns announced; not taken",
-                           client, beyond, page, run.listing.total, extra={"client": client})
-        after = run.listing.next_page(page, len(records), new, pagination.get("limit"), pagination.get("has_more"))
+            yield from self._take(run, entry, fetched_at)
+        if run.listing.beyond > beyond:
+            self.run_stats.inc("campaigns_beyond_total", client, run.listing.beyond - beyond)
+            logger.warning("Client %s: page %d brings the campaigns listed to %d, beyond the %d announced; "
+                           "all kept (the platform's total is wrong)", client, page, run.listing.seen,
+                           run.listing.total, extra={"client": client})
+        after = run.listing.next_page(page, len(body.entries), new, pagination.get("limit"),
+                                      pagination.get("has_more"))
         if after is not None:
             yield self.list_request(client, after)
             return
         if run.listing.stop_reason:
             logger.warning("Client %s: listing stopped: %s", client, run.listing.stop_reason, extra={"client": client})
+        if run.listing.truncated:
+            self.run_stats.inc("listings_truncated", client)
         logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, run.listing.seen,
                     run.listing.pages, extra={"client": client})
         run.listing_done = True
         yield from self._next_pass(run)
 
-    def _take(self, run: ClientRun, record: Any, fetched_at: datetime) -> Iterator[Any]:
+    def _take(self, run: ClientRun, entry: Entry, fetched_at: datetime) -> Iterator[Any]:
         """A new record: quarantine it or sync it (or both, when only our copy is the problem)."""
         client = run.client_id
         try:
-            campaign = validate_campaign(record)
+            if entry.error is not None:  # a parser limit: kept as text, its id (if usable) still synced
+                self.run_stats.inc("records_at_parser_limit", client)
+                raise InvalidRecord(f"{entry.error}; kept as sent", _usable(entry.id))
+            campaign = validate_campaign(entry.value, entry.text)
         except InvalidRecord as exc:
-            self.ledger.quarantined(client)
+            rejected = RejectedRecord.of(client, entry.value, str(exc), fetched_at, text=entry.text, cid=entry.id)
+            self.ledger.quarantined(client, rejected.problem)
             logger.warning("Client %s: quarantined a record: %s", client, exc, extra={"client": client})
-            yield RejectedRecord.of(client, record, str(exc), fetched_at)
+            yield rejected
             if exc.campaign_id and exc.campaign_id not in run.syncable:
                 run.syncable.add(exc.campaign_id)
                 if not self.dry_run:
