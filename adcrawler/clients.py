@@ -9,6 +9,7 @@ hold the client's credentials; secrets themselves never live in the file::
     client_id = "acme-corp"          # default: the slug
     email_env = "ACME_EMAIL"         # default: AD_PLATFORM_EMAIL
     password_env = "ACME_PASSWORD"   # default: AD_PLATFORM_PASSWORD
+    budget = "acme-account"          # clients of one budget group share one rate budget
 
 A slug that is not in the registry is an error (a typo must not create a
 client), unless the registry says ``allow_unregistered = true`` at its top:
@@ -42,6 +43,7 @@ class Client:
     client_id: str
     email_env: str = "AD_PLATFORM_EMAIL"
     password_env: str = "AD_PLATFORM_PASSWORD"
+    budget: str | None = None  # a group of clients the platform counts against one budget
 
     def credentials(self) -> tuple[str, str]:
         """Read (email, password) from the environment or ``.env``."""
@@ -86,14 +88,14 @@ class Registry:
         for slug, entry in (data.get("clients") or {}).items():
             if not SLUG.match(slug) or not isinstance(entry, dict):
                 raise ClientConfigError(f"{path}: bad client entry {slug!r}")
-            unknown = set(entry) - {"client_id", "email_env", "password_env"}
+            unknown = set(entry) - {"client_id", "email_env", "password_env", "budget"}
             if unknown:
                 raise ClientConfigError(f"{path}: client {slug!r} has unknown keys {sorted(unknown)}")
             client_id = str(entry.get("client_id", slug))
             if not CLIENT_ID.match(client_id):
                 raise ClientConfigError(f"{path}: client {slug!r} has an invalid client_id")
             clients[slug] = Client(slug=slug, client_id=client_id,
-                                   **{k: str(entry[k]) for k in ("email_env", "password_env") if k in entry})
+                                   **{k: str(entry[k]) for k in ("email_env", "password_env", "budget") if k in entry})
         return cls(clients, allow, str(path))
 
     def select(self, argument: str) -> list[Client]:

@@ -1,19 +1,38 @@
-"""Rolling-window request budget for one client (pure logic, injected clock).
+"""Rolling-window request budget for one client, or for clients sharing one (pure logic, injected clock).
 
-The platform admits ``limit`` requests per rolling ``window`` seconds per client
-and counts a request when it arrives. We cannot see arrival times, so a request
-holds its place in the budget from the moment it is admitted until ``window``
-seconds after it *finished*: its arrival lies somewhere in between, so the
-platform's window can never hold more of our requests than ours does. The price
-is one request latency per window, a few percent with the platform's 2 s sync
-calls against a 60 s window, and in exchange no clock skew, queueing delay or
-network latency can cause a 429.
+The platform admits ``limit`` requests per rolling ``window`` seconds and
+counts a request when it arrives. Until it says more, we cannot see arrival
+times, so a request holds its place from the moment it is admitted until
+``window`` seconds after it *finished*: its arrival lies somewhere in between,
+so the platform's window can never hold more of our requests than ours does.
+The price is one request latency per window, a few percent with 2 s sync calls
+against a 60 s window; in exchange no clock skew, queueing delay or network
+latency can cause a 429. Sends are spaced by a little more than a typical
+answer's latency (:attr:`spacing`): an answer comes back between two sends,
+so news of a lower limit (a 429, a header) arrives before the next request,
+not after a burst of them; a window's requests still fit in it, and only the
+last, partial window of a run pays for the spacing.
 
-If a 429 arrives anyway, our idea of the limit was wrong (a smaller real limit,
-another process spending the same client's budget): the client pauses for what
-the platform asked, and its limit is cut by a quarter, at most once per window,
-for the rest of the run. A budget set twice too high thus costs a few bursts of
-429s, not one per request.
+When the platform states its limits (:mod:`adcrawler.ratesignals`), the budget
+follows what it says (:meth:`observe`):
+
+- its policies replace the configured one: a lower limit at once, a higher one
+  up to ``ceiling`` (per the configured window, scaled to the policy's); every
+  policy holds (50 per minute *and* 1,000 per hour);
+- a place is held from the moment the request is sent (plus a margin of 1 % of
+  the window), not from its answer: the platform's counts confirm ours, so the
+  next request goes when the window frees, not one latency later;
+- remaining 0 with a reset: nothing is sent before the reset; ``Retry-After``
+  likewise.
+
+A 429 means our idea of the limit was wrong. The client pauses for what the
+platform asked. Without signals the limit is halved (at most once per window)
+and probed back up after ``probe_windows`` quiet windows, half the way to the
+configured limit each time; a probe that meets a 429 returns to the last limit
+that held and waits twice as long before the next, so a temporary squeeze does
+not cost the rest of the run and a lasting one costs a 429 per ever rarer
+probe. With signals the limit is the platform's: a 429 widens the margin
+instead (a platform whose resets come a little early).
 """
 
 from __future__ import annotations
@@ -23,31 +42,59 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from adcrawler.ratesignals import Signals
+
+MARGIN = 0.01  # of the window: the least a place is held past its request's send when the platform tells
+
 
 class RollingWindowBudget:
-    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic,
+                 ceiling: int | None = None, probe_windows: float = 10.0):
         if limit < 1:
             raise ValueError("limit must be >= 1")
         if window <= 0:
             raise ValueError("window must be > 0")
+        self.configured = (limit, window)
         self.limit = limit
         self.window = window
+        self.ceiling = max(limit, ceiling or limit)  # per configured window
+        self.policies: tuple[tuple[int, float], ...] = ((limit, window),)
         self.clock = clock
         self.in_flight = 0
+        self.told = False  # the platform states its limits: places are held from the send
+        self.margin = MARGIN * window
         self._finished: deque[float] = deque()  # finish times, oldest first
+        self._sent: deque[float] = deque()  # send times, oldest first
+        self._latencies: deque[float] = deque(maxlen=9)  # of the last answers, for the spacing
         self._paused_until = 0.0
         self._last_cut = -math.inf
+        self._last_probe = -math.inf
+        self._good = limit  # the last limit that held, while probing above it
+        self._probe_every = probe_windows
 
+    # -- places -----------------------------------------------------------------
     def _expire(self, now: float) -> None:
         while self._finished and self._finished[0] + self.window <= now:
             self._finished.popleft()
+        longest = max(w for _, w in self.policies) + self.margin
+        while self._sent and self._sent[0] + longest <= now:
+            self._sent.popleft()
 
     def wait_time(self) -> float:
         """Seconds until one more request may be sent: 0 = now, ``math.inf`` =
         not before a request in flight finishes (call :meth:`release` then)."""
         now = self.clock()
+        self._probe(now)
         self._expire(now)
         wait = max(0.0, self._paused_until - now)
+        if self._sent:
+            wait = max(wait, self._sent[-1] + self.spacing - now)
+        if self.told:
+            for limit, window in self.policies:
+                held = [t for t in self._sent if t + window + self.margin > now]
+                if len(held) >= limit:  # the oldest places free first
+                    wait = max(wait, held[len(held) - limit] + window + self.margin - now)
+            return wait
         if self.in_flight + len(self._finished) < self.limit:
             return wait
         if not self._finished:
@@ -59,30 +106,93 @@ class RollingWindowBudget:
     def acquire(self) -> None:
         """Record that a request is being sent now (call only when ``wait_time()`` is 0)."""
         self.in_flight += 1
+        self._sent.append(self.clock())
 
-    def release(self) -> None:
-        """Record that a request admitted by ``acquire`` has finished (any outcome)."""
+    def release(self, latency: float | None = None) -> None:
+        """Record that a request admitted by ``acquire`` has finished (any outcome), after ``latency`` seconds."""
         self.in_flight = max(0, self.in_flight - 1)
         self._finished.append(self.clock())
+        if latency is not None:
+            self._latencies.append(latency)
+
+    @property
+    def spacing(self) -> float:
+        """Least time between two sends: a quarter more than a typical answer takes (never more than
+        window / limit), so an answer, and what it says of the limit, comes back before the next send
+        and a limit that drops mid-run costs one request at most, not a burst."""
+        if not self._latencies:
+            return 0.0
+        typical = sorted(self._latencies)[len(self._latencies) // 2]
+        return min(1.25 * typical, min(w / n for n, w in self.policies))
 
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds``."""
         self._paused_until = max(self._paused_until, self.clock() + seconds)
 
-    def rate_limited(self, pause: float) -> bool:
-        """The platform answered 429: pause, and lower the limit (True if it was lowered)."""
-        self.pause(pause)
-        now = self.clock()
-        if self.limit == 1 or now < self._last_cut + self.window:
-            return False  # one cut per window: a burst of 429s is one piece of news
-        self.limit = max(1, min(self.limit - 1, math.ceil(self.limit * 0.75)))
-        self._last_cut = now
-        return True
+    def merge(self, other: "RollingWindowBudget") -> None:
+        """Take on the places ``other`` holds: its client now draws from this budget."""
+        self.in_flight += other.in_flight
+        self._sent = deque(sorted((*self._sent, *other._sent)))
+        self._finished = deque(sorted((*self._finished, *other._finished)))
+        self._paused_until = max(self._paused_until, other._paused_until)
+        self.told = self.told or other.told
 
     @property
     def used(self) -> int:
         self._expire(self.clock())
         return self.in_flight + len(self._finished)
+
+    # -- what the platform says -------------------------------------------------
+    def observe(self, signals: Signals) -> bool:
+        """Follow an answer's rate-limit signals; True when the limit in force changed."""
+        before = (self.limit, self.window)
+        if signals.said:
+            self.told = True
+        policies = []
+        for limit, window in signals.policies:
+            window = window or self.configured[1]
+            ceiling = max(1, math.floor(self.ceiling * window / self.configured[1]))
+            policies.append((max(1, min(limit, ceiling)), window))
+        if policies:
+            self.policies = tuple(policies)
+            # Reported as the limit in force: the lowest rate of them.
+            self.limit, self.window = min(policies, key=lambda p: p[0] / p[1])
+            self._good = self.limit
+        if signals.remaining == 0 and signals.reset is not None:
+            self.pause(signals.reset)  # nothing before the reset
+        if signals.retry_after is not None:
+            self.pause(signals.retry_after)
+        return (self.limit, self.window) != before
+
+    def rate_limited(self, pause: float) -> bool:
+        """The platform answered 429: pause, and lower the limit (True if it was lowered)."""
+        self.pause(pause)
+        now = self.clock()
+        if now < self._last_cut + self.window:
+            return False  # one cut per window: a burst of 429s is one piece of news
+        self._last_cut = now
+        if self.told:  # the platform's limit is known: its resets come later than it says
+            self.margin = min(self.window / 10, self.margin * 2)
+            return False
+        if self.limit > self._good:  # a probe too far: back to what held, probe half as often
+            self.limit = self._good
+            self._probe_every *= 2
+        else:
+            self.limit = self._good = max(1, self.limit // 2)
+        self.policies = ((self.limit, self.window),)
+        return True
+
+    def _probe(self, now: float) -> None:
+        """Without signals, a lowered limit creeps back up once enough quiet windows passed."""
+        target = self.configured[0]
+        quiet_since = max(self._last_cut, self._last_probe)
+        if self.told or self.limit >= target or now < quiet_since + self._probe_every * self.window:
+            return
+        if self.limit > self._good:  # the last probe held
+            self._good = self.limit
+        self.limit = min(target, self.limit + max(1, (target - self.limit + 1) // 2))
+        self.policies = ((self.limit, self.window),)
+        self._last_probe = now
 
 
 def lower_bound_seconds(requests: int, limit: int, window: float, last_latency: float = 0.0) -> float:

@@ -14,6 +14,16 @@ window after its answer arrived (``request_left_downloader``): the platform
 counts the request somewhere in between, so its window never holds more of our
 requests than ours does.
 
+The budget follows what the platform says of its limits (rate-limit headers,
+read on every answer as its headers arrive, 429s and errors included; see
+:mod:`adcrawler.ratesignals` and :mod:`adcrawler.ratelimit`), up to
+``ADCRAWLER_RATE_LIMIT_CEILING``. Clients that share one platform budget draw
+from one :class:`RollingWindowBudget`: those of one ``budget`` group in the
+client registry from the start, and those whose answers name the same
+partition key (``pk``) from the answer that says so (the places they hold
+move with them). Clients sharing a budget take turns: each is ready again
+behind the others.
+
 Two meta keys, set by the retry middleware, ask for waits:
 
 - ``adcrawler_not_before`` (seconds from now): a backoff; the request sleeps
@@ -32,7 +42,7 @@ Nothing is written to ``JOBDIR``: a resumed run lists again and learns from
 the database what is done (see :mod:`adcrawler.jobdir`). Requests are not
 de-duplicated here: the spider never asks twice for the same campaign.
 
-Settings: ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW.
+Settings: ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW, ADCRAWLER_RATE_LIMIT_CEILING, ADCRAWLER_RETRY_AFTER_MAX.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from adcrawler.config import value
 from adcrawler.ledger import RunLedger
 from adcrawler.meta import CLIENT, HELD, NOT_BEFORE, PAUSE, READY, SEQ
 from adcrawler.ratelimit import RollingWindowBudget
+from adcrawler.ratesignals import read_signals
 from adcrawler.stats import RunStats
 
 if TYPE_CHECKING:
@@ -60,19 +71,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Timer = Callable[..., CallLaterResult]  # (delay, function, *args) -> a cancellable call
+EARLY = 0.001  # seconds a request may go before its budget's place frees (the budget's margins cover it)
 
 
 class BudgetScheduler:
     def __init__(self, crawler: Crawler, limit: int, window: float, clock: Callable[[], float] = time.monotonic,
-                 timer: Timer = call_later):
+                 timer: Timer = call_later, ceiling: int | None = None, wait_cap: float = 300.0,
+                 wall: Callable[[], float] = time.time):
         self.crawler = crawler
         self.limit = limit
         self.window = window
+        self.ceiling = ceiling
+        self.wait_cap = wait_cap  # the longest wait a platform's signal is believed for
+        self.wall = wall  # Unix time, for resets given as epochs
         self.clock = clock
         self.timer = timer  # with the clock, injected by tests: waits never depend on real time
         self.stats = RunStats(crawler)
         self.ledger = RunLedger.of(crawler)
-        self.budgets: dict[str, RollingWindowBudget] = {}
+        self.budgets: dict[str, RollingWindowBudget] = {}  # by budget key
+        self.shares: dict[str, str] = {}  # client -> the key of the budget it draws from
         self._queues: dict[str, list[tuple[int, int, Request]]] = {}
         self._ready: list[tuple[float, int, str]] = []  # (ready at, tie-break, client), one entry per client
         self._in_ready: set[str] = set()
@@ -84,9 +101,12 @@ class BudgetScheduler:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "BudgetScheduler":
-        scheduler = cls(crawler, value(crawler.settings, "ADCRAWLER_RATE_LIMIT"),
-                        value(crawler.settings, "ADCRAWLER_RATE_WINDOW"))
+        s = crawler.settings
+        scheduler = cls(crawler, value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW"),
+                        ceiling=value(s, "ADCRAWLER_RATE_LIMIT_CEILING"),
+                        wait_cap=value(s, "ADCRAWLER_RETRY_AFTER_MAX"))
         crawler.signals.connect(scheduler.request_left_downloader, signal=signals.request_left_downloader)
+        crawler.signals.connect(scheduler.headers_received, signal=signals.headers_received)
         return scheduler
 
     # -- the scheduler interface -----------------------------------------------
@@ -137,7 +157,9 @@ class BudgetScheduler:
                 queue.clear()
                 continue
             wait = self.budget(client).wait_time() if client else 0.0
-            if wait > 0:
+            # A millisecond is no wait: the clock moves while clients sharing a budget
+            # are looked at in turn, and the first in turn must get the place.
+            if wait > EARLY:
                 if wait < math.inf:  # else a finishing request wakes it (request_left_downloader)
                     self._mark_ready(client, now + wait)
                 continue
@@ -158,37 +180,92 @@ class BudgetScheduler:
 
     # -- budget places ---------------------------------------------------------
     def budget(self, client: str) -> RollingWindowBudget:
-        if client not in self.budgets:
-            self.budgets[client] = RollingWindowBudget(self.limit, self.window, self.clock)
-        return self.budgets[client]
+        if client not in self.shares:
+            run = self.ledger.runs.get(client)
+            group = run.client.budget if run is not None else None
+            self.shares[client] = f"group:{group}" if group else f"client:{client}"
+        key = self.shares[client]
+        if key not in self.budgets:
+            self.budgets[key] = RollingWindowBudget(self.limit, self.window, self.clock, ceiling=self.ceiling)
+        return self.budgets[key]
+
+    def sharing(self, client: str) -> list[str]:
+        """The clients drawing from ``client``'s budget, itself included."""
+        key = self.shares.get(client)
+        return [c for c, k in self.shares.items() if k == key] or [client]
+
+    def headers_received(self, headers: Any, body_length: int, request: Request, spider: Any = None) -> None:
+        """Every answer's rate-limit signals, as its headers arrive (before any middleware)."""
+        client = request.meta.get(CLIENT)
+        if not client or HELD not in request.meta:
+            return
+        said = read_signals(headers.get, self.wall(), self.wait_cap)
+        for name in said.malformed:
+            self.stats.inc("rate_signals_malformed", client, reason=name)
+        if said.partition:
+            self._share(client, f"partition:{said.partition}")
+        budget = self.budget(client)
+        if budget.observe(said):
+            for sharer in self.sharing(client):
+                self.stats.set("rate_limit_effective", budget.limit, sharer)
+                self.stats.set("rate_window_effective", budget.window, sharer)
+            logger.info("Client %s: the platform's limit is %d per %gs (ADCRAWLER_RATE_LIMIT=%d per %gs)", client,
+                        budget.limit, budget.window, self.limit, self.window, extra={"client": client})
+        self._wake(client)
+
+    def _share(self, client: str, key: str) -> None:
+        """``client`` draws from the budget ``key`` from now on, with the places it holds."""
+        own = self.budget(client)
+        if self.shares[client] == key:
+            return
+        shared = self.budgets.get(key)
+        if shared is None:
+            self.budgets[key] = own  # the first client of a partition brings its budget
+        else:
+            shared.merge(own)
+        old = self.shares[client]
+        self.shares[client] = key
+        if old not in self.shares.values():
+            self.budgets.pop(old, None)
+        logger.info("Client %s shares the platform's budget %s with %s", client, key.split(":", 1)[1],
+                    ", ".join(c for c in self.sharing(client) if c != client) or "no other client yet",
+                    extra={"client": client})
+
+    def _wake(self, client: str) -> None:
+        """Whoever waits on ``client``'s budget is ready again when it next has room."""
+        budget = self.budget(client)
+        for sharer in self.sharing(client):
+            if self._queues.get(sharer) and sharer not in self._in_ready:
+                self._mark_ready(sharer, self.clock() + budget.wait_time())
+        self._arm()
 
     def request_left_downloader(self, request: Request, spider: Any = None) -> None:
         sent = request.meta.pop(HELD, None)
         if sent is None:
             return
         client = request.meta[CLIENT]
-        budget = self.budget(client)
-        budget.release()
+        self.budget(client).release(self.clock() - sent)
         # The lower bound of a client's run ends with its last answer's latency.
         self.ledger.answered(client, self.clock() - sent)
-        if self._queues.get(client) and client not in self._in_ready:
-            self._mark_ready(client, self.clock() + budget.wait_time())
-            self._arm()
+        self._wake(client)
 
     def _rate_limited(self, client: str, pause: float) -> None:
         budget = self.budget(client)
         if budget.rate_limited(pause):
-            self.stats.set("rate_limit_effective", budget.limit, client)
-            logger.warning("Client %s: the platform's limit is lower than ADCRAWLER_RATE_LIMIT=%d; using %d per "
-                           "%gs for the rest of the run", client, self.limit, budget.limit, self.window,
+            for sharer in self.sharing(client):
+                self.stats.set("rate_limit_effective", budget.limit, sharer)
+            logger.warning("Client %s: the platform's limit is lower than %d per %gs; using %d until quiet "
+                           "windows show more room", client, self.limit, budget.window, budget.limit,
                            extra={"client": client})
-        if self._queues.get(client):
-            self._mark_ready(client, self.clock() + budget.wait_time())
+        self._wake(client)
 
     # -- waking the engine -------------------------------------------------------
     def _mark_ready(self, client: str, when: float) -> None:
         if client in self._in_ready or when == math.inf:
             return
+        # To the millisecond: clients due at the same moment (sharing a budget) are
+        # served in the order they became ready, not by the clock's last digits.
+        when = math.ceil(when / EARLY) * EARLY
         heapq.heappush(self._ready, (when, next(self._seq), client))
         self._in_ready.add(client)
 

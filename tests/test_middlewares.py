@@ -147,7 +147,7 @@ def test_a_429_pauses_the_whole_client_and_lowers_its_limit():
         assert [r.meta[CLIENT] for r in drain(scheduler)] == ["globex"]
         clock.now += 30
         assert drain(scheduler) == [again]
-        assert crawler.stats.get_value("adcrawler/client/acme-corp/rate_limit_effective") == 6
+        assert crawler.stats.get_value("adcrawler/client/acme-corp/rate_limit_effective") == 4  # halved
     asyncio.run(scenario())
 
 

@@ -17,6 +17,7 @@ from adcrawler.ledger import HELD, SKIPPED, ClientRun, FailedSync
 from adcrawler.outcome import Outcome, client_outcome, final_line
 from adcrawler.pagination import Listing
 from adcrawler.ratelimit import RollingWindowBudget, lower_bound_seconds
+from adcrawler.ratesignals import Signals, read_signals, reset_delta
 from adcrawler.tokens import Token
 from tests.conftest import Clock
 
@@ -70,18 +71,115 @@ def test_budget_pause_holds_every_request_of_the_client():
     assert budget.wait_time() == 0
 
 
-def test_429_cuts_the_limit_once_per_window_down_to_one():
+def test_429_halves_the_limit_once_per_window_down_to_one():
     clock = Clock()
     budget = RollingWindowBudget(limit=20, window=60, clock=clock)
-    assert budget.rate_limited(pause=60) and budget.limit == 15
-    assert not budget.rate_limited(pause=60) and budget.limit == 15  # same window: same news
+    assert budget.rate_limited(pause=60) and budget.limit == 10
+    assert not budget.rate_limited(pause=60) and budget.limit == 10  # same window: same news
     assert budget.wait_time() == pytest.approx(60)
     limits = []
-    for _ in range(12):
+    for _ in range(5):
         clock.now += 60
         budget.rate_limited(pause=1)
         limits.append(budget.limit)
-    assert limits[:4] == [12, 9, 7, 6] and limits[-1] == 1
+    assert limits == [5, 2, 1, 1, 1]
+
+
+def test_a_lowered_limit_is_probed_back_up_and_a_failed_probe_waits_twice_as_long():
+    clock = Clock(0)
+    budget = RollingWindowBudget(limit=10, window=60, clock=clock, probe_windows=10)
+    budget.rate_limited(pause=60)
+    assert budget.limit == 5
+    clock.now += 9 * 60
+    budget.wait_time()
+    assert budget.limit == 5  # not yet: ten quiet windows
+    clock.now += 60
+    budget.wait_time()
+    assert budget.limit == 8  # half the way back (rounded up)
+    budget.rate_limited(pause=1)  # the squeeze lasts: back to what held
+    assert budget.limit == 5
+    clock.now += 10 * 60
+    budget.wait_time()
+    assert budget.limit == 5  # the next probe waits twenty windows
+    clock.now += 10 * 60
+    budget.wait_time()
+    assert budget.limit == 8
+    clock.now += 20 * 60  # that probe held: on toward the configured limit
+    budget.wait_time()
+    assert budget.limit == 9
+    clock.now += 20 * 60
+    budget.wait_time()
+    assert budget.limit == 10
+
+
+def _told(clock, **kwargs):
+    budget = RollingWindowBudget(limit=10, window=60, clock=clock, ceiling=kwargs.pop("ceiling", None))
+    budget.observe(Signals(**kwargs))
+    return budget
+
+
+def test_a_stated_policy_is_adopted_lower_at_once_higher_up_to_the_ceiling():
+    clock = Clock(0)
+    assert _told(clock, policies=((5, 60.0),)).limit == 5
+    assert _told(clock, policies=((20, 60.0),)).limit == 10  # no ceiling given: the configured limit
+    assert _told(clock, policies=((20, 60.0),), ceiling=15).limit == 15
+    # A policy without a window (X-RateLimit-Limit) is per the configured window; another window scales the ceiling.
+    assert (_told(clock, policies=((7, None),)).limit, _told(clock, policies=((7, None),)).window) == (7, 60)
+    assert _told(clock, policies=((1000, 3600.0),), ceiling=20).limit == 1000
+
+
+def test_every_stated_policy_holds():
+    clock = Clock(0)
+    budget = _told(clock, policies=((3, 10.0), (5, 60.0)), ceiling=100)
+    sends = []
+    while clock.now < 120:
+        if budget.wait_time() == 0:
+            budget.acquire()
+            sends.append(clock.now)
+            budget.release()
+        clock.now += 0.5
+    assert all(sum(t <= s < t + 10 for s in sends) <= 3 for t in sends)
+    assert all(sum(t <= s < t + 60 for s in sends) <= 5 for t in sends) and len(sends) >= 9
+
+
+def test_remaining_zero_with_a_reset_holds_every_request_until_the_reset():
+    clock = Clock(0)
+    budget = _told(clock, remaining=0, reset=12.5)
+    assert budget.wait_time() == pytest.approx(12.5)
+
+
+def test_a_budget_the_platform_describes_frees_a_place_a_window_after_the_send_not_the_answer():
+    clock = Clock(0)
+    budget = _told(clock, policies=((2, 60.0),), remaining=2, reset=60.0)
+    budget.acquire()
+    budget.acquire()
+    clock.now = 2  # both answered two seconds later
+    budget.release()
+    budget.release()
+    assert budget.wait_time() == pytest.approx(60 + 0.6 - 2)  # the send + the window + 1 % margin
+    blind = RollingWindowBudget(limit=2, window=60, clock=Clock(0))
+    blind.acquire()
+    blind.acquire()
+    blind.clock.now = 2
+    blind.release()
+    blind.release()
+    assert blind.wait_time() == pytest.approx(60)  # a window after the answer: one latency later
+
+
+def test_a_429_despite_the_platforms_word_widens_the_margin_not_the_limit():
+    clock = Clock(0)
+    budget = _told(clock, policies=((10, 60.0),), remaining=5, reset=30.0)
+    assert not budget.rate_limited(pause=1) and budget.limit == 10 and budget.margin == pytest.approx(1.2)
+
+
+def test_a_client_joining_a_shared_budget_brings_its_places():
+    clock = Clock(0)
+    a, b = RollingWindowBudget(limit=3, window=60, clock=clock), RollingWindowBudget(limit=3, window=60, clock=clock)
+    a.acquire()
+    b.acquire()
+    b.acquire()
+    a.merge(b)
+    assert a.wait_time() == math.inf and a.in_flight == 3
 
 
 def test_budget_rejects_nonsense_settings():
@@ -433,3 +531,53 @@ def test_a_stat_name_that_is_not_declared_cannot_be_written():
         run_stats.set("outcom", "succeeded")
     run_stats.inc("retries", "acme-corp", reason="http_503")  # a declared counter, split by reason
     assert stats.get_value("adcrawler/client/acme-corp/retries/http_503") == 1
+
+
+# -- rate-limit signals ---------------------------------------------------------
+
+NOW = 1_700_000_000.0
+SIGNALS = [
+    # (headers, policies, remaining, reset, partition, retry_after, malformed)
+    ({"RateLimit-Policy": '"permin";q=50;w=60, "perhr";q=1000;w=3600',
+      "RateLimit": '"permin";r=0;t=30, "perhr";r=500;t=3000'},
+     ((50, 60.0), (1000, 3600.0)), 0, 30.0, None, None, ()),
+    ({"RateLimit-Policy": '"default";q=10;w=60;pk=:YWNtZQ==:', "RateLimit": '"default";r=3;t=12'},
+     ((10, 60.0),), 3, 12.0, "YWNtZQ==", None, ()),
+    ({"RateLimit": '"default";r=7'}, (), 7, None, None, None, ()),  # a policy need not come on every answer
+    ({"RateLimit-Limit": "100", "RateLimit-Remaining": "0", "RateLimit-Reset": "30"}, ((100, None),), 0, 30.0,
+     None, None, ()),
+    ({"RateLimit-Limit": "100, 100;w=60", "RateLimit-Remaining": "99"}, ((100, None),), 99, None, None, None, ()),
+    ({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "45"}, ((5000, None),), 0,
+     45.0, None, None, ()),
+    ({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) + 30)},
+     ((5000, None),), 0, 30.0, None, None, ()),  # GitHub, X: epoch seconds
+    ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW * 1000) + 1500)}, (), 0, 1.5, None, None,
+     ()),  # epoch milliseconds
+    ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) - 5)}, (), 0, 0.0, None, None, ()),  # past
+    ({"Retry-After": "7"}, (), None, None, None, 7.0, ()),
+    ({"Retry-After": "Tue, 14 Nov 2023 22:13:40 GMT"}, (), None, None, None, 20.0, ()),  # an HTTP date
+    ({"Retry-After": "soon", "X-RateLimit-Limit": "lots", "X-RateLimit-Remaining": "-1"}, (), None, None, None,
+     None, ("X-RateLimit-Limit", "X-RateLimit-Remaining", "Retry-After")),
+    ({"RateLimit-Policy": "garbage;;;", "RateLimit": '"d";t=5'}, (), None, None, None, None,
+     ("RateLimit-Policy", "RateLimit")),
+    ({"RateLimit-Policy": '"d";w=60'}, (), None, None, None, None, ("RateLimit-Policy",)),  # q is required
+    ({"RateLimit-Policy": '"d";q=10;w=60', "RateLimit": '"d";r=0;t=99999'}, ((10, 60.0),), 0, 300.0, None, None,
+     ()),  # waits are capped
+    ({}, (), None, None, None, None, ()),
+]
+
+
+@pytest.mark.parametrize("headers, policies, remaining, reset, partition, retry_after, malformed", SIGNALS)
+def test_rate_limit_signals_are_read_tolerantly(headers, policies, remaining, reset, partition, retry_after,
+                                                malformed):
+    lowered = {k.lower(): v.encode() for k, v in headers.items()}
+    said = read_signals(lambda name: lowered.get(name.lower()), NOW, cap=300)
+    assert (said.policies, said.remaining, said.reset, said.partition, said.retry_after) == (
+        policies, remaining, reset, partition, retry_after)
+    assert sorted(said.malformed) == sorted(malformed)
+
+
+@pytest.mark.parametrize("value, expected", [(30, 30), (999_999_999, 999_999_999), (NOW + 10, 10),
+                                             (NOW * 1000 + 2500, 2.5)])
+def test_a_reset_is_told_apart_by_magnitude(value, expected):
+    assert reset_delta(value, NOW) == pytest.approx(expected)
