@@ -209,6 +209,9 @@ SETTINGS: list[Setting] = [
     # -- Rate budget, per client
     Setting("ADCRAWLER_RATE_LIMIT", "10", COUNT, "the platform's budget per client: requests per window"),
     Setting("ADCRAWLER_RATE_WINDOW", "60", SECONDS, "the budget's rolling window (s)"),
+    Setting("ADCRAWLER_RATE_LIMIT_CEILING", "100", COUNT,
+            "most requests per `ADCRAWLER_RATE_WINDOW` a platform's rate-limit headers may raise a budget to "
+            "(a lower limit they state is adopted at once)"),
     Setting("ADCRAWLER_RATE_429_RETRIES", "5", COUNT_OR_ZERO, "times one request may meet a 429 before it is given up"),
     Setting("ADCRAWLER_RETRY_AFTER_MAX", "300", SECONDS, "longest Retry-After honoured (s); larger values are clamped"),
     # -- Retries

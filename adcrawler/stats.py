@@ -43,6 +43,8 @@ COUNTERS = {
     "retries": "API requests retried, 429s and refused tokens included; per reason (`retries/<reason>`: "
                "`http_503`, `http_429`, `http_401`, `DownloadTimeoutError`, ...)",
     "responses_429": "429 answers received",
+    "rate_signals_malformed": "rate-limit headers that could not be read, ignored; per header "
+                              "(`rate_signals_malformed/<header>`)",
     "rate_wait_seconds": "seconds requests waited in the scheduler for the rate budget, summed",
     "token_refreshes": "bearer tokens obtained (the first one included)",
     "token_rejected": "API answers that refused the bearer token (401)",
@@ -63,7 +65,9 @@ FINAL = {
     "outcome_reasons": "why the outcome is not `succeeded`, as the last log line says it",
     "auth_failure": "why the client could not authenticate",
     "locked": "1 when another run held the client's lock (the client was skipped)",
-    "rate_limit_effective": "the client's per-window limit after 429s lowered it (absent: never lowered)",
+    "rate_limit_effective": "the limit in force at the end: what the platform's headers said, or what 429s "
+                            "left (absent: the configured one throughout)",
+    "rate_window_effective": "the window of that limit, in seconds (absent: the configured one)",
     "elapsed_seconds": "seconds from the client's start (its lock taken) to its last answer",
     "last_latency_seconds": "latency of the client's last answer",
     "lower_bound_seconds": "least time the rate limit allows for the requests sent: "

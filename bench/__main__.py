@@ -17,7 +17,13 @@ d. 10 to 400 clients at time scale 0.2 (each client sends five times its real
    sending as many requests at the same rate, for the CPU yardstick;
 e. fairness: 60 clients x 30 campaigns with 32 concurrent requests, faults on
    list calls only;
-f. 100,000 campaign upserts into PostgreSQL and SQLite, batched against row by row.
+f. 100,000 campaign upserts into PostgreSQL and SQLite, batched against row by row;
+h. rate-limit signals at time scale 0.05: one client against a platform that
+   states its limit in each header style, changes it mid-run (10 -> 5, 10 -> 20)
+   with and without saying so, or announces resets early, and ten clients
+   sharing one budget: wall time over the ideal under the limits actually in
+   force (the platform's own admission rule, ``mock_api.ratelimit``), 429s, and
+   how evenly the shared budget is spread.
 
 The lower bound of a client is (ceil(requests / limit) - 1) x window + the
 latency of its last answer (a sync takes 2 s at the real clock).
@@ -42,6 +48,7 @@ from adcrawler.stats import key
 from bench.measure import Measured, run_measured
 from harness.runner import ROOT, crawl_command, latest_stats
 from mock_api.process import MockProcess
+from mock_api.ratelimit import ideal_sends
 
 OUT = Path(__file__).resolve().parent
 LIMIT, WINDOW = 10, 60.0
@@ -151,6 +158,72 @@ def fairness() -> dict[str, Any]:
             "429s": total_429}
 
 
+SIGNAL_CASES = [  # (name, simulator flags, the limit schedule at the real clock)
+    ("no headers, limit 10 (today)", [], []),
+    ("ietf headers, limit 10", ["--ratelimit-headers", "ietf"], []),
+    ("ietf-06 headers, limit 10", ["--ratelimit-headers", "ietf-06"], []),
+    ("x-delta headers, limit 10", ["--ratelimit-headers", "x-delta"], []),
+    ("x-epoch headers, limit 10", ["--ratelimit-headers", "x-epoch"], []),
+    ("x-epoch-ms headers, limit 10", ["--ratelimit-headers", "x-epoch-ms"], []),
+    ("drop 10 -> 5 mid-run, ietf headers", ["--ratelimit-headers", "ietf"], [(300, 5)]),
+    ("drop 10 -> 5 mid-run, no headers", [], [(300, 5)]),
+    ("rise 10 -> 20 mid-run, ietf headers", ["--ratelimit-headers", "ietf"], [(300, 20)]),
+    ("resets announced 5 s early, ietf headers", ["--ratelimit-headers", "ietf", "--reset-early", "5"], []),
+]
+
+
+def signals(runs: int) -> dict[str, Any]:
+    scale = 0.05
+    window = WINDOW * scale
+    out = []
+    for name, flags, schedule in SIGNAL_CASES:
+        steps = ",".join(f"{at:g}:{limit}" for at, limit in schedule)
+        results = []
+        for _ in range(runs):
+            with MockProcess("--time-scale", str(scale), "--quiet", *flags,
+                             *(["--limit-schedule", steps] if steps else [])) as mock, \
+                    tempfile.TemporaryDirectory() as tmp:
+                measured, stats = crawl(mock, ["bench001"], scale, Path(tmp))
+                check(measured, name)
+                sent = stats[key("requests_sent", "bench001")]
+                ideal = ideal_sends(sent, LIMIT, window, [(at * scale, limit) for at, limit in schedule])[-1] \
+                    + stats[key("last_latency_seconds", "bench001")]
+                results.append({"ratio": round(stats[key("elapsed_seconds", "bench001")] / ideal, 3),
+                                "requests": sent, "429s": mock.stats()["total_429"],
+                                "limit_at_end": stats.get(key("rate_limit_effective", "bench001"), LIMIT)})
+        out.append({"case": name, "runs": results,
+                    "median_ratio": round(statistics.median(r["ratio"] for r in results), 3),
+                    "most_429s": max(r["429s"] for r in results)})
+    return {"single": out, "shared": [shared_budget(headers) for headers in (True, False)]}
+
+
+def shared_budget(headers: bool) -> dict[str, Any]:
+    """Ten clients of one account, one budget: with headers (learnt from the partition key), or
+    without (a budget group in the registry)."""
+    scale = 0.05
+    clients = [f"share{n:02d}" for n in range(1, 11)]
+    flags = ["--ratelimit-headers", "ietf"] if headers else []
+    with MockProcess("--time-scale", str(scale), "--quiet", "--campaigns", "20", "--shared-budget", *flags) as mock, \
+            tempfile.TemporaryDirectory() as tmp:
+        env = {}
+        if not headers:
+            registry = Path(tmp) / "clients.toml"
+            registry.write_text("".join(f'[clients.{c}]\nbudget = "account"\n' for c in clients))
+            env["ADCRAWLER_CLIENTS_FILE"] = str(registry)
+        cmd, crawl_env = crawl_command(mock.url, ",".join(clients), Path(tmp), scale=scale,
+                                       extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0", **env})
+        measured = run_measured(cmd, crawl_env, ROOT, 3600)
+        check(measured, "shared budget")
+        stats = latest_stats(Path(tmp))
+        total_429 = mock.stats()["total_429"]
+    elapsed = [stats[key("elapsed_seconds", c)] for c in clients]
+    sent = sum(stats[key("requests_sent", c)] for c in clients)
+    ideal = ideal_sends(sent, LIMIT, WINDOW * scale)[-1] + 2.0 * scale
+    return {"clients": 10, "campaigns": 20, "headers": "ietf with pk" if headers else "none (registry budget group)",
+            "429s": total_429, "wall_over_ideal": round(max(elapsed) / ideal, 3),
+            "slowest_over_fastest_client": round(max(elapsed) / min(elapsed), 3)}
+
+
 def upserts(rows: int) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-m", "bench.upserts", "--rows", str(rows)], cwd=ROOT,
                           capture_output=True, text=True, timeout=7200)
@@ -190,7 +263,8 @@ def main() -> None:
              ("b", "quirks", lambda: quirks_and_naive(args.runs)),
              ("d", "many_clients", lambda: [many_clients(int(n)) for n in args.sizes.split(",")]),
              ("e", "fairness", fairness),
-             ("f", "upserts", lambda: upserts(args.rows))]
+             ("f", "upserts", lambda: upserts(args.rows)),
+             ("h", "signals", lambda: signals(args.runs))]
     for letter, name, run in steps:
         if letter in only:
             print(f"bench: section {letter} ({name})...", flush=True)

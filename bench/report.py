@@ -84,6 +84,22 @@ def write_report(r: dict[str, Any], path: Path) -> None:
                   *_table(["database", "batched (50)", "batched (500)", "row by row", "connection per row",
                            "batched (50) / row by row", "batched (500) / row by row",
                            "batched (50) / connection per row"], rows), ""]
+    if "signals" in r:
+        h = r["signals"]
+        lines += ["## h. Rate-limit signals, time scale 0.05 (a 3 s window)", "", *_when(r, "signals"),
+                  "One client, 100 campaigns, no injected faults. The ideal is what a client knowing every rule "
+                  "of the platform would take for the requests the crawler sent, under the limits in force (the "
+                  "simulator's own admission rule, `mock_api/ratelimit.py`), plus the last answer's latency. "
+                  "Each figure is the median of its runs; 429s the most in one run.", "",
+                  *_table(["case", "wall / ideal (median)", "runs", "429s (most in a run)", "limit at the end"],
+                          [[c["case"], c["median_ratio"], " ".join(str(x["ratio"]) for x in c["runs"]),
+                            c["most_429s"], c["runs"][-1]["limit_at_end"]] for c in h["single"]]), "",
+                  "Ten clients of one account sharing one budget of 10 per window (20 campaigns each): wall time "
+                  "of the slowest client over the ideal for all their requests through one budget, and how "
+                  "evenly it was shared.", "",
+                  *_table(["signals", "429s", "slowest client / ideal", "slowest / fastest client"],
+                          [[x["headers"], x["429s"], x["wall_over_ideal"], x["slowest_over_fastest_client"]]
+                           for x in h["shared"]]), ""]
     path.write_text("\n".join(lines))
 
 

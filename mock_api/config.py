@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 DEMO_ACCOUNTS = "admin@mixoads.com:SuperSecret123!"
 ENDPOINTS = ("auth", "list", "sync")
 FAULTS = ("503", "429", "401", "garbage", "reset", "hang")
+HEADER_STYLES = ("none", "ietf", "ietf-06", "x-delta", "x-epoch", "x-epoch-ms")
 # The default profile: every endpoint fails sometimes, the token endpoint included.
 DEFAULT_FAULTS = {
     "auth_503": 0.1, "auth_429": 0.05, "auth_hang": 0.05,
@@ -73,6 +74,10 @@ class MockConfig:
     redirect_endpoint: str = ""  # answer this endpoint's calls with a redirect (auth, list or sync; empty: off)
     redirect_status: int = 302
     redirect_to: str = "self"  # base URL the redirect points to; "self": this server (same origin)
+    ratelimit_headers: str = "none"  # none, ietf, ietf-06, x-delta, x-epoch, x-epoch-ms
+    limit_schedule: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, limit)
+    shared_budget: bool = False  # one budget per account across its clients
+    reset_early: float = 0.0  # announce resets this many seconds early (a platform that lies a little)
     hold_syncs: int = -1  # answer this many sync calls per client, then hold the rest until released (-1: off)
     hold_client: str = ""  # hold only this client's syncs (empty: every client's)
     seed: int | None = None
@@ -113,6 +118,19 @@ def _probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a probability in [0, 1]")
     return value
+
+
+def _schedule(text: str) -> list[tuple[float, int]]:
+    steps = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        at, sep, limit = part.partition(":")
+        try:
+            steps.append((float(at), int(limit)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: SECONDS:LIMIT") from None
+        if not sep or steps[-1][0] < 0 or steps[-1][1] < 1:
+            raise argparse.ArgumentTypeError(f"{part!r}: SECONDS >= 0 and LIMIT >= 1")
+    return steps
 
 
 def _total(text: str) -> str:
@@ -226,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
       default=_env("redirect_status", d.redirect_status), help="status of those redirects (default %(default)s)")
     a("--redirect-to", default=_env("redirect_to", d.redirect_to),
       help="base URL the redirects point to, or 'self' for this server (default %(default)s)")
+    a("--ratelimit-headers", choices=HEADER_STYLES, default=_env("ratelimit_headers", d.ratelimit_headers),
+      help="state the rate limit on every API answer: ietf (RateLimit-Policy and RateLimit, draft -11), "
+           "ietf-06 (RateLimit-Limit/-Remaining/-Reset), x-delta, x-epoch, x-epoch-ms (X-RateLimit-*, the reset "
+           "as seconds from now, epoch seconds, epoch milliseconds); none (default)")
+    a("--limit-schedule", type=_schedule, default=_env("limit_schedule", ""),
+      help="change the rate limit at given times: SECONDS:LIMIT[,SECONDS:LIMIT...], seconds since the budget's "
+           "first request at the real clock (scaled); a new limit applies to requests that arrive after the change")
+    a("--shared-budget", action="store_true", default=_flag("shared_budget"),
+      help="one rate budget per account across all its clients (named by pk in the ietf headers)")
+    a("--reset-early", type=float, default=_env("reset_early", d.reset_early),
+      help="announce resets this many seconds earlier than they come, a platform that lies a little "
+           "(default %(default)s)")
     a("--hold-syncs", type=int, default=_env("hold_syncs", d.hold_syncs),
       help="test knob: answer this many sync calls per client, then hold every later one without an "
            "answer until POST /__mock__/release, so a test finds a run still going (-1 = off; "
@@ -252,12 +282,14 @@ def parse_config(argv: list[str] | None = None) -> MockConfig:
     values = vars(parser.parse_args(argv))
     if isinstance(values["accounts"], str):
         values["accounts"] = _accounts(values["accounts"])
+    if isinstance(values["limit_schedule"], str):
+        values["limit_schedule"] = _schedule(values["limit_schedule"])
     for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed",
                  "out_of_range", "implausible", "unknown_statuses", "hold_syncs", "redirect_status",
                  "missing_values", "odd_values", "parser_limits", "page_cap"):
         values[name] = int(values[name])
     for name in ("time_scale", "rate_window", "retry_after", "fault_retry_after", "hang_seconds", "sync_delay",
-                 "token_lifetime", "token_early_expiry", "numeric_strings"):
+                 "token_lifetime", "token_early_expiry", "numeric_strings", "reset_early"):
         values[name] = float(values[name])
     if values["seed"] is not None:
         values["seed"] = int(values["seed"])

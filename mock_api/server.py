@@ -20,11 +20,12 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import random
 import re
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,6 +41,7 @@ from .campaigns import (
     quirks_campaign,
 )
 from .config import FAULTS, MockConfig
+from .ratelimit import Window
 
 CAMPAIGN_PATH = re.compile(r"^campaign_([1-9][0-9]{0,8})$")
 QUIRKS_MAX_LIMIT = 10_000  # the inherited server had none; this keeps a typo from eating the memory
@@ -52,6 +54,11 @@ def _iso(ts: float) -> str:
 def _number(value: float) -> int | float:
     """Whole numbers as ints so the default scale serves ``60``, not ``60.0``."""
     return int(value) if float(value).is_integer() else round(value, 6)
+
+
+def _sf_decimal(value: float) -> str:
+    """A non-negative number as a Structured Field decimal (at most three fractional digits)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".") or "0"
 
 
 def _error(status: int, error: str, message: str, headers: dict | None = None, **extra) -> web.Response:
@@ -72,7 +79,7 @@ class MockState:
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (email, issued monotonic)
         self.revoked: set[str] = set()
         self.last_issued = time.monotonic()  # quirks: one token clock for everyone
-        self.windows: dict[str, deque[float]] = defaultdict(deque)
+        self.windows: dict[str, Window] = {}  # by client, or by account (--shared-budget)
         self.served: dict[tuple[str, int], int] = defaultdict(int)
         self.served_ids: dict[str, set[str]] = defaultdict(set)
         self.rngs: dict[tuple[str, str], random.Random] = {}
@@ -145,6 +152,8 @@ class MockApi:
             response = await handler(request)
         finally:
             state.in_flight -= 1
+        if self.config.ratelimit_headers != "none" and "rate_key" in request and isinstance(response, web.Response):
+            response.headers.update(self._rate_headers(request["rate_key"]))
         if self.config.gzip and isinstance(response, web.Response) and response.content_type == "application/json":
             response.enable_compression()  # gzip or deflate, as the client's Accept-Encoding allows
         return response
@@ -288,21 +297,62 @@ class MockApi:
             return _error(401, "Token expired", "Access token has expired", expired_at=_iso(expired_at))
         return None
 
-    def _check_rate(self, client: str) -> web.Response | None:
+    def _rate_key(self, request: web.Request, client: str) -> str:
+        """Whose budget a request spends: its client's, or its account's (--shared-budget)."""
+        if self.config.shared_budget and not self.config.quirks:
+            _, _, token = request.headers.get("Authorization", "").partition(" ")
+            issued = self.state.tokens.get(token)
+            if issued is not None:
+                return f"account:{issued[0]}"
+        return client
+
+    def _window(self, key: str) -> Window:
         cfg = self.config
-        now = time.monotonic()
-        window = self.state.windows[client]
-        while window and window[0] <= now - cfg.scaled(cfg.rate_window):
-            window.popleft()
-        if len(window) >= cfg.rate_limit:
+        if key not in self.state.windows:
+            schedule = [(cfg.scaled(at), limit) for at, limit in cfg.limit_schedule]
+            # --limit-schedule counts from the budget's first request.
+            self.state.windows[key] = Window(cfg.rate_limit, cfg.scaled(cfg.rate_window), schedule,
+                                             start=time.monotonic())
+        return self.state.windows[key]
+
+    def _check_rate(self, request: web.Request, client: str) -> web.Response | None:
+        key = self._rate_key(request, client)
+        request["rate_key"] = key  # the answer says what is left of this budget (--ratelimit-headers)
+        if not self._window(key).admit(time.monotonic()):
             return self._too_many()
-        window.append(now)
         return None
+
+    def _rate_headers(self, key: str) -> dict[str, str]:
+        """What the platform says of the budget ``key`` on an answer, in the --ratelimit-headers style."""
+        cfg, window = self.config, self._window(key)
+        now = time.monotonic()
+        remaining = window.remaining(now)
+        limit, _, _ = window.limits(now)
+        if remaining:  # seconds until the oldest request leaves the window
+            reset = window.arrivals[0] + window.window - now if window.arrivals else window.window
+        else:
+            reset = window.reset(now)
+        reset = max(0.0, reset - cfg.scaled(cfg.reset_early))  # a platform that lies a little
+        style = cfg.ratelimit_headers
+        # Integers, as the draft says, at the real clock; decimals when the clock is scaled
+        # (a whole second is a third of a window at time scale 0.05).
+        seconds = (lambda v: str(math.ceil(v))) if cfg.time_scale == 1 else _sf_decimal
+        if style == "ietf":
+            pk = f';pk=:{base64.b64encode(key.encode()).decode()}:' if key.startswith("account:") else ""
+            return {"RateLimit-Policy": f'"default";q={limit};w={seconds(window.window)}{pk}',
+                    "RateLimit": f'"default";r={remaining};t={seconds(reset)}'}
+        if style == "ietf-06":
+            return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining),
+                    "RateLimit-Reset": seconds(reset)}
+        resets = {"x-delta": seconds(reset), "x-epoch": str(math.ceil(time.time() + reset)),
+                  "x-epoch-ms": str(math.ceil((time.time() + reset) * 1000))}
+        return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": resets[style]}
 
     async def _guard(self, request: web.Request, endpoint: str) -> web.StreamResponse | None:
         """Bearer check, rate limit and faults; None means serve the request."""
         client = _client(request)
-        failure = self._check_bearer(request) or self._check_rate(client)
+        failure = self._check_bearer(request) or self._check_rate(request, client)
         if failure is not None:
             self.state.count(client, endpoint, failure.status)
             return failure

@@ -372,7 +372,7 @@ def test_budgets_are_exact_to_the_cent_on_both_backends(store, db):
 def _run_row(run_id: str, outcome: str, reasons: str | None = None) -> dict:
     return {"run_id": run_id, "client_id": "acme", "started_at": T0, "finished_at": T0, "outcome": outcome,
             "outcome_reasons": reasons, "campaigns_seen": 2, "retries": 0, "responses_429": 0,
-            "token_refreshes": 1, "stats": {}}
+            "token_refreshes": 1, "rate_limit": 10, "rate_window": 60.0, "stats": {}}
 
 
 def test_a_runs_counts_are_its_rows_whatever_happened_to_the_process(store, db):

@@ -73,7 +73,9 @@ METRICS = [
     Metric("adcrawler_token_retries", "counter", "Token requests retried"),
     Metric("adcrawler_rows", "counter", "Campaign rows written, by operation", ("operation",), ROW_OPERATIONS),
     Metric("adcrawler_campaigns_expected", "gauge", "Campaigns the platform announced"),
-    Metric("adcrawler_rate_limit_effective", "gauge", "Per-window limit in force (lowered after 429s)"),
+    Metric("adcrawler_rate_limit_effective", "gauge",
+           "Requests per window in force: the platform's stated limit, or what 429s left"),
+    Metric("adcrawler_rate_window_effective_seconds", "gauge", "The window of that limit"),
     Metric("adcrawler_run_duration_seconds", "gauge", "Seconds the client's sync took"),
     Metric("adcrawler_run_lower_bound_seconds", "gauge", "Least time the rate limit allowed for the requests sent"),
     Metric("adcrawler_run_outcome", "gauge", "1 for the outcome of the client's run, 0 for the others",
@@ -111,6 +113,8 @@ def samples(metric: Metric, values: dict[str, Any], run: dict[str, float]) -> li
         return [((o,), 1.0 if values.get("outcome") == o else 0.0) for o in metric.values]
     if name == "adcrawler_rate_limit_effective":
         return [((), float(values.get("rate_limit_effective", run["rate_limit"])))]
+    if name == "adcrawler_rate_window_effective_seconds":
+        return [((), float(values.get("rate_window_effective", run["rate_window"])))]
     if name in run:
         return [((), float(run[name]))]
     return [((), float(values.get(_STAT[name], 0)))]
@@ -137,13 +141,15 @@ class StatsMetrics(Collector):
 
 
 class PrometheusMetrics:
-    def __init__(self, crawler: Crawler, host: str, port: int, pushgateway: str, job: str, rate_limit: int):
+    def __init__(self, crawler: Crawler, host: str, port: int, pushgateway: str, job: str, rate_limit: int,
+                 rate_window: float = 60.0):
         self.crawler = crawler
         self.host = host
         self.port = port
         self.pushgateway = pushgateway
         self.job = job
-        self.run = {"rate_limit": float(rate_limit), "adcrawler_run_in_progress": 1.0,
+        self.run = {"rate_limit": float(rate_limit), "rate_window": float(rate_window),
+                    "adcrawler_run_in_progress": 1.0,
                     "adcrawler_run_start_timestamp_seconds": time.time(), "adcrawler_run_end_timestamp_seconds": 0.0}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsMetrics(self.snapshot, self._running_clients))
@@ -158,7 +164,8 @@ class PrometheusMetrics:
         if not port and not pushgateway:
             raise NotConfigured
         ext = cls(crawler, value(s, "ADCRAWLER_METRICS_HOST"), port, pushgateway,
-                  value(s, "ADCRAWLER_PUSHGATEWAY_JOB"), value(s, "ADCRAWLER_RATE_LIMIT"))
+                  value(s, "ADCRAWLER_PUSHGATEWAY_JOB"), value(s, "ADCRAWLER_RATE_LIMIT"),
+                  value(s, "ADCRAWLER_RATE_WINDOW"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         # After the spider and the run records (see EXTENSIONS in settings.py).
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)

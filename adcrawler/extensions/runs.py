@@ -65,8 +65,10 @@ logger = logging.getLogger(__name__)
 
 class RunRecords:
     def __init__(self, crawler: Crawler, database_url: str, sqlite_path: str, jobdir: str | None,
-                 waits: Waits = Waits(), check_interval: float = 5.0, dry_run: bool = False):
+                 waits: Waits = Waits(), check_interval: float = 5.0, dry_run: bool = False,
+                 rate: tuple[int, float] = (10, 60.0)):
         self.crawler = crawler
+        self.rate = rate  # the configured budget, recorded when nothing changed it
         self.dry_run = dry_run
         self.database_url = database_url
         self.sqlite_path = sqlite_path
@@ -85,7 +87,8 @@ class RunRecords:
     def from_crawler(cls, crawler: Crawler) -> "RunRecords":
         s = crawler.settings
         ext = cls(crawler, value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), s.get("JOBDIR") or None,
-                  waits_of(s), value(s, "ADCRAWLER_LOCK_CHECK_INTERVAL"), value(s, "ADCRAWLER_DRY_RUN"))
+                  waits_of(s), value(s, "ADCRAWLER_LOCK_CHECK_INTERVAL"), value(s, "ADCRAWLER_DRY_RUN"),
+                  (value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW")))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
@@ -213,5 +216,7 @@ class RunRecords:
             # by the store, so a resumed or replayed run is counted right.
             "finish_reason": reason, "campaigns_seen": run.seen, "retries": g("retries"),
             "responses_429": g("responses_429"), "token_refreshes": g("token_refreshes"),
+            "rate_limit": self.stats.get("rate_limit_effective", client) or self.rate[0],
+            "rate_window": self.stats.get("rate_window_effective", client) or self.rate[1],
             "stats": {k: v for k, v in all_stats.items() if not k.startswith(any_client) or k.startswith(own)},
         }

@@ -76,7 +76,7 @@ def campaign_row(item: CampaignItem, now: datetime) -> dict[str, Any]:
 REJECTED = ("INSERT INTO rejected_records (run_id, client_id, campaign_id, reason, payload, payload_sha1, seen_at) "
             "VALUES {values} ON CONFLICT (run_id, client_id, payload_sha1) DO NOTHING")
 RUN_COLUMNS = ("run_id", "client_id", "started_at", "finished_at", "outcome", "outcome_reasons", "finish_reason",
-               "campaigns_seen", "retries", "responses_429", "token_refreshes", "stats")
+               "campaigns_seen", "retries", "responses_429", "token_refreshes", "rate_limit", "rate_window", "stats")
 # A resumed run writes its row again: effort counters add up over the attempts
 # that recorded one, the start stays the first attempt's, the rest is the latest.
 _RUN_ADDED = ("retries", "responses_429", "token_refreshes")

@@ -176,6 +176,10 @@ MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
         "ALTER TABLE campaign_metrics ADD COLUMN row_change TEXT",
         # A client's earlier quarantines (is this one new?).
         "CREATE INDEX rejected_records_client ON rejected_records (client_id, campaign_id)",
+        # The rate budget in force at the end of the run (what the platform's signals said, or 429s left).
+        "ALTER TABLE sync_runs ADD COLUMN rate_limit {bigint}",
+        {"postgresql": "ALTER TABLE sync_runs ADD COLUMN rate_window DOUBLE PRECISION",
+         "sqlite": "ALTER TABLE sync_runs ADD COLUMN rate_window REAL"},
     ]),
 ]
 
@@ -242,6 +246,9 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "retries": "API requests retried " + _RUN,
         "responses_429": "429 answers " + _RUN,
         "token_refreshes": "bearer tokens obtained " + _RUN,
+        "rate_limit": "requests per rate_window in force at the end " + _RUN + ": the platform's stated limit "
+                      "(rate-limit headers), what 429s left, or ADCRAWLER_RATE_LIMIT",
+        "rate_window": "the window of rate_limit, in seconds",
         "stats": "the run's stats for this client, as the stats file has them (JSON)",
     }),
     "rejected_records": ("Quarantine: records that could not be stored, verbatim, with the reason", {

@@ -1,0 +1,91 @@
+"""End to end: a budget that follows what the platform says of its limits, and what its 429s say.
+
+The simulator states its limit in each header style (``--ratelimit-headers``),
+changes it mid-run (``--limit-schedule``), shares one budget across an
+account's clients (``--shared-budget``) or announces resets early
+(``--reset-early``); the real crawl runs against it. Timing is the bench's
+business (section h); these tests hold what a user sees: 429s, every campaign
+synced once, the budget in force in the stats and the run record.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.runner import run_crawl
+from tests.conftest import QUIET
+from tests.db import Db
+
+CLIENT = "acme-corp"
+
+
+def _synced_once(mock, client: str, campaigns: int) -> bool:
+    return mock.stats()["syncs"].get(client) == {f"campaign_{n}": 1 for n in range(1, campaigns + 1)}
+
+
+@pytest.mark.parametrize("style", ["ietf", "ietf-06", "x-delta", "x-epoch", "x-epoch-ms"])
+def test_a_platform_stricter_than_configured_is_followed_from_its_headers(mock_factory, tmp_path, style):
+    # Configured for 10 per window, the platform allows 7 and says so: not one 429.
+    mock = mock_factory(*QUIET, "--campaigns", "30", "--rate-limit", "7", "--ratelimit-headers", style)
+    result = run_crawl(mock.url, "acme", tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert mock.stats()["total_429"] == 0
+    assert _synced_once(mock, CLIENT, 30)
+    assert result.stat("rate_limit_effective", CLIENT) == 7
+    assert Db(tmp_path).rows("SELECT rate_limit FROM sync_runs") == [(7,)]
+
+
+def test_without_headers_the_same_platform_costs_a_429_and_the_budget_learns(mock_factory, tmp_path):
+    mock = mock_factory(*QUIET, "--campaigns", "30", "--rate-limit", "7")
+    result = run_crawl(mock.url, "acme", tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert 1 <= mock.stats()["total_429"] <= 2 and _synced_once(mock, CLIENT, 30)
+    assert result.stat("rate_limit_effective", CLIENT) == 5  # halved; probed back up after quiet windows
+
+
+@pytest.mark.parametrize("headers, most_429s", [("ietf", 0), ("none", 2)])
+def test_a_limit_that_drops_mid_run(mock_factory, tmp_path, headers, most_429s):
+    # 10 per window, then 5 from the fourth window (60 s at the real clock) of the client's first request.
+    mock = mock_factory(*QUIET, "--campaigns", "60", "--limit-schedule", "180:5", "--ratelimit-headers", headers)
+    result = run_crawl(mock.url, "acme", tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert mock.stats()["total_429"] <= most_429s and _synced_once(mock, CLIENT, 60)
+    assert result.stat("rate_limit_effective", CLIENT) == 5
+
+
+def test_a_limit_that_rises_is_followed_up_to_the_ceiling(mock_factory, tmp_path):
+    mock = mock_factory(*QUIET, "--campaigns", "60", "--limit-schedule", "120:40", "--ratelimit-headers", "ietf")
+    result = run_crawl(mock.url, "acme", tmp_path, settings={"ADCRAWLER_RATE_LIMIT_CEILING": "20"})
+    assert result.returncode == 0, result.output[-3000:]
+    assert mock.stats()["total_429"] == 0 and _synced_once(mock, CLIENT, 60)
+    assert result.stat("rate_limit_effective", CLIENT) == 20  # the platform said 40; the operator allows 20
+
+
+def test_resets_announced_early_cost_nothing(mock_factory, tmp_path):
+    # Each reset comes a fifth of a window later than the platform says.
+    mock = mock_factory(*QUIET, "--campaigns", "40", "--ratelimit-headers", "ietf", "--reset-early", "12")
+    result = run_crawl(mock.url, "acme", tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert mock.stats()["total_429"] == 0 and _synced_once(mock, CLIENT, 40)
+
+
+CLIENTS = ("acme", "globex", "demo")
+
+
+def test_clients_sharing_one_budget_learn_it_from_the_partition_key(mock_factory, tmp_path):
+    mock = mock_factory(*QUIET, "--campaigns", "20", "--shared-budget", "--ratelimit-headers", "ietf")
+    result = run_crawl(mock.url, ",".join(CLIENTS), tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert mock.stats()["total_429"] == 0
+    assert all(_synced_once(mock, client, 20) for client in ("acme-corp", "globex", "demo"))
+    assert "shares the platform's budget" in result.output
+
+
+def test_clients_of_one_budget_group_share_it_from_the_start(mock_factory, tmp_path):
+    registry = tmp_path / "clients.toml"
+    registry.write_text("".join(f'[clients.{slug}]\nbudget = "one-account"\n' for slug in CLIENTS))
+    mock = mock_factory(*QUIET, "--campaigns", "20", "--shared-budget")  # no headers: only the registry knows
+    result = run_crawl(mock.url, ",".join(CLIENTS), tmp_path, extra_env={"ADCRAWLER_CLIENTS_FILE": str(registry)})
+    assert result.returncode == 0, result.output[-3000:]
+    assert mock.stats()["total_429"] == 0
+    assert all(_synced_once(mock, client, 20) for client in CLIENTS)
