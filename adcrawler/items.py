@@ -60,7 +60,7 @@ def _not_bool(value: Any) -> Any:
 
 
 def _budget(value: Any) -> Decimal | None:
-    """The budget exactly as sent (the store rounds it to the cent; validation flags that)."""
+    """The budget exactly as sent (validation then rounds it to the cent, and flags it when that changed it)."""
     if value is None:
         return None
     _not_bool(value)

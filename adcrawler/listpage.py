@@ -93,13 +93,15 @@ def _expect(text: str, i: int, chars: str) -> tuple[str, int]:
 def _object(text: str) -> Page:
     page = Page()
     _, i = _expect(text, 0, "{")
-    if text[_skip(text, i):_skip(text, i) + 1] == "}":
-        i = _skip(text, i) + 1
+    i = _skip(text, i)
+    if text.startswith("}", i):
+        i += 1
     else:
         while True:
-            key, i = decode(text, _skip(text, i))
-            if not isinstance(key, str):
+            i = _skip(text, i)
+            if not text.startswith('"', i):
                 raise SyntaxError("an object key is not a string")
+            key, i = decode(text, i)
             _, i = _expect(text, i, ":")
             i = _skip(text, i)
             if key == "data" and text.startswith("[", i):

@@ -47,6 +47,7 @@ Settings: ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW, ADCRAWLER_RATE_LIMIT_CEIL
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import logging
@@ -90,6 +91,7 @@ class BudgetScheduler:
         self.ledger = RunLedger.of(crawler)
         self.budgets: dict[str, RollingWindowBudget] = {}  # by budget key
         self.shares: dict[str, str] = {}  # client -> the key of the budget it draws from
+        self._reported: dict[str, tuple[int, float]] = {}  # budget key -> the limit last said
         self._queues: dict[str, list[tuple[int, int, Request]]] = {}
         self._ready: list[tuple[float, int, str]] = []  # (ready at, tie-break, client), one entry per client
         self._in_ready: set[str] = set()
@@ -157,6 +159,8 @@ class BudgetScheduler:
                 queue.clear()
                 continue
             wait = self.budget(client).wait_time() if client else 0.0
+            if client:
+                self._report(client, "quiet windows")  # a lowered limit probed back up
             # A millisecond is no wait: the clock moves while clients sharing a budget
             # are looked at in turn, and the first in turn must get the place.
             if wait > EARLY:
@@ -204,13 +208,8 @@ class BudgetScheduler:
             self.stats.inc("rate_signals_malformed", client, reason=name)
         if said.partition:
             self._share(client, f"partition:{said.partition}")
-        budget = self.budget(client)
-        if budget.observe(said):
-            for sharer in self.sharing(client):
-                self.stats.set("rate_limit_effective", budget.limit, sharer)
-                self.stats.set("rate_window_effective", budget.window, sharer)
-            logger.info("Client %s: the platform's limit is %d per %gs (ADCRAWLER_RATE_LIMIT=%d per %gs)", client,
-                        budget.limit, budget.window, self.limit, self.window, extra={"client": client})
+        self.budget(client).observe(said)
+        self._report(client, "the platform says")
         self._wake(client)
 
     def _share(self, client: str, key: str) -> None:
@@ -227,9 +226,24 @@ class BudgetScheduler:
         self.shares[client] = key
         if old not in self.shares.values():
             self.budgets.pop(old, None)
-        logger.info("Client %s shares the platform's budget %s with %s", client, key.split(":", 1)[1],
+        # The partition key is the platform's and may name an account: logged as a digest.
+        logger.info("Client %s shares one platform budget (%s) with %s", client,
+                    hashlib.sha1(key.encode()).hexdigest()[:8],
                     ", ".join(c for c in self.sharing(client) if c != client) or "no other client yet",
                     extra={"client": client})
+
+    def _report(self, client: str, why: str) -> None:
+        """The limit in force, when it changed, in the stats of every client drawing from it and in the log."""
+        budget = self.budget(client)
+        now = (budget.limit, budget.window)
+        if self._reported.get(self.shares[client], (self.limit, self.window)) == now:
+            return
+        self._reported[self.shares[client]] = now
+        for sharer in self.sharing(client):
+            self.stats.set("rate_limit_effective", budget.limit, sharer)
+            self.stats.set("rate_window_effective", budget.window, sharer)
+        logger.info("Client %s: %d requests per %gs from now (%s; configured: %d per %gs)", client, budget.limit,
+                    budget.window, why, self.limit, self.window, extra={"client": client})
 
     def _wake(self, client: str) -> None:
         """Whoever waits on ``client``'s budget is ready again when it next has room."""
@@ -252,11 +266,9 @@ class BudgetScheduler:
     def _rate_limited(self, client: str, pause: float) -> None:
         budget = self.budget(client)
         if budget.rate_limited(pause):
-            for sharer in self.sharing(client):
-                self.stats.set("rate_limit_effective", budget.limit, sharer)
-            logger.warning("Client %s: the platform's limit is lower than %d per %gs; using %d until quiet "
-                           "windows show more room", client, self.limit, budget.window, budget.limit,
-                           extra={"client": client})
+            logger.warning("Client %s: the platform's limit is lower than %d per %gs: halved until quiet windows "
+                           "show more room", client, self.limit, budget.window, extra={"client": client})
+            self._report(client, "a 429")
         self._wake(client)
 
     # -- waking the engine -------------------------------------------------------

@@ -166,6 +166,20 @@ def test_a_budget_the_platform_describes_frees_a_place_a_window_after_the_send_n
     assert blind.wait_time() == pytest.approx(60)  # a window after the answer: one latency later
 
 
+def test_sends_are_spaced_by_an_answers_latency_only_when_the_platform_tells():
+    for told in (True, False):
+        clock = Clock(0)
+        budget = RollingWindowBudget(limit=10, window=60, clock=clock)
+        if told:
+            budget.observe(Signals(remaining=10, reset=60.0))
+        for _ in range(3):
+            budget.acquire()
+            clock.now += 2
+            budget.release(latency=2)
+        budget.acquire()  # sent at 6
+        assert budget.wait_time() == pytest.approx(2.5 if told else 0)  # 1.25 x the typical latency
+
+
 def test_a_429_despite_the_platforms_word_widens_the_margin_not_the_limit():
     clock = Clock(0)
     budget = _told(clock, policies=((10, 60.0),), remaining=5, reset=30.0)
