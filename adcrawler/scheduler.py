@@ -91,6 +91,7 @@ class BudgetScheduler:
         self.ledger = RunLedger.of(crawler)
         self.budgets: dict[str, RollingWindowBudget] = {}  # by budget key
         self.shares: dict[str, str] = {}  # client -> the key of the budget it draws from
+        self._members: dict[str, list[str]] = {}  # budget key -> the clients drawing from it
         self._reported: dict[str, tuple[int, float]] = {}  # budget key -> the limit last said
         self._queues: dict[str, list[tuple[int, int, Request]]] = {}
         self._ready: list[tuple[float, int, str]] = []  # (ready at, tie-break, client), one entry per client
@@ -188,6 +189,7 @@ class BudgetScheduler:
             run = self.ledger.runs.get(client)
             group = run.client.budget if run is not None else None
             self.shares[client] = f"group:{group}" if group else f"client:{client}"
+            self._members.setdefault(self.shares[client], []).append(client)
         key = self.shares[client]
         if key not in self.budgets:
             self.budgets[key] = RollingWindowBudget(self.limit, self.window, self.clock, ceiling=self.ceiling)
@@ -195,8 +197,7 @@ class BudgetScheduler:
 
     def sharing(self, client: str) -> list[str]:
         """The clients drawing from ``client``'s budget, itself included."""
-        key = self.shares.get(client)
-        return [c for c, k in self.shares.items() if k == key] or [client]
+        return self._members.get(self.shares.get(client, ""), [client])
 
     def headers_received(self, headers: Any, body_length: int, request: Request, spider: Any = None) -> None:
         """Every answer's rate-limit signals, as its headers arrive (before any middleware)."""
@@ -224,7 +225,10 @@ class BudgetScheduler:
             shared.merge(own)
         old = self.shares[client]
         self.shares[client] = key
-        if old not in self.shares.values():
+        self._members[old].remove(client)
+        self._members.setdefault(key, []).append(client)
+        if not self._members[old]:
+            del self._members[old]
             self.budgets.pop(old, None)
         # The partition key is the platform's and may name an account: logged as a digest.
         logger.info("Client %s shares one platform budget (%s) with %s", client,

@@ -8,7 +8,7 @@ import json
 import pytest
 from scrapy import Request
 from scrapy.exceptions import DownloadTimeoutError
-from scrapy.http import Response, TextResponse
+from scrapy.http import Headers, Response, TextResponse
 from scrapy.settings import Settings
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
@@ -148,6 +148,27 @@ def test_a_429_pauses_the_whole_client_and_lowers_its_limit():
         clock.now += 30
         assert drain(scheduler) == [again]
         assert crawler.stats.get_value("adcrawler/client/acme-corp/rate_limit_effective") == 4  # halved
+    asyncio.run(scenario())
+
+
+def test_clients_naming_one_partition_share_its_budget_and_take_turns():
+    async def scenario():
+        _, scheduler, clock = make_scheduler(limit=4, window=60)
+        for client in ("acme-corp", "globex"):
+            for n in range(4):
+                scheduler.enqueue_request(api_request(client, path=f"/{n}"))
+        first = drain(scheduler)  # each client's own budget, before the platform says more
+        assert len(first) == 8
+        said = Headers({"RateLimit-Policy": '"d";q=4;w=60;pk=:YWNjb3VudA==:', "RateLimit": '"d";r=0;t=50'})
+        for request in first[:2]:  # one answer of each client names the partition
+            scheduler.headers_received(said, 0, request)
+        assert scheduler.sharing("acme-corp") == ["acme-corp", "globex"]
+        for client in ("acme-corp", "globex"):
+            for n in range(4, 8):
+                scheduler.enqueue_request(api_request(client, path=f"/{n}"))
+        clock.now += 60.7  # the eight places of both clients free together, a window after their sends
+        turns = [r.meta[CLIENT] for r in drain(scheduler)]
+        assert turns == ["acme-corp", "globex", "acme-corp", "globex"]  # four places, shared in turn
     asyncio.run(scenario())
 
 
