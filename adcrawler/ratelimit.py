@@ -25,8 +25,10 @@ follows what it says (:meth:`observe`):
   (up to one latency per request in it). Without signals, bursts are kept:
   spacing would cost every run that much (bench a: 1.075 against 1.057 x the
   bound, same seeds) to save the second 429 of an unannounced drop;
-- remaining 0 with a reset: nothing is sent before the reset; ``Retry-After``
-  likewise.
+- what the last answer says remains is not exceeded before a newer answer or
+  its reset (clients of one account learn late that they share a budget, and
+  the platform counts the others' requests too); remaining 0 with a reset:
+  nothing is sent before the reset; ``Retry-After`` likewise.
 
 A 429 means our idea of the limit was wrong. The client pauses for what the
 platform asked. Without signals the limit is halved (at most once per window)
@@ -70,6 +72,10 @@ class RollingWindowBudget:
         self._sent: deque[float] = deque()  # send times, oldest first
         self._latencies: deque[float] = deque(maxlen=9)  # of the last answers, for the spacing
         self._paused_until = 0.0
+        # What the last answer said is left, the sends since, and until when it holds.
+        self._remaining: int | None = None
+        self._spent = 0
+        self._remaining_until = 0.0
         self._last_cut = -math.inf
         self._last_probe = -math.inf
         self._good = limit  # the last limit that held, while probing above it
@@ -93,6 +99,11 @@ class RollingWindowBudget:
         if self._sent and self.told:
             wait = max(wait, self._sent[-1] + self.spacing - now)
         if self.told:
+            if self._remaining is not None and self._spent >= self._remaining and now < self._remaining_until:
+                if self.in_flight:
+                    return math.inf  # an answer will say what is left
+                if self._remaining_until < math.inf:
+                    wait = max(wait, self._remaining_until - now)
             for limit, window in self.policies:
                 held = [t for t in self._sent if t + window + self.margin > now]
                 if len(held) >= limit:  # the oldest places free first
@@ -109,6 +120,7 @@ class RollingWindowBudget:
     def acquire(self) -> None:
         """Record that a request is being sent now (call only when ``wait_time()`` is 0)."""
         self.in_flight += 1
+        self._spent += 1
         self._sent.append(self.clock())
 
     def release(self, latency: float | None = None) -> None:
@@ -156,6 +168,13 @@ class RollingWindowBudget:
             # Reported as the limit in force: the lowest rate of them.
             self.limit, self.window = min(policies, key=lambda p: p[0] / p[1])
             self._good = self.limit
+        if signals.remaining is not None:
+            # No more than that many before a newer answer or the reset; the requests
+            # still in flight (besides the one answered) may not be counted in it yet.
+            self._remaining = max(0, signals.remaining - max(0, self.in_flight - 1))
+            self._spent = 0
+            # Until its reset, or (without one) until a newer answer.
+            self._remaining_until = math.inf if signals.reset is None else self.clock() + signals.reset
         if signals.remaining == 0 and signals.reset is not None:
             self.pause(signals.reset)  # nothing before the reset
         if signals.retry_after is not None:

@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Timer = Callable[..., CallLaterResult]  # (delay, function, *args) -> a cancellable call
-EARLY = 0.001  # seconds a request may go before its budget's place frees (the budget's margins cover it)
+TICK = 0.001  # ready times are rounded up to it
 
 
 class BudgetScheduler:
@@ -92,6 +92,7 @@ class BudgetScheduler:
         self.budgets: dict[str, RollingWindowBudget] = {}  # by budget key
         self.shares: dict[str, str] = {}  # client -> the key of the budget it draws from
         self._members: dict[str, list[str]] = {}  # budget key -> the clients drawing from it
+        self._last_sent: dict[str, int] = {}  # client -> when it last sent, in sends (turns in a shared budget)
         self._reported: dict[str, tuple[int, float]] = {}  # budget key -> the limit last said
         self._queues: dict[str, list[tuple[int, int, Request]]] = {}
         self._ready: list[tuple[float, int, str]] = []  # (ready at, tie-break, client), one entry per client
@@ -162,9 +163,7 @@ class BudgetScheduler:
             wait = self.budget(client).wait_time() if client else 0.0
             if client:
                 self._report(client, "quiet windows")  # a lowered limit probed back up
-            # A millisecond is no wait: the clock moves while clients sharing a budget
-            # are looked at in turn, and the first in turn must get the place.
-            if wait > EARLY:
+            if wait > 0:
                 if wait < math.inf:  # else a finishing request wakes it (request_left_downloader)
                     self._mark_ready(client, now + wait)
                 continue
@@ -175,6 +174,7 @@ class BudgetScheduler:
             waited = now - request.meta.pop(READY, now)
             if client:
                 self.budget(client).acquire()
+                self._last_sent[client] = next(self._seq)
                 request.meta[HELD] = now
                 self.ledger.sent(client)
                 if waited > 0:
@@ -250,9 +250,10 @@ class BudgetScheduler:
                     budget.window, why, self.limit, self.window, extra={"client": client})
 
     def _wake(self, client: str) -> None:
-        """Whoever waits on ``client``'s budget is ready again when it next has room."""
+        """Whoever waits on ``client``'s budget is ready again when it next has room: the
+        clients sharing it in turn, the one that sent least recently first."""
         budget = self.budget(client)
-        for sharer in self.sharing(client):
+        for sharer in sorted(self.sharing(client), key=lambda c: self._last_sent.get(c, -1)):
             if self._queues.get(sharer) and sharer not in self._in_ready:
                 self._mark_ready(sharer, self.clock() + budget.wait_time())
         self._arm()
@@ -281,7 +282,7 @@ class BudgetScheduler:
             return
         # To the millisecond: clients due at the same moment (sharing a budget) are
         # served in the order they became ready, not by the clock's last digits.
-        when = math.ceil(when / EARLY) * EARLY
+        when = math.ceil(when / TICK) * TICK
         heapq.heappush(self._ready, (when, next(self._seq), client))
         self._in_ready.add(client)
 

@@ -162,6 +162,8 @@ def test_clients_naming_one_partition_share_its_budget_and_take_turns():
         said = Headers({"RateLimit-Policy": '"d";q=4;w=60;pk=:YWNjb3VudA==:', "RateLimit": '"d";r=0;t=50'})
         for request in first[:2]:  # one answer of each client names the partition
             scheduler.headers_received(said, 0, request)
+        for request in first:
+            scheduler.request_left_downloader(request)
         assert scheduler.sharing("acme-corp") == ["acme-corp", "globex"]
         for client in ("acme-corp", "globex"):
             for n in range(4, 8):

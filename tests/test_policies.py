@@ -180,6 +180,23 @@ def test_sends_are_spaced_by_an_answers_latency_only_when_the_platform_tells():
         assert budget.wait_time() == pytest.approx(2.5 if told else 0)  # 1.25 x the typical latency
 
 
+def test_no_more_than_the_platform_says_remain_before_a_newer_answer_or_the_reset():
+    clock = Clock(0)
+    budget = RollingWindowBudget(limit=10, window=60, clock=clock)
+    budget.acquire()  # the request being answered: the platform counts other clients of the account too
+    budget.observe(Signals(policies=((10, 60.0),), remaining=2, reset=30.0))
+    budget.release(latency=0.1)
+    for _ in range(2):
+        clock.now += 1
+        assert budget.wait_time() == 0
+        budget.acquire()
+    clock.now += 1
+    assert budget.wait_time() == math.inf  # two in flight: their answers will say what is left
+    budget.release(latency=0.1)
+    budget.release(latency=0.1)
+    assert budget.wait_time() == pytest.approx(27)  # nothing in flight: until the reset, at 30
+
+
 def test_a_429_despite_the_platforms_word_widens_the_margin_not_the_limit():
     clock = Clock(0)
     budget = _told(clock, policies=((10, 60.0),), remaining=5, reset=30.0)
