@@ -99,10 +99,12 @@ class RollingWindowBudget:
         if self._sent and self.told:
             wait = max(wait, self._sent[-1] + self.spacing - now)
         if self.told:
-            if self._remaining is not None and self._spent >= self._remaining and now < self._remaining_until:
+            if self._remaining is not None and self._spent >= self._remaining:
+                # Past what the platform said remains, each request waits for news: an answer
+                # still to come, or (nothing in flight) the reset; then one goes and asks.
                 if self.in_flight:
-                    return math.inf  # an answer will say what is left
-                if self._remaining_until < math.inf:
+                    return math.inf
+                if now < self._remaining_until < math.inf:
                     wait = max(wait, self._remaining_until - now)
             for limit, window in self.policies:
                 held = [t for t in self._sent if t + window + self.margin > now]
