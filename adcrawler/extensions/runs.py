@@ -4,12 +4,13 @@ When the spider opens, for each client:
 
 - the client's lock is taken (a PostgreSQL advisory lock, or a file lock beside
   the SQLite file, both released if the process dies). A client locked by
-  another run is ``skipped``: nothing is sent for it, its outcome says why, and
-  the other clients go on;
+  another run is ``skipped``: nothing is sent for it, its row says ``skipped``
+  and which run holds it, and the other clients go on;
 - runs of the client that never finished (killed) are marked ``interrupted``
   and logged;
-- this run's row is written as ``running``, so a run killed from now on shows
-  as such until the next run of the client marks it. A client whose row cannot
+- this run's row is written as ``running``, with the process that runs it
+  (scrapyd job id, node and egg version, or host; and pid), so a run killed from
+  now on shows as such until the next run of the client marks it. A client whose row cannot
   be written is not synced (its outcome says why).
 
 A lock is a lease: every ``ADCRAWLER_LOCK_CHECK_INTERVAL`` seconds the run
@@ -41,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -55,12 +58,20 @@ from adcrawler.ledger import CLIENTS_HELD, RunLedger
 from adcrawler.logs import log_failure
 from adcrawler.outcome import SUCCEEDED
 from adcrawler.stats import PREFIX, RunStats, key
-from adcrawler.store import Store, Waits, first_line, open_store, waits_of
+from adcrawler.store import RunOrigin, Store, Waits, first_line, open_store, waits_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
+
+
+def origin_of(spider: Any) -> RunOrigin:
+    """Which process this is: the scrapyd job (its id, the node the dispatcher named, the egg
+    version it pinned) or, for a crawl started by hand, the host; and the process id."""
+    job = getattr(spider, "_job", None)
+    return RunOrigin(job_id=job, node=getattr(spider, "node", None) or socket.gethostname(),
+                     egg_version=os.environ.get("SCRAPYD_EGG_VERSION") if job else None, pid=os.getpid())
 
 
 class RunRecords:
@@ -112,16 +123,22 @@ class RunRecords:
             return
         if self.job.resumed:
             logger.info("Resuming run %s from the job directory", self.job.run_id)
+        self.origin = origin_of(spider)
         for client in list(self.ledger.runs):
             if not await run_in_thread(self.store.try_lock, client):
                 self.ledger.skip(client)
-                logger.warning("Client %s is being synced by another run against this database; skipped",
-                               client, extra={"client": client})
+                try:
+                    holder = await run_in_thread(self.store.record_skipped, self.job.run_id, client,
+                                                 datetime.now(timezone.utc), self.origin)
+                except Exception as exc:  # noqa: BLE001 - the skip is logged all the same
+                    holder = f"another run holds the client (not recorded: {first_line(exc)})"
+                logger.warning("Client %s skipped: %s", client, holder, extra={"client": client})
                 continue
             run = self.ledger.run(client)
             run.started_at = datetime.now(timezone.utc)
             try:
-                stale = await run_in_thread(self.store.start_run, self.job.run_id, client, run.started_at)
+                stale = await run_in_thread(self.store.start_run, self.job.run_id, client, run.started_at,
+                                            self.origin)
                 last = await run_in_thread(self.store.last_success, client)
             except Exception as exc:  # noqa: BLE001 - a run that cannot be recorded is not started
                 logger.error("Client %s: its run cannot be recorded (%s: %s); not synced", client,

@@ -81,6 +81,7 @@ class CampaignsSpider(scrapy.Spider):
         "client": "a client's slug from the registry, a comma-separated list, or all",
         "dry_run": "1: list and validate every page and say what would be stored and synced; "
                    "write nothing, send no sync (the setting ADCRAWLER_DRY_RUN)",
+        "node": "the scrapyd node the job was scheduled on, as the dispatcher names it (recorded with the run)",
         "_job": "the scrapyd job id (scrapyd sets it)",
         "_version": "the project version scrapyd runs (scrapyd sets it)",
     }

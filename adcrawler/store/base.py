@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from itemadapter import ItemAdapter
 
@@ -89,8 +89,11 @@ _RUN_UPDATE = {
 RUN = (f"INSERT INTO sync_runs ({', '.join(RUN_COLUMNS)}) VALUES {{values}} "
        "ON CONFLICT (run_id, client_id) DO UPDATE SET "
        + ", ".join(f"{c} = {expr}" for c, expr in _RUN_UPDATE.items()))
-RUN_STARTED = ("INSERT INTO sync_runs (run_id, client_id, started_at, outcome) VALUES {values} "
-               "ON CONFLICT (run_id, client_id) DO UPDATE SET outcome = excluded.outcome, finished_at = NULL")
+# Which process ran the run (see RunOrigin); a resumed run is the process that resumed it.
+ORIGIN_COLUMNS = ("job_id", "node", "egg_version", "pid")
+RUN_STARTED = (f"INSERT INTO sync_runs (run_id, client_id, started_at, outcome, {', '.join(ORIGIN_COLUMNS)}) "
+               "VALUES {values} ON CONFLICT (run_id, client_id) DO UPDATE SET outcome = excluded.outcome, "
+               "finished_at = NULL, " + ", ".join(f"{c} = excluded.{c}" for c in ORIGIN_COLUMNS))
 # A run's counts are what its rows say, whatever happened to the process: a
 # killed run, a resumed one and a replayed spool are counted alike.
 _ROWS_OF_RUN = "FROM {table} x WHERE x.run_id = sync_runs.run_id AND x.client_id = sync_runs.client_id"
@@ -107,6 +110,15 @@ COUNTS_FROM_ROWS = ", ".join(f"{column} = (SELECT COUNT(*) {_ROWS_OF_RUN.format(
 # What a run that could not record its end is known to have seen: its rows.
 SEEN_FROM_ROWS = ("campaigns_seen = (SELECT COUNT(*) " + _ROWS_OF_RUN.format(table="campaign_metrics")
                   + ") + (SELECT COUNT(*) " + _ROWS_OF_RUN.format(table="rejected_records") + ")")
+
+
+class RunOrigin(NamedTuple):
+    """Which process runs a run: a scrapyd job, or a crawl started by hand (host and pid)."""
+
+    job_id: str | None = None
+    node: str | None = None
+    egg_version: str | None = None
+    pid: int | None = None
 
 
 class StoreError(Exception):
@@ -373,7 +385,8 @@ class Store:
                                "finished_at = COALESCE(finished_at, %s) WHERE run_id = %s AND client_id = %s",
                           (outcome, reasons, datetime.now(timezone.utc), run_id, client))
 
-    def start_run(self, run_id: str, client: str, started_at: datetime) -> list[tuple[str, datetime | None]]:
+    def start_run(self, run_id: str, client: str, started_at: datetime, origin: RunOrigin = RunOrigin(),
+                  ) -> list[tuple[str, datetime | None]]:
         """Record the run as ``running``; returns the runs of ``client`` that never finished
         (killed), now marked ``interrupted``. Call only while holding the client's lock."""
         with self._transaction() as cur:
@@ -384,8 +397,37 @@ class Store:
                 self._execute(cur, "UPDATE sync_runs SET outcome = 'interrupted', outcome_reasons = "
                                    f"'the process ended before the run did', {COUNTS_FROM_ROWS}, {SEEN_FROM_ROWS} "
                                    "WHERE client_id = %s AND outcome = 'running' AND run_id <> %s", (client, run_id))
-            self._insert_many(cur, RUN_STARTED, [(run_id, client, started_at, "running")], fetch=False)
+            self._insert_many(cur, RUN_STARTED, [(run_id, client, started_at, "running", *origin)], fetch=False)
         return stale
+
+    def record_skipped(self, run_id: str, client: str, at: datetime, origin: RunOrigin = RunOrigin()) -> str:
+        """Record that this run skipped ``client`` (another run holds its lock); returns who holds it."""
+        with self._transaction() as cur:
+            self._execute(cur, "SELECT run_id, job_id, node FROM sync_runs WHERE client_id = %s AND outcome = "
+                               "'running' AND run_id <> %s ORDER BY started_at DESC LIMIT 1", (client, run_id))
+            holder = cur.fetchone()
+            reason = "another run holds the client" + (
+                f": run {holder[0]}" + (f", job {holder[1]} on {holder[2]}" if holder[1] else "") if holder else "")
+            self._insert_many(cur, RUN_STARTED, [(run_id, client, at, "skipped", *origin)], fetch=False)
+            self._execute(cur, "UPDATE sync_runs SET finished_at = %s, outcome_reasons = %s, finish_reason = "
+                               "'skipped' WHERE run_id = %s AND client_id = %s", (at, reason, run_id, client))
+        return reason
+
+    def running(self) -> list[tuple[str, str | None]]:
+        """(client, job id) of every run recorded as running: going on, or killed and not yet marked."""
+        with self._transaction("read") as cur:
+            self._execute(cur, "SELECT client_id, job_id FROM sync_runs WHERE outcome = 'running'")
+            return [(row[0], row[1]) for row in cur.fetchall()]
+
+    def runs_of_jobs(self, job_ids: list[str]) -> list[dict[str, Any]]:
+        """The runs the given scrapyd jobs recorded, oldest first."""
+        if not job_ids:
+            return []
+        columns = ("client_id", "job_id", "node", "outcome", "outcome_reasons", "started_at")
+        with self._transaction("read") as cur:
+            self._execute(cur, f"SELECT {', '.join(columns)} FROM sync_runs WHERE job_id IN "
+                               f"({', '.join(['%s'] * len(job_ids))}) ORDER BY started_at", job_ids)
+            return [dict(zip(columns, row)) for row in cur.fetchall()]
 
     def record_run(self, row: dict[str, Any]) -> None:
         """Complete the ``sync_runs`` row of (run_id, client_id)."""

@@ -181,6 +181,17 @@ MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
         {"postgresql": "ALTER TABLE sync_runs ADD COLUMN rate_window DOUBLE PRECISION",
          "sqlite": "ALTER TABLE sync_runs ADD COLUMN rate_window REAL"},
     ]),
+    (6, [
+        # Which process ran it: a scrapyd job (its id, node and egg version) or a crawl
+        # started by hand (its host and process id).
+        "ALTER TABLE sync_runs ADD COLUMN job_id TEXT",
+        "ALTER TABLE sync_runs ADD COLUMN node TEXT",
+        "ALTER TABLE sync_runs ADD COLUMN egg_version TEXT",
+        "ALTER TABLE sync_runs ADD COLUMN pid INTEGER",
+        # The dispatcher asks which clients are running, and what each of its jobs did.
+        "CREATE INDEX sync_runs_running ON sync_runs (outcome, client_id)",
+        "CREATE INDEX sync_runs_job ON sync_runs (job_id)",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -231,7 +242,8 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "client_id": "the platform's client id",
         "started_at": "when the run took the client's lock",
         "finished_at": "when the client's last answer came; NULL while running",
-        "outcome": "running, succeeded, partial, failed, interrupted (see the README's outcomes)",
+        "outcome": "running, succeeded, partial, failed, skipped, interrupted (see the README's outcomes); "
+                   "skipped: another run held the client's lock",
         "outcome_reasons": "why the outcome is not succeeded, as the last log line said it",
         "finish_reason": "how the crawl ended (finished, shutdown, auth_failed...)",
         "campaigns_seen": "distinct campaigns listed " + _RUN + " (a run that never recorded its end: its "
@@ -249,6 +261,10 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "rate_limit": "requests per rate_window in force at the end " + _RUN + ": the platform's stated limit "
                       "(rate-limit headers), what 429s left, or ADCRAWLER_RATE_LIMIT",
         "rate_window": "the window of rate_limit, in seconds",
+        "job_id": "the scrapyd job that ran it (NULL: a crawl started by hand)",
+        "node": "the scrapyd node the dispatcher scheduled the job on, or the host of a crawl started by hand",
+        "egg_version": "the project version (egg) scrapyd ran; NULL for a crawl started by hand",
+        "pid": "the crawl's process id on that node or host",
         "stats": "the run's stats for this client, as the stats file has them (JSON)",
     }),
     "rejected_records": ("Quarantine: records that could not be stored, verbatim, with the reason", {
