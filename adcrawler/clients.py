@@ -15,13 +15,18 @@ A slug that is not in the registry is an error (a typo must not create a
 client), unless the registry says ``allow_unregistered = true`` at its top:
 then such a slug is its own client id and uses the default credential
 variables. The packaged registry does not allow it. ``all`` means every client
-in the registry.
+in the registry; ``shard:...`` a set of them as the dispatcher sends it to a
+scrapyd job (a bitmap over the registry, which must be the same on both sides).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import tomllib
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,6 +36,7 @@ from decouple import UndefinedValueError, config
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Client ids become stat keys and metric labels: no slashes, no spaces.
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+SHARD = "shard:"  # -a client=shard:...: a set of clients as the dispatcher sends it (Registry.shard)
 
 
 class ClientConfigError(ValueError):
@@ -98,11 +104,50 @@ class Registry:
                                    **{k: str(entry[k]) for k in ("email_env", "password_env", "budget") if k in entry})
         return cls(clients, allow, str(path))
 
+    def digest(self) -> str:
+        """Names this registry's set of slugs: a shard is only read against the registry it was cut from."""
+        return hashlib.sha256("\n".join(sorted(self.clients)).encode()).hexdigest()[:12]
+
+    def shard(self, slugs: Iterable[str]) -> str:
+        """``-a client=`` for many clients, compactly: ``shard:<digest>:<bits>``, one bit per registry
+        client (sorted by slug), compressed. 400 of 1,000 clients take ~170 characters, not 4 KB."""
+        chosen = set(slugs)
+        unknown = chosen - set(self.clients)
+        if unknown:
+            raise ClientConfigError(f"a shard holds registry clients only, not {sorted(unknown)[:3]}")
+        order = sorted(self.clients)
+        bits = bytearray((len(order) + 7) // 8)
+        for i, slug in enumerate(order):
+            if slug in chosen:
+                bits[i // 8] |= 1 << (i % 8)
+        packed = base64.urlsafe_b64encode(zlib.compress(bytes(bits), 9)).decode().rstrip("=")
+        return f"{SHARD}{self.digest()}:{packed}"
+
+    def _unshard(self, argument: str) -> list[Client]:
+        digest, _, packed = argument[len(SHARD):].partition(":")
+        if digest != self.digest():
+            raise ClientConfigError(f"the shard was cut from another client registry than {self.path} "
+                                    f"(registry {digest}, this one {self.digest()}): the dispatcher and the "
+                                    "nodes must read the same ADCRAWLER_CLIENTS_FILE")
+        try:
+            bits = zlib.decompress(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
+        except (ValueError, zlib.error):
+            raise ClientConfigError("the shard argument is damaged (not what the dispatcher wrote)") from None
+        order = sorted(self.clients)
+        if len(bits) != (len(order) + 7) // 8:
+            raise ClientConfigError("the shard argument is damaged (its size does not fit the registry)")
+        return [self.clients[slug] for i, slug in enumerate(order) if bits[i // 8] >> (i % 8) & 1]
+
     def select(self, argument: str) -> list[Client]:
-        """Resolve ``-a client=...``: one slug, a comma-separated list, or ``all``."""
+        """Resolve ``-a client=...``: one slug, a comma-separated list, ``all``, or a shard."""
         argument = (argument or "").strip()
         if not argument:
             raise ClientConfigError("no client given: use -a client=<slug>, -a client=a,b or -a client=all")
+        if argument.startswith(SHARD):
+            chosen_clients = self._unshard(argument)
+            if not chosen_clients:
+                raise ClientConfigError("the shard holds no client")
+            return chosen_clients
         if argument == "all":
             if not self.clients:
                 raise ClientConfigError("-a client=all needs clients in the registry file")
