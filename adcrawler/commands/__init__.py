@@ -44,7 +44,15 @@ def prepare(settings: BaseSettings, log: bool = True) -> None:
 
 
 def fail(message: str, settings: BaseSettings | None = None) -> None:
-    print(logs.error_line(message, settings), file=sys.stderr, flush=True)
+    line = logs.error_line(message, settings)
+    print(line, file=sys.stderr, flush=True)
+    log_file = settings.get("LOG_FILE") if settings is not None else None
+    if log_file:  # a scrapyd job: its log is where scrapyd and ScrapydWeb show what happened
+        try:
+            with open(log_file, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass  # stderr has it
     sys.exit(EXIT_CONFIG)
 
 
