@@ -1,137 +1,308 @@
-"""Spread clients over scrapyd nodes, one job per client.
+"""Spread clients over scrapyd nodes: each node runs its share in a few jobs of many clients.
 
-    python -m adcrawler.dispatch [--nodes URL,URL] [--dry-run] CLIENTS
+    python -m adcrawler.dispatch [--nodes URL,URL] [--shard-size N] [--wait] [--dry-run] CLIENTS
 
-``CLIENTS`` is a slug, a comma-separated list or ``all`` (the registry). Each
-client goes to one node chosen by rendezvous hashing of (client, node): the same
-client lands on the same node run after run (its logs and history stay in one
-place) and adding a node moves only the clients that now rank it first. A node
-that does not answer is skipped; its clients go to their next node.
+``CLIENTS`` is a slug, a comma-separated list or ``all`` (the registry). One crawl
+process holds hundreds of clients near their rate bound, so a job holds a shard of
+clients, not one (``--shard-size``, ADCRAWLER_SHARD_SIZE: at most that many per job).
 
-A client never runs twice at once: a client with a pending or running job on
-any node is not scheduled again (job ids start with ``<slug>--``), and if two
-dispatchers race, the per-client lock in the database stops the second job
-before it sends a request.
+- Each client goes to one node chosen by rendezvous hashing of (client, node): the
+  same client lands on the same node run after run (its logs and history stay in
+  one place), adding a node moves only the clients that now rank it first, and a
+  node that does not answer gives its clients to their next node. Clients of one
+  budget group (registry key ``budget``) hash as one and stay in one job: one
+  process must hold a budget it shares.
+- A client already pending or running anywhere is not scheduled again: pending
+  jobs are read from scrapyd (their shard argument), running ones from the
+  database (``sync_runs`` rows still ``running`` whose job is alive on a node).
+  If two dispatchers race, the per-client lock in the database is the last
+  word: the second job records the client ``skipped`` and sends nothing for it.
+- The shard travels as one compact argument (``-a client=shard:...``, see
+  :meth:`adcrawler.clients.Registry.shard`), with the node's name and the egg
+  version the job is pinned to; the run records all three.
+- ``--wait`` waits for the jobs to end and exits 0 only when every client it
+  scheduled ended succeeded (or skipped: another run holds it); otherwise it
+  names each client that did not and its job's log, and exits 1. This is the
+  mode for cron or a systemd timer (deploy/systemd).
 
-Environment: ADCRAWLER_SCRAPYD_NODES (comma-separated URLs, default
-http://127.0.0.1:6800), SCRAPYD_USERNAME and SCRAPYD_PASSWORD (HTTP basic
-auth, required), ADCRAWLER_SCRAPYD_PROJECT (default adcrawler).
+Environment: ADCRAWLER_SCRAPYD_NODES (comma-separated URLs), SCRAPYD_USERNAME and
+SCRAPYD_PASSWORD (HTTP basic auth, required), ADCRAWLER_SCRAPYD_PROJECT,
+ADCRAWLER_SHARD_SIZE, DATABASE_URL (the fleet's database), ADCRAWLER_CLIENTS_FILE
+(the same registry as the nodes').
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
-import json
+import secrets
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
+import requests
 from decouple import config
+from scrapyd_client.exceptions import ErrorResponse, MalformedResponse
+from scrapyd_client.pyclient import HEADERS, ScrapydClient, _process_response
 
-from adcrawler.clients import ClientConfigError, Registry
+from adcrawler.clients import Client, ClientConfigError, Registry
 from adcrawler.config import EXIT_CONFIG, ConfigError, environment_values, parse
+from adcrawler.outcome import SKIPPED, SUCCEEDED
+from adcrawler.store import Store, StoreError, Waits, first_line, open_store
+
+SPIDER = "campaigns"
 
 
-def rank(client: str, nodes: list[str]) -> list[str]:
-    """Nodes in the client's order of preference (highest random weight first)."""
-    return sorted(nodes, key=lambda node: hashlib.sha256(f"{client}|{node}".encode()).digest(), reverse=True)
+class CredentialsRefused(Exception):
+    """scrapyd answered 401: SCRAPYD_USERNAME / SCRAPYD_PASSWORD are not the node's."""
 
 
-def assign(clients: list[str], nodes: list[str], alive: set[str]) -> dict[str, str]:
-    """Each client to its best-ranked live node; clients with no live node are left out."""
+# What a node can answer instead of an answer.
+NODE_ERRORS = (requests.RequestException, ErrorResponse, MalformedResponse, CredentialsRefused, KeyError)
+
+
+class Node(ScrapydClient):
+    """scrapyd-client's client with a bound on every call and a refused credential said as such."""
+
+    def __init__(self, url: str, username: str, password: str, timeout: float = 10):
+        super().__init__(url.rstrip("/"), username, password)
+        self.timeout = timeout
+
+    def _get(self, basename: str, params: dict | None = None) -> dict:
+        return self._answer(requests.get(f"{self.url}/{basename}.json", params=params or {}, headers=HEADERS,
+                                         auth=self.auth, timeout=self.timeout))
+
+    def _post(self, basename: str, data: object) -> dict:
+        return self._answer(requests.post(f"{self.url}/{basename}.json", data=data, headers=HEADERS,
+                                          auth=self.auth, timeout=self.timeout))
+
+    def _answer(self, response: requests.Response) -> dict:
+        if response.status_code == 401:
+            raise CredentialsRefused("credentials refused (SCRAPYD_USERNAME / SCRAPYD_PASSWORD)")
+        return _process_response(response)
+
+
+def rank(key: str, nodes: list[str]) -> list[str]:
+    """Nodes in the order of preference of ``key`` (highest random weight first)."""
+    return sorted(nodes, key=lambda node: hashlib.sha256(f"{key}|{node}".encode()).digest(), reverse=True)
+
+
+def group(client: Client) -> str:
+    """What hashes as one: a budget group, or the client alone."""
+    return f"budget:{client.budget}" if client.budget else client.slug
+
+
+def assign(clients: list[Client], nodes: list[str], alive: set[str]) -> dict[str, str]:
+    """Each client's slug to its group's best-ranked live node; clients with no live node are left out."""
     out = {}
     for client in clients:
-        for node in rank(client, nodes):
+        for node in rank(group(client), nodes):
             if node in alive:
-                out[client] = node
+                out[client.slug] = node
                 break
     return out
 
 
-class Scrapyd:
-    """The few scrapyd JSON endpoints we use, with basic auth and timeouts."""
-
-    def __init__(self, url: str, username: str, password: str, timeout: float = 10):
-        self.url = url.rstrip("/")
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        self.headers = {"Authorization": f"Basic {token}"}
-        self.timeout = timeout
-
-    def _call(self, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = urllib.parse.urlencode(data, doseq=True).encode() if data is not None else None
-        req = urllib.request.Request(f"{self.url}/{path}", data=body, headers=self.headers)
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            answer = json.load(resp)
-        if answer.get("status") != "ok":
-            raise RuntimeError(f"{self.url}/{path}: {answer.get('message', answer)}")
-        return answer
-
-    def alive(self) -> bool:
-        try:
-            self._call("daemonstatus.json")
-            return True
-        except (OSError, ValueError, RuntimeError):
-            return False
-
-    def active_jobs(self, project: str) -> list[str]:
-        """Ids of pending and running jobs."""
-        jobs = self._call(f"listjobs.json?project={urllib.parse.quote(project)}")
-        return [job["id"] for job in jobs["pending"] + jobs["running"]]
-
-    def schedule(self, project: str, client: str) -> str:
-        jobid = f"{client}--{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
-        self._call("schedule.json", {"project": project, "spider": "campaigns", "client": client, "jobid": jobid})
-        return jobid
+def shards(clients: list[Client], size: int) -> list[list[str]]:
+    """Split one node's clients into as few jobs as ``size`` allows, of near-equal size,
+    a budget group never split (a group larger than ``size`` is a job of its own size)."""
+    groups: dict[str, list[str]] = {}
+    for client in sorted(clients, key=lambda c: c.slug):
+        groups.setdefault(group(client), []).append(client.slug)
+    count = -(-len(clients) // size) if clients else 0
+    jobs: list[list[str]] = [[] for _ in range(count)]
+    for members in sorted(groups.values(), key=len, reverse=True):  # largest first: even sizes
+        min(jobs, key=len).extend(members)
+    return [sorted(job) for job in jobs if job]
 
 
-def dispatch(clients: list[str], nodes: dict[str, Scrapyd], project: str, dry_run: bool = False) -> int:
-    alive = {url for url, node in nodes.items() if node.alive()}
-    for url in sorted(set(nodes) - alive):
-        print(f"node {url}: not answering, skipped", file=sys.stderr)
-    busy = set()
-    for url in alive:
-        try:
-            busy.update(job.split("--", 1)[0] for job in nodes[url].active_jobs(project))
-        except RuntimeError:
-            pass  # project not deployed there yet: nothing active
-    status = 0
-    plan = assign(clients, list(nodes), alive)
-    for client in clients:
-        if client in busy:
-            print(f"{client}: already pending or running, not scheduled again")
-        elif client not in plan:
-            print(f"{client}: no node available", file=sys.stderr)
-            status = 1
-        elif dry_run:
-            print(f"{client}: would go to {plan[client]}")
-        else:
+@dataclass
+class Job:
+    node: str
+    job_id: str
+    slugs: list[str]
+
+
+@dataclass
+class Fleet:
+    """The nodes as one dispatcher sees them: which answer, and who is busy."""
+
+    nodes: dict[str, Node]
+    project: str
+    registry: Registry
+    out: Callable[[str], None] = print
+    err: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+    alive: set[str] = field(default_factory=set)
+    versions: dict[str, str] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # slugs in pending jobs
+    live_jobs: set[str] = field(default_factory=set)  # ids of pending and running jobs
+
+    def survey(self) -> None:
+        """Ask every node what it runs: a node that does not answer, or lacks the project, is left out."""
+        for url, node in self.nodes.items():
             try:
-                jobid = nodes[plan[client]].schedule(project, client)
-            except (OSError, RuntimeError) as exc:
-                print(f"{client}: scheduling on {plan[client]} failed: {exc}", file=sys.stderr)
+                versions = node.versions(self.project)
+                jobs = node.jobs(self.project)
+            except CredentialsRefused as exc:
+                self.err(f"node {url}: {exc}; its clients go to their next node")
+                continue
+            except ErrorResponse as exc:
+                self.err(f"node {url}: {exc} (deploy with scrapyd-deploy); its clients go to their next node")
+                continue
+            except NODE_ERRORS as exc:
+                self.err(f"node {url}: not answering ({type(exc).__name__}); its clients go to their next node")
+                continue
+            if not versions:
+                self.err(f"node {url}: project {self.project} has no version (deploy with scrapyd-deploy); "
+                         "its clients go to their next node")
+                continue
+            self.alive.add(url)
+            self.versions[url] = versions[-1]  # scrapyd sorts them: the last is the one it runs
+            for job in jobs["pending"]:
+                self.live_jobs.add(job["id"])
+                try:
+                    self.pending.update(c.slug for c in self.registry.select(job.get("args", {}).get("client", "")))
+                except ClientConfigError:
+                    pass  # a job this dispatcher did not write; the lock covers it
+            self.live_jobs.update(job["id"] for job in jobs["running"])
+
+    def running(self, store: Store | None) -> set[str]:
+        """Slugs of clients whose run is recorded as running by a job still alive on a node."""
+        if store is None:
+            return set()
+        by_id = {c.client_id: c.slug for c in self.registry.clients.values()}
+        return {by_id.get(client, client) for client, job in store.running() if job in self.live_jobs}
+
+    def schedule(self, node: str, slugs: list[str], seq: int, stamp: str) -> Job:
+        job_id = f"{stamp}-{secrets.token_hex(2)}-{seq:03d}"
+        args = [("client", self.registry.shard(slugs)), ("node", node), ("jobid", job_id),
+                ("_version", self.versions[node])]
+        self.nodes[node].schedule(self.project, SPIDER, args)
+        return Job(node, job_id, slugs)
+
+
+def dispatch(fleet: Fleet, clients: list[Client], shard_size: int, store: Store | None,
+             dry_run: bool = False) -> tuple[list[Job], int]:
+    """Schedule ``clients``; returns the jobs scheduled and 0, or 1 when a client could not be."""
+    fleet.survey()
+    busy = fleet.pending | fleet.running(store)
+    if busy & {c.slug for c in clients}:
+        names = sorted(busy & {c.slug for c in clients})
+        fleet.out(f"{len(names)} clients already pending or running, not scheduled again: "
+                  f"{', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+    todo = [c for c in clients if c.slug not in busy]
+    plan = assign(todo, list(fleet.nodes), fleet.alive)
+    status = 0
+    homeless = [c.slug for c in todo if c.slug not in plan]
+    if homeless:
+        fleet.err(f"{len(homeless)} clients have no node that answers: {', '.join(homeless[:20])}")
+        status = 1
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    jobs: list[Job] = []
+    for node in fleet.nodes:
+        mine = [c for c in todo if plan.get(c.slug) == node]
+        for slugs in shards(mine, shard_size):
+            if dry_run:
+                fleet.out(f"node {node}: would run a job of {len(slugs)} clients: {', '.join(slugs)}")
+                continue
+            try:
+                job = fleet.schedule(node, slugs, len(jobs) + 1, stamp)
+            except NODE_ERRORS as exc:
+                fleet.err(f"node {node}: scheduling a job of {len(slugs)} clients failed: "
+                          f"{first_line(exc) or type(exc).__name__}")
                 status = 1
                 continue
-            print(f"{client}: scheduled on {plan[client]} as {jobid}")
+            jobs.append(job)
+            fleet.out(f"node {node}: job {job.job_id} holds {len(slugs)} clients (version {fleet.versions[node]})")
+    return jobs, status
+
+
+def wait(fleet: Fleet, jobs: list[Job], poll: float, limit: float, lost_after: int = 3) -> dict[str, str]:
+    """Wait until every job has ended (or its node stopped answering); returns each job's log URL."""
+    left = {job.job_id: job for job in jobs}
+    logs: dict[str, str] = {}
+    silent: dict[str, int] = {}
+    deadline = time.monotonic() + limit
+    while left and time.monotonic() < deadline:
+        for node in sorted({job.node for job in left.values()}):
+            try:
+                answer = fleet.nodes[node].jobs(fleet.project)
+            except NODE_ERRORS:
+                silent[node] = silent.get(node, 0) + 1
+                if silent[node] >= lost_after:
+                    fleet.err(f"node {node}: stopped answering; its jobs are counted as lost")
+                    left = {i: j for i, j in left.items() if j.node != node}
+                continue
+            silent[node] = 0
+            active = {job["id"] for job in answer["pending"] + answer["running"]}
+            for job in answer["finished"]:
+                if job["id"] in left:
+                    logs[job["id"]] = f"{node}{job.get('log_url') or ''}"
+            left = {i: j for i, j in left.items() if j.node != node or i in active}
+        if left:
+            time.sleep(poll)
+    for job in left.values():
+        fleet.err(f"node {job.node}: job {job.job_id} still running after {limit:.0f} s; not waited for")
+    return logs
+
+
+def report(fleet: Fleet, jobs: list[Job], store: Store, logs: dict[str, str]) -> int:
+    """One line per client that did not succeed; 0 when every client scheduled ended well."""
+    latest: dict[str, dict] = {}
+    for row in store.runs_of_jobs([job.job_id for job in jobs]):
+        latest[row["client_id"]] = row  # oldest first: the last one wins
+    counts: dict[str, int] = {}
+    status = 0
+    for job in jobs:
+        where = f"job {job.job_id} on {job.node}" + (f" (log {logs[job.job_id]})" if job.job_id in logs else "")
+        for slug in job.slugs:
+            row = latest.get(fleet.registry.clients[slug].client_id)
+            outcome = row["outcome"] if row else "no run recorded"
+            counts[outcome] = counts.get(outcome, 0) + 1
+            if outcome not in (SUCCEEDED, SKIPPED):
+                status = 1
+                reasons = (row or {}).get("outcome_reasons") or (
+                    "the job ended before recording it" if row is None else "")
+                fleet.err(f"{slug}: {outcome}{': ' + reasons if reasons else ''}; {where}")
+    fleet.out("clients: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
+def open_fleet_store(env: dict[str, str], err: Callable[[str], None]) -> Store | None:
+    try:
+        store = open_store(parse("DATABASE_URL", env["DATABASE_URL"]),
+                           parse("ADCRAWLER_SQLITE_PATH", env["ADCRAWLER_SQLITE_PATH"]), Waits(), "adcrawler-dispatch")
+        store.migrate()
+        return store
+    except (StoreError, ConfigError, Exception) as exc:  # noqa: BLE001 - any driver error: said, not raised
+        err(f"database unavailable ({first_line(exc)}): running jobs are not known here; the per-client "
+            "lock still keeps a client from running twice")
+        return None
+
+
+def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adcrawler.dispatch", description=__doc__.splitlines()[0])
     parser.add_argument("clients", help="a slug, a comma-separated list, or all")
     parser.add_argument("--nodes", default=None, help="comma-separated scrapyd URLs (ADCRAWLER_SCRAPYD_NODES)")
+    parser.add_argument("--shard-size", type=int, default=None,
+                        help="most clients in one job (ADCRAWLER_SHARD_SIZE)")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for the jobs to end; exit 0 only if every client succeeded")
+    parser.add_argument("--wait-limit", type=float, default=24 * 3600, help="seconds --wait waits at most")
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between --wait's looks at the nodes")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, schedule nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(list(argv) if argv is not None else None)
     env = environment_values()
     try:
         urls = parse("ADCRAWLER_SCRAPYD_NODES", args.nodes or env["ADCRAWLER_SCRAPYD_NODES"])
         project = parse("ADCRAWLER_SCRAPYD_PROJECT", env["ADCRAWLER_SCRAPYD_PROJECT"])
+        shard_size = parse("ADCRAWLER_SHARD_SIZE", str(args.shard_size or env["ADCRAWLER_SHARD_SIZE"]))
         registry = Registry.load(parse("ADCRAWLER_CLIENTS_FILE", env["ADCRAWLER_CLIENTS_FILE"]) or None)
-        clients = [c.slug for c in registry.select(args.clients)]
+        clients = registry.select(args.clients)
+        if registry.allow_unregistered and any(c.slug not in registry.clients for c in clients):
+            raise ClientConfigError("dispatch sends registry clients only: add the client to the registry")
     except (ConfigError, ClientConfigError) as exc:
         print(f"dispatch: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -140,8 +311,20 @@ def main(argv: list[str] | None = None) -> int:
     if not username or not password:
         print("dispatch: set SCRAPYD_USERNAME and SCRAPYD_PASSWORD", file=sys.stderr)
         return EXIT_CONFIG
-    nodes = {url: Scrapyd(url, username, password) for url in urls}
-    return dispatch(clients, nodes, project, args.dry_run)
+    fleet = Fleet({url.rstrip("/"): Node(url, username, password) for url in urls}, project, registry)
+    store = None if args.dry_run else open_fleet_store(env, fleet.err)
+    try:
+        jobs, status = dispatch(fleet, clients, shard_size, store, args.dry_run)
+        if not args.wait or args.dry_run:
+            return status
+        logs = wait(fleet, jobs, args.poll, args.wait_limit)
+        if store is None:
+            fleet.err("the database is unavailable: how the runs ended is not known")
+            return 1
+        return max(status, report(fleet, jobs, store, logs))
+    finally:
+        if store is not None:
+            store.close()
 
 
 if __name__ == "__main__":
