@@ -37,7 +37,9 @@ COUNTERS = {
     "sync_passes": "extra passes over failed syncs",
     "auth_failed": "clients that could not authenticate",
     "clients_interrupted": "clients the run stopped working for midway (lock lost, nowhere to store rows)",
-    "metrics_push_failed": "clients whose metrics could not be pushed to the Pushgateway",
+    "metrics_push_failed": "clients whose metrics could not be pushed to the Pushgateway at the end of the run",
+    "metrics_progress_push_failed": "progress pushes (one per running client every `ADCRAWLER_PUSH_INTERVAL`) "
+                                    "that failed",
     "requests_sent": "API requests sent (list and sync, retries included)",
     "responses": "answers received; per endpoint and status (`responses/<endpoint>_<status>`), retried ones included",
     "retries": "API requests retried, 429s and refused tokens included; per reason (`retries/<reason>`: "

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adcrawler.extensions.metrics import METRICS
 from adcrawler.spool import append_spool
 from harness.runner import DEMO_PASSWORD, ROOT, latest_stats, run_crawl, start_crawl
-from tests.conftest import SCALE, free_port, wait_for
+from tests.conftest import SCALE, free_port, last_line, wait_for
 from tests.db import Db
 
 
@@ -280,3 +280,52 @@ def test_the_data_files_the_crawler_creates_are_private(mock_factory, tmp_path):
         assert _mode(directory) == 0o700, directory
     spool = append_spool(tmp_path / "new" / "spool", "run1", [])
     assert _mode(spool) == 0o600 and _mode(spool.parent) == 0o700 and _mode(spool.parent.parent) == 0o700
+
+
+def test_a_running_job_pushes_its_progress_and_a_killed_one_raises_an_alert(prometheus, mock_factory, tmp_path):
+    gateway, prom = prometheus
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "60", "--hold-syncs", "20")
+    env = {"ADCRAWLER_PUSHGATEWAY_URL": gateway, "ADCRAWLER_PUSH_INTERVAL": "0.5", **HELD}
+    crawl = start_crawl(mock.url, "demo,acme", tmp_path, extra_env=env)
+    try:
+        wait_for(lambda: mock.held() >= 2, 60, "both clients' runs to be held mid-sync")
+        demo = (("client", "demo"), ("instance", ""), ("job", "adcrawler"))
+
+        def progress():
+            pushed = samples(get(f"{gateway}/metrics"))
+            return pushed if pushed.get(("adcrawler_campaigns_total", tuple(sorted(
+                demo + (("result", "synced"),))))) == 20 else None
+
+        pushed = wait_for(progress, 30, "the progress of twenty syncs on the Pushgateway")
+        assert pushed["adcrawler_run_in_progress", demo] == 1
+        assert pushed["adcrawler_push_interval_seconds", demo] == 0.5
+        assert ("adcrawler_run_in_progress", (("client", "acme-corp"), ("instance", ""), ("job", "adcrawler"))) \
+            in pushed
+        crawl.kill()  # the job dies mid-run: its pushes stop with "in progress"
+        crawl.wait(timeout=30)
+        assert wait_for(lambda: {("AdcrawlerMetricsStopped", "demo"), ("AdcrawlerMetricsStopped", "acme-corp")}
+                        <= firing(prom), 30, "the alert for metrics that stopped")
+    finally:
+        mock.release()
+        if crawl.poll() is None:
+            crawl.kill()
+        crawl.communicate(timeout=30)
+
+
+def test_pushes_to_a_pushgateway_that_never_answers_end_within_the_deadline(mock_factory, tmp_path):
+    """Twelve clients, two pushes at a time, each waiting up to 30 s on a gateway that accepts
+    and never answers: the pushes at the end stop at the 1 s deadline, all counted and named."""
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "3")
+    clients = [f"hole{i:02d}" for i in range(12)]
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)  # connections complete in the backlog; nothing ever reads them
+        env = {"ADCRAWLER_PUSHGATEWAY_URL": f"http://127.0.0.1:{hole.getsockname()[1]}",
+               "ADCRAWLER_PUSH_INTERVAL": "0", "ADCRAWLER_PUSH_TIMEOUT": "30", "ADCRAWLER_PUSH_DEADLINE": "1",
+               "ADCRAWLER_PUSH_CONCURRENCY": "2"}
+        result = run_crawl(mock.url, ",".join(clients), tmp_path, extra_env=env)
+    assert result.returncode == 1
+    assert all(result.stat("metrics_push_failed", c) == 1 and result.stat("outcome", c) == "succeeded"
+               for c in clients)
+    assert result.output.count("not done within the deadline") >= 10  # never started: two at a time, 1 s
+    assert last_line(result).endswith("and 7 more were not pushed")

@@ -5,9 +5,15 @@ truth: what Prometheus sees is what the stats file says). Two ways out:
 
 - pull: an HTTP endpoint on ``ADCRAWLER_METRICS_HOST:ADCRAWLER_METRICS_PORT``
   for long runs (port 0 = off; a busy port is a warning, not a crash);
-- push: at the end of the run, one group per client (``job``, ``client``) on
-  the Pushgateway at ``ADCRAWLER_PUSHGATEWAY_URL`` (empty = off), for scrapyd
-  batch jobs.
+- push: one group per client (``job``, ``client``) on the Pushgateway at
+  ``ADCRAWLER_PUSHGATEWAY_URL`` (empty = off), for scrapyd batch jobs: every
+  ``ADCRAWLER_PUSH_INTERVAL`` while the run goes on (in progress: 1), and at its
+  end. A job holds hundreds of clients: pushes go ``ADCRAWLER_PUSH_CONCURRENCY``
+  at a time, each bounded by ``ADCRAWLER_PUSH_TIMEOUT``, and those at the end by
+  ``ADCRAWLER_PUSH_DEADLINE`` in all, so a Pushgateway that never answers delays
+  the end of a run by that much, not by a timeout per client. A failed push is
+  logged and counted (``metrics_push_failed`` per client at the end, which makes
+  the exit status 1; ``metrics_progress_push_failed`` while running).
 
 Every series in :data:`METRICS` is in every push, zeros included, and a push
 *replaces* the client's group (HTTP PUT): nothing from an earlier run
@@ -19,12 +25,16 @@ A client skipped because another run holds it pushes nothing: the group
 belongs to the run that is doing the work.
 
 Settings: ADCRAWLER_METRICS_HOST, ADCRAWLER_METRICS_PORT, ADCRAWLER_PUSHGATEWAY_URL,
-ADCRAWLER_PUSHGATEWAY_JOB.
+ADCRAWLER_PUSHGATEWAY_JOB, ADCRAWLER_PUSH_INTERVAL, ADCRAWLER_PUSH_TIMEOUT,
+ADCRAWLER_PUSH_DEADLINE, ADCRAWLER_PUSH_CONCURRENCY, ADCRAWLER_SYNC_MAX_AGE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,10 +45,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
-from scrapy.utils.asyncio import run_in_thread
+from scrapy.utils.asyncio import run_in_thread, sleep
 
 from adcrawler.config import value
 from adcrawler.ledger import RunLedger
+from adcrawler.logs import log_failure
 from adcrawler.outcome import OUTCOMES
 from adcrawler.stats import RunStats, client_stats, clients_in
 
@@ -50,6 +61,14 @@ logger = logging.getLogger(__name__)
 CAMPAIGN_RESULTS = ("seen", "synced", "sync_failed", "recovered", "stored", "flagged", "quarantined",
                     "quarantined_again", "resumed", "not_attempted", "duplicate", "beyond_total")
 ROW_OPERATIONS = ("inserted", "updated", "unchanged", "quarantined", "spooled")
+
+
+@dataclass(frozen=True)
+class PushPolicy:
+    interval: float = 30.0  # progress pushes while running (0: only at the end)
+    timeout: float = 2.0  # one push
+    deadline: float = 5.0  # all the pushes at the end together
+    concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,10 @@ METRICS = [
     Metric("adcrawler_run_end_timestamp_seconds", "gauge", "When the run ended (0 while it runs)"),
     Metric("adcrawler_last_success_timestamp_seconds", "gauge",
            "When the client's last successful run ended (0: never)"),
+    Metric("adcrawler_sync_max_age_seconds", "gauge",
+           "How long the client may go without a successful sync before it is stale (ADCRAWLER_SYNC_MAX_AGE)"),
+    Metric("adcrawler_push_interval_seconds", "gauge",
+           "Seconds between progress pushes while a run goes on (0: pushed at the end only)"),
 ]
 # Stat name behind each single-valued metric.
 _STAT = {
@@ -142,18 +165,22 @@ class StatsMetrics(Collector):
 
 class PrometheusMetrics:
     def __init__(self, crawler: Crawler, host: str, port: int, pushgateway: str, job: str, rate_limit: int,
-                 rate_window: float = 60.0):
+                 rate_window: float = 60.0, push: PushPolicy = PushPolicy(), max_age: float = 43200.0):
         self.crawler = crawler
         self.host = host
         self.port = port
         self.pushgateway = pushgateway
         self.job = job
+        self.policy = push
         self.run = {"rate_limit": float(rate_limit), "rate_window": float(rate_window),
-                    "adcrawler_run_in_progress": 1.0,
+                    "adcrawler_run_in_progress": 1.0, "adcrawler_sync_max_age_seconds": max_age,
+                    "adcrawler_push_interval_seconds": push.interval,
                     "adcrawler_run_start_timestamp_seconds": time.time(), "adcrawler_run_end_timestamp_seconds": 0.0}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsMetrics(self.snapshot, self._running_clients))
         self.server = None
+        self.progress: asyncio.Task | None = None
+        self.in_flight: list[threading.Thread] = []  # the last call's pushers
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "PrometheusMetrics":
@@ -163,9 +190,11 @@ class PrometheusMetrics:
             pushgateway = ""  # a dry run's figures are not a run's
         if not port and not pushgateway:
             raise NotConfigured
+        policy = PushPolicy(value(s, "ADCRAWLER_PUSH_INTERVAL"), value(s, "ADCRAWLER_PUSH_TIMEOUT"),
+                            value(s, "ADCRAWLER_PUSH_DEADLINE"), value(s, "ADCRAWLER_PUSH_CONCURRENCY"))
         ext = cls(crawler, value(s, "ADCRAWLER_METRICS_HOST"), port, pushgateway,
                   value(s, "ADCRAWLER_PUSHGATEWAY_JOB"), value(s, "ADCRAWLER_RATE_LIMIT"),
-                  value(s, "ADCRAWLER_RATE_WINDOW"))
+                  value(s, "ADCRAWLER_RATE_WINDOW"), policy, value(s, "ADCRAWLER_SYNC_MAX_AGE"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         # After the spider and the run records (see EXTENSIONS in settings.py).
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
@@ -178,6 +207,10 @@ class PrometheusMetrics:
         return RunLedger.of(self.crawler).held()
 
     def spider_opened(self, spider: Any) -> None:
+        if self.pushgateway:
+            if self.policy.interval:
+                self.progress = asyncio.ensure_future(self._push_progress())
+                self.progress.add_done_callback(log_failure)
         if not self.port:
             return
         try:
@@ -188,29 +221,82 @@ class PrometheusMetrics:
             return
         logger.info("Prometheus metrics at http://%s:%d/metrics", self.host, self.server.server_port)
 
+    async def _push_progress(self) -> None:
+        """Every ADCRAWLER_PUSH_INTERVAL: the running clients' figures so far (in progress: 1)."""
+        while True:
+            await sleep(self.policy.interval)
+            stats, run = self.snapshot()
+            failed = await run_in_thread(self.push, stats, run, self.policy.interval)
+            if failed:
+                RunStats(self.crawler).inc("metrics_progress_push_failed", count=len(failed))
+
     async def spider_closed(self, spider: Any, reason: str) -> None:
         self.run["adcrawler_run_in_progress"] = 0.0
         self.run["adcrawler_run_end_timestamp_seconds"] = time.time()
+        if self.progress is not None:
+            self.progress.cancel()
         if self.pushgateway:
             stats, run = self.snapshot()  # before the first await: see the class docstring of RunRecords
-            for client in await run_in_thread(self.push, stats, run):
+            failed = await run_in_thread(self.push, stats, run, self.policy.deadline)
+            for client in failed:
                 RunStats(self.crawler).inc("metrics_push_failed", client)
-                RunLedger.of(self.crawler).notice(f"the metrics of {client} were not pushed")
+            if failed:
+                names = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+                RunLedger.of(self.crawler).notice(f"the metrics of {names} were not pushed")
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
 
-    def push(self, stats: dict[str, Any], run: dict[str, float]) -> list[str]:
-        """Push each client's group; returns the clients whose push failed."""
-        failed = []
-        for client in self._running_clients(stats):
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(StatsMetrics(lambda: (stats, run), lambda _, c=client: [c]))
-            try:
-                push_to_gateway(self.pushgateway, job=self.job, registry=registry,
-                                grouping_key={"client": client}, timeout=10)
-            except OSError as exc:
-                logger.error("Could not push metrics of client %s to the Pushgateway: %s", client, exc,
+    def push(self, stats: dict[str, Any], run: dict[str, float], deadline: float) -> list[str]:
+        """Push each running client's group, ``concurrency`` at a time, for at most ``deadline``
+        seconds in all (the pushes of an earlier call still going count against it: a group must
+        not be overwritten by older figures); returns the clients whose push failed or never ran.
+
+        The pushers are daemon threads: one stuck on a gateway that never answers must not hold
+        the process at exit for its timeout (a ThreadPoolExecutor's threads are joined at exit)."""
+        end = time.monotonic() + deadline
+        for thread in self.in_flight:
+            thread.join(max(0.0, end - time.monotonic()))
+        final = not run["adcrawler_run_in_progress"]
+        clients = self._running_clients(stats)
+        work: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for client in clients:
+            work.put(client)
+        errors: dict[str, str | None] = {}
+
+        def pusher() -> None:
+            while time.monotonic() < end:
+                try:
+                    client = work.get_nowait()
+                except queue.Empty:
+                    return
+                errors[client] = self._push_one(client, stats, run)
+
+        self.in_flight = [threading.Thread(target=pusher, name="adcrawler-push", daemon=True)
+                          for _ in range(min(self.policy.concurrency, len(clients)))]
+        for thread in self.in_flight:
+            thread.start()
+        for thread in self.in_flight:
+            thread.join(max(0.0, end - time.monotonic()))
+        outcome = {client: errors[client] if client in errors else "not done within the deadline"
+                   for client in clients}
+        failed = sorted(client for client, error in outcome.items() if error)
+        if failed and final:
+            for client in failed:
+                logger.error("Could not push metrics of client %s to the Pushgateway: %s", client, outcome[client],
                              extra={"client": client})
-                failed.append(client)
+        elif failed:  # every interval: one line, not one per client
+            logger.warning("Progress of %d of %d clients not pushed to the Pushgateway (%s: %s)", len(failed),
+                           len(clients), failed[0], outcome[failed[0]])
         return failed
+
+    def _push_one(self, client: str, stats: dict[str, Any], run: dict[str, float]) -> str | None:
+        """None when pushed, else why not."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StatsMetrics(lambda: (stats, run), lambda _, c=client: [c]))
+        try:
+            push_to_gateway(self.pushgateway, job=self.job, registry=registry,
+                            grouping_key={"client": client}, timeout=self.policy.timeout)
+            return None
+        except OSError as exc:
+            return str(exc) or type(exc).__name__
