@@ -259,6 +259,14 @@ SETTINGS: list[Setting] = [
     Setting("ADCRAWLER_PUSHGATEWAY_URL", "", OPTIONAL_URL,
             "Pushgateway to push each client's metrics to at the end (empty = off)"),
     Setting("ADCRAWLER_PUSHGATEWAY_JOB", "adcrawler", JOB, "`job` label of the pushed groups"),
+    Setting("ADCRAWLER_PUSH_INTERVAL", "30", SECONDS_OR_ZERO,
+            "push the running clients' progress every N s (0 = only at the end)"),
+    Setting("ADCRAWLER_PUSH_TIMEOUT", "2", SECONDS, "timeout of one push (s)"),
+    Setting("ADCRAWLER_PUSH_DEADLINE", "5", SECONDS,
+            "longest the pushes at the end may delay the end of the run (s); pushes still undone fail"),
+    Setting("ADCRAWLER_PUSH_CONCURRENCY", "8", COUNT, "pushes at once"),
+    Setting("ADCRAWLER_SYNC_MAX_AGE", "43200", SECONDS,
+            "a client not synced successfully for this long is stale (pushed as a metric: the alert reads it)"),
     Setting("ADCRAWLER_PROGRESS_INTERVAL", "30", SECONDS_OR_ZERO,
             "one progress line for the whole run every N s (per client at DEBUG; 0 = off)"),
     Setting("ADCRAWLER_LOG_JSON", "false", BOOL, "one JSON object per log line, from the first line to the last"),
@@ -276,6 +284,8 @@ SETTINGS: list[Setting] = [
     Setting("ADCRAWLER_SCRAPYD_NODES", "http://127.0.0.1:6800", URLS, "scrapyd nodes to spread clients over",
             command="dispatch"),
     Setting("ADCRAWLER_SCRAPYD_PROJECT", "adcrawler", JOB, "scrapyd project name", command="dispatch"),
+    Setting("ADCRAWLER_SHARD_SIZE", "250", COUNT, "most clients in one scrapyd job: a node runs its share of "
+            "the clients in as few jobs as this allows", command="dispatch"),
 ]
 BY_NAME = {s.name: s for s in SETTINGS}
 
