@@ -1,6 +1,6 @@
 """The benchmarks: ``python -m bench`` (``make bench``) writes bench/RESULTS.md and bench/results.json.
 
-    python -m bench [--only a,b,c,d,e,f] [--sizes 10,100,200,400] [--quick]
+    python -m bench [--only a,b,c,d,e,f,g,h] [--sizes 10,100,200,400] [--runs N]
 
 Every figure is a ratio or a count from this run, never an absolute time taken
 as a promise (these machines are noisy):
@@ -18,6 +18,8 @@ d. 10 to 400 clients at time scale 0.2 (each client sends five times its real
 e. fairness: 60 clients x 30 campaigns with 32 concurrent requests, faults on
    list calls only;
 f. 100,000 campaign upserts into PostgreSQL and SQLite, batched against row by row;
+g. the fleet: 400 clients over two real scrapyd nodes at time scale 0.2, in shards
+   (a job per node) against one job per client (:mod:`bench.fleet`);
 h. rate-limit signals at time scale 0.05: one client against a platform that
    states its limit in each header style, changes it mid-run (10 -> 5, 10 -> 20)
    with and without saying so, or announces resets early, and ten clients
@@ -45,6 +47,7 @@ from typing import Any
 
 from adcrawler.ratelimit import lower_bound_seconds
 from adcrawler.stats import key
+from bench.fleet import fleet
 from bench.measure import Measured, run_measured
 from harness.runner import ROOT, crawl_command, latest_stats
 from mock_api.process import MockProcess
@@ -251,6 +254,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100,200,400", help="client counts for section d")
     parser.add_argument("--runs", type=int, default=3, help="runs of sections a, b and c")
     parser.add_argument("--rows", type=int, default=100_000, help="rows for section f")
+    parser.add_argument("--fleet-clients", type=int, default=400, help="clients for section g")
+    parser.add_argument("--fleet-baseline", type=int, default=0,
+                        help="clients in section g's one-job-per-client baseline (0: all of them)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     path = OUT / "results.json"
@@ -264,6 +270,7 @@ def main() -> None:
              ("d", "many_clients", lambda: [many_clients(int(n)) for n in args.sizes.split(",")]),
              ("e", "fairness", fairness),
              ("f", "upserts", lambda: upserts(args.rows)),
+             ("g", "fleet", lambda: fleet(args.fleet_clients, args.fleet_baseline or None)),
              ("h", "signals", lambda: signals(args.runs))]
     for letter, name, run in steps:
         if letter in only:

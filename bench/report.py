@@ -84,6 +84,26 @@ def write_report(r: dict[str, Any], path: Path) -> None:
                   *_table(["database", "batched (50)", "batched (500)", "row by row", "connection per row",
                            "batched (50) / row by row", "batched (500) / row by row",
                            "batched (50) / connection per row"], rows), ""]
+    if "fleet" in r:
+        g = r["fleet"]
+        rows = [[name, x.get("jobs", 1), x.get("most_crawl_processes", 1), x["median"], x["worst"],
+                 x.get("makespan_s", x.get("wall_s")), x["peak_rss_mb"], x["429s"],
+                 f"{x['stored']:,}" if "stored" in x else "", x.get("stored_twice", "")]
+                for name, x in (("fleet (shards)", g["fleet"]), ("one process", g["one_process"]),
+                                (f"one job per client ({g['baseline_clients']} clients)", g["one_job_per_client"]))]
+        lines += [f"## g. The fleet: {g['clients']} clients x {g['campaigns']} campaigns over {g['nodes']} scrapyd "
+                  f"nodes, default faults, time scale {g['time_scale']}", "", *_when(r, "fleet"),
+                  "Real scrapyd nodes on 127.0.0.2 and .3 (deploy/scrapyd/run-node, the project's egg), one "
+                  "PostgreSQL database, `python -m adcrawler.dispatch all --wait`: with the default shard size, "
+                  "then with `--shard-size 1` (one job per client, as before); and the same clients in one "
+                  "`scrapy crawl` as the memory yardstick. Makespan: from the dispatch to the last job's end. "
+                  "RSS: the peak of the crawl processes' summed resident memory (sampled every 0.2 s).", "",
+                  *_table(["run", "jobs", "crawl processes at once (most)", "median ratio", "worst ratio",
+                           "makespan / wall (s)", "peak RSS (MB)", "429s", "campaigns stored", "stored twice"],
+                          rows), "",
+                  f"Fleet over one job per client, clients finished per second of makespan: "
+                  f"**{g['fleet_over_baseline_throughput']}x**. Fleet peak RSS over one process: "
+                  f"**{g['fleet_rss_over_one_process']}x**.", ""]
     if "signals" in r:
         h = r["signals"]
         lines += ["## h. Rate-limit signals, time scale 0.05 (a 3 s window)", "", *_when(r, "signals"),

@@ -14,9 +14,7 @@ import requests
 from adcrawler.clients import Registry
 from adcrawler.dispatch import assign
 from harness.runner import ROOT
-from tests.conftest import QUIET, assert_run_counts_match_rows, wait_for
-from tests.db import Db
-from tests.scrapyd_nodes import (
+from harness.scrapyd import (
     PASSWORD,
     USER,
     build_egg,
@@ -26,6 +24,8 @@ from tests.scrapyd_nodes import (
     start_nodes,
     write_registry,
 )
+from tests.conftest import QUIET, assert_run_counts_match_rows, wait_for
+from tests.db import Db
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 SLUGS = [f"fleet{i:02d}" for i in range(30)]

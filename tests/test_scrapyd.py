@@ -14,7 +14,7 @@ import requests
 from adcrawler.clients import Client, Registry
 from adcrawler.dispatch import assign, rank, shards
 from harness.runner import DEMO_PASSWORD, REGISTRY, ROOT
-from tests.scrapyd_nodes import BIN, PASSWORD, USER, build_egg, node_env, start_nodes
+from harness.scrapyd import BIN, PASSWORD, USER, build_egg, node_env, start_nodes
 
 
 def test_rank_is_stable_and_spreads_clients():

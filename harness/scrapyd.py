@@ -1,4 +1,4 @@
-"""Real scrapyd nodes for the tests: started with deploy/scrapyd/run-node on a loopback
+"""Real scrapyd nodes for the tests and the benchmarks: started with deploy/scrapyd/run-node on a loopback
 address each (127.0.0.2, .3, ...), the project's egg deployed, stopped by PID at the end."""
 
 from __future__ import annotations
