@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ def test_runs_shows_a_clients_last_runs_newest_first(quiet_mock, db):
     assert lines[0].split()[:6] == ["started", "(UTC)", "client", "took", "outcome", "seen/synced/failed"]
     rows = lines[1:-1]
     assert len(rows) == 2 and all(" demo " in r and " succeeded " in r and " 100/100/0 " in r for r in rows)
+    assert all(f" {socket.gethostname()} pid " in r for r in rows)  # started by hand: the host and process
     assert lines[-1] == "2 run(s) of demo"
     # Newest first: the second run inserted nothing (100/0 ins/upd unchanged rows are not counted).
     assert re.search(r" 0/\d+ ", rows[0]) and " 100/0 " in rows[1]

@@ -35,7 +35,7 @@ def test_a_client_locked_by_another_run_is_skipped_and_the_others_go_on(mock_fac
         auth_before = mock.stats()["requests"]["demo"]["auth"]
         second = run_crawl(mock.url, "demo,globex", db.workdir, database_url=db.url, timeout=120)
         assert second.returncode == 0, second.output[-3000:]
-        assert "Client demo is being synced by another run against this database; skipped" in second.output
+        assert "Client demo skipped: another run holds the client: run " in second.output
         assert second.stat("outcome", "demo") == "skipped" and second.stat("outcome", "globex") == "succeeded"
         assert mock.stats()["requests"]["demo"]["auth"] == auth_before  # it sent nothing for demo
         assert "skipped (another run holds them): demo" in second.output.splitlines()[-1]
@@ -44,9 +44,12 @@ def test_a_client_locked_by_another_run_is_skipped_and_the_others_go_on(mock_fac
         out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out[-2000:]
     assert dict(db.rows("SELECT client_id, COUNT(*) FROM campaigns GROUP BY client_id")) == {"demo": 60, "globex": 60}
-    # The skipped client has no row from the second run: only the run that did the work records it.
-    assert sorted(db.rows("SELECT client_id, outcome FROM sync_runs")) == [("demo", "succeeded"),
+    # The skipped client's row names the run that did the work; that run's row is its own.
+    assert sorted(db.rows("SELECT client_id, outcome FROM sync_runs")) == [("demo", "skipped"), ("demo", "succeeded"),
                                                                           ("globex", "succeeded")]
+    holder = db.scalar("SELECT run_id FROM sync_runs WHERE client_id = 'demo' AND outcome = 'succeeded'")
+    assert db.rows("SELECT outcome_reasons, campaigns_synced FROM sync_runs WHERE outcome = 'skipped'") == [
+        (f"another run holds the client: run {holder}", 0)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])

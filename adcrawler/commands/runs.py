@@ -2,7 +2,8 @@
 
 One line per run: when it started, how long it took, its outcome and reasons,
 campaigns seen, synced and failed, rows inserted and updated, records
-quarantined, and the run id. Without CLIENT: the last runs of every client.
+quarantined, the run id, and what ran it (a scrapyd job on its node with its egg
+version, or a host and process id). Without CLIENT: the last runs of every client.
 Exit status 1 when the database cannot be used.
 
 Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH.
@@ -39,7 +40,14 @@ class Command(OperatorCommand, ScrapyCommand):
             rows.append((r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), r["client_id"], took, r["outcome"] or "-",
                          f"{r['campaigns_seen']}/{r['campaigns_synced']}/{r['campaigns_failed']}",
                          f"{r['rows_inserted']}/{r['rows_updated']}", r["records_rejected"], r["run_id"][:12],
-                         r["outcome_reasons"] or ""))
+                         ran_by(r), r["outcome_reasons"] or ""))
         print(table(("started (UTC)", "client", "took", "outcome", "seen/synced/failed", "ins/upd",
-                     "quarantined", "run", "reasons"), rows))
+                     "quarantined", "run", "ran by", "reasons"), rows))
         print(f"{len(rows)} run(s)" + (f" of {client}" if client else ""))
+
+
+def ran_by(run: dict) -> str:
+    """The scrapyd job and node, or the host and process of a crawl started by hand."""
+    if run.get("job_id"):
+        return f"job {run['job_id']} on {run['node']}" + (f" ({run['egg_version']})" if run.get("egg_version") else "")
+    return f"{run['node']} pid {run['pid']}" if run.get("node") else "-"

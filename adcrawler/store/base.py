@@ -408,9 +408,11 @@ class Store:
             holder = cur.fetchone()
             reason = "another run holds the client" + (
                 f": run {holder[0]}" + (f", job {holder[1]} on {holder[2]}" if holder[1] else "") if holder else "")
-            self._insert_many(cur, RUN_STARTED, [(run_id, client, at, "skipped", *origin)], fetch=False)
-            self._execute(cur, "UPDATE sync_runs SET finished_at = %s, outcome_reasons = %s, finish_reason = "
-                               "'skipped' WHERE run_id = %s AND client_id = %s", (at, reason, run_id, client))
+            self._execute(cur, "SELECT 1 FROM sync_runs WHERE run_id = %s AND client_id = %s", (run_id, client))
+            if cur.fetchone() is None:  # a resumed run keeps the row of its first attempt
+                self._insert_many(cur, RUN_STARTED, [(run_id, client, at, "skipped", *origin)], fetch=False)
+                self._execute(cur, "UPDATE sync_runs SET finished_at = %s, outcome_reasons = %s, finish_reason = "
+                                   "'skipped' WHERE run_id = %s AND client_id = %s", (at, reason, run_id, client))
         return reason
 
     def running(self) -> list[tuple[str, str | None]]:
@@ -441,7 +443,8 @@ class Store:
     def last_runs(self, client: str | None, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` runs (of ``client``, or of every client), newest first."""
         columns = ("run_id", "client_id", "started_at", "finished_at", "outcome", "outcome_reasons", "campaigns_seen",
-                   "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "records_rejected")
+                   "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "records_rejected",
+                   "job_id", "node", "egg_version", "pid")
         where, params = ("WHERE client_id = %s ", [client]) if client else ("", [])
         with self._transaction("read") as cur:
             self._execute(cur, f"SELECT {', '.join(columns)} FROM sync_runs {where}"
