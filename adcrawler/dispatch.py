@@ -53,6 +53,7 @@ from adcrawler.outcome import SKIPPED, SUCCEEDED
 from adcrawler.store import Store, StoreError, Waits, first_line, open_store
 
 SPIDER = "campaigns"
+RUNNING = "running"  # a sync_runs row whose run has not recorded its end
 
 
 class CredentialsRefused(Exception):
@@ -263,8 +264,12 @@ def report(fleet: Fleet, jobs: list[Job], store: Store, logs: dict[str, str]) ->
             counts[outcome] = counts.get(outcome, 0) + 1
             if outcome not in (SUCCEEDED, SKIPPED):
                 status = 1
-                reasons = (row or {}).get("outcome_reasons") or (
-                    "the job ended before recording it" if row is None else "")
+                if row is None:
+                    reasons = "the job ended before recording it"
+                elif outcome == RUNNING:
+                    reasons = "its job ended before the run did (killed, or its node was lost)"
+                else:
+                    reasons = row["outcome_reasons"] or ""
                 fleet.err(f"{slug}: {outcome}{': ' + reasons if reasons else ''}; {where}")
     fleet.out("clients: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
     return status
@@ -276,13 +281,13 @@ def open_fleet_store(env: dict[str, str], err: Callable[[str], None]) -> Store |
                            parse("ADCRAWLER_SQLITE_PATH", env["ADCRAWLER_SQLITE_PATH"]), Waits(), "adcrawler-dispatch")
         store.migrate()
         return store
-    except (StoreError, ConfigError, Exception) as exc:  # noqa: BLE001 - any driver error: said, not raised
+    except Exception as exc:  # noqa: BLE001 - any driver or setting error: said, not raised
         err(f"database unavailable ({first_line(exc)}): running jobs are not known here; the per-client "
             "lock still keeps a client from running twice")
         return None
 
 
-def main(argv: Iterable[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adcrawler.dispatch", description=__doc__.splitlines()[0])
     parser.add_argument("clients", help="a slug, a comma-separated list, or all")
     parser.add_argument("--nodes", default=None, help="comma-separated scrapyd URLs (ADCRAWLER_SCRAPYD_NODES)")
@@ -293,7 +298,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--wait-limit", type=float, default=24 * 3600, help="seconds --wait waits at most")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between --wait's looks at the nodes")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, schedule nothing")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    return parser
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = arguments().parse_args(list(argv) if argv is not None else None)
     env = environment_values()
     try:
         urls = parse("ADCRAWLER_SCRAPYD_NODES", args.nodes or env["ADCRAWLER_SCRAPYD_NODES"])
@@ -318,10 +327,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         if not args.wait or args.dry_run:
             return status
         logs = wait(fleet, jobs, args.poll, args.wait_limit)
-        if store is None:
-            fleet.err("the database is unavailable: how the runs ended is not known")
+        try:
+            if store is None:
+                raise StoreError("not connected")
+            store.reconnect()  # hours may have passed: a fresh session
+            return max(status, report(fleet, jobs, store, logs))
+        except Exception as exc:  # noqa: BLE001 - any driver error: said, and the status says it
+            fleet.err(f"database unavailable ({first_line(exc)}): how the runs ended is not known")
             return 1
-        return max(status, report(fleet, jobs, store, logs))
     finally:
         if store is not None:
             store.close()

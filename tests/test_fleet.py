@@ -132,16 +132,26 @@ def test_a_client_pending_or_running_is_not_scheduled_again_and_the_lock_has_the
 
 def test_a_node_killed_mid_run_its_clients_go_to_their_next_node(start_fleet):
     fleet = start_fleet("--hold-syncs", "2")
-    first = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10")
-    assert first.returncode == 0, first.stderr
-    wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running'") == len(SLUGS),
-             120, "every client's run to be going")
-    dead = fleet.nodes[0]
-    lost = sorted(slug for slug, url in fleet.plan.items() if url == dead.url)
-    assert lost
-    dead.kill()
-    fleet.mock.release()
-    wait_for(lambda: _idle(fleet.nodes[1:]), 180, "the other nodes' jobs to end", interval=0.5)
+    cmd, env = dispatch_command(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait",
+                                "--poll", "0.5")
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running'")
+                 == len(SLUGS), 120, "every client's run to be going")
+        dead = fleet.nodes[0]
+        lost = sorted(slug for slug, url in fleet.plan.items() if url == dead.url)
+        assert lost
+        dead.kill()
+        fleet.mock.release()
+        out, err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # The waiting dispatcher tells cron: the lost clients, and a status that is not 0.
+    assert first.returncode == 1, out + err
+    assert f"node {dead.url}: stopped answering" in err
+    assert all(f"{slug}: running: its job ended before the run did" in err for slug in lost), err
+    assert out.strip().endswith(f"clients: {len(lost)} running, {len(SLUGS) - len(lost)} succeeded"), out
 
     again = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait",
                      "--poll", "0.5")
