@@ -180,6 +180,10 @@ class PrometheusMetrics:
         self.registry.register(StatsMetrics(self.snapshot, self._running_clients))
         self.server = None
         self.progress: asyncio.Task | None = None
+        # One push call at a time; at the end, progress pushers stop taking work so that
+        # no progress push lands after the final one (its "in progress: 1" would stay).
+        self.pushing = threading.Lock()
+        self.closing = False
         self.in_flight: list[threading.Thread] = []  # the last call's pushers
 
     @classmethod
@@ -233,6 +237,7 @@ class PrometheusMetrics:
     async def spider_closed(self, spider: Any, reason: str) -> None:
         self.run["adcrawler_run_in_progress"] = 0.0
         self.run["adcrawler_run_end_timestamp_seconds"] = time.time()
+        self.closing = True
         if self.progress is not None:
             self.progress.cancel()
         if self.pushgateway:
@@ -255,17 +260,29 @@ class PrometheusMetrics:
         The pushers are daemon threads: one stuck on a gateway that never answers must not hold
         the process at exit for its timeout (a ThreadPoolExecutor's threads are joined at exit)."""
         end = time.monotonic() + deadline
-        for thread in self.in_flight:
-            thread.join(max(0.0, end - time.monotonic()))
         final = not run["adcrawler_run_in_progress"]
         clients = self._running_clients(stats)
+        if not self.pushing.acquire(timeout=deadline):
+            if final:
+                logger.error("Could not push the metrics of %d clients: an earlier push to the Pushgateway at %s "
+                             "was still going after %.0f s", len(clients), self.pushgateway, deadline)
+            return sorted(clients)
+        try:
+            return self._push_all(clients, stats, run, end, final)
+        finally:
+            self.pushing.release()
+
+    def _push_all(self, clients: list[str], stats: dict[str, Any], run: dict[str, float], end: float,
+                  final: bool) -> list[str]:
+        for thread in self.in_flight:
+            thread.join(max(0.0, end - time.monotonic()))
         work: queue.SimpleQueue[str] = queue.SimpleQueue()
         for client in clients:
             work.put(client)
         errors: dict[str, str | None] = {}
 
         def pusher() -> None:
-            while time.monotonic() < end:
+            while time.monotonic() < end and (final or not self.closing):
                 try:
                     client = work.get_nowait()
                 except queue.Empty:
@@ -285,7 +302,7 @@ class PrometheusMetrics:
             for client in failed:
                 logger.error("Could not push metrics of client %s to the Pushgateway: %s", client, outcome[client],
                              extra={"client": client})
-        elif failed:  # every interval: one line, not one per client
+        elif failed and not self.closing:  # every interval: one line, not one per client
             logger.warning("Progress of %d of %d clients not pushed to the Pushgateway (%s: %s)", len(failed),
                            len(clients), failed[0], outcome[failed[0]])
         return failed
