@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 import requests
 
 from adcrawler.clients import Client, Registry
-from adcrawler.dispatch import assign, rank, shards
+from adcrawler.dispatch import arguments, assign, rank, shards
 from harness.runner import DEMO_PASSWORD, REGISTRY, ROOT
 from harness.scrapyd import BIN, PASSWORD, USER, build_egg, node_env, start_nodes
 
@@ -87,3 +90,25 @@ def test_scrapyd_client_schedules_through_the_shipped_target(egg, quiet_mock, pg
         assert sum(len(jobs[state]) for state in ("pending", "running", "finished")) == 1
     finally:
         node.stop()
+
+
+def test_the_systemd_units_verify_and_start_a_dispatch_the_dispatcher_accepts(tmp_path):
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is not installed")
+        pytest.skip("systemd-analyze is not installed")
+    units = ROOT / "deploy/systemd"
+    service = (units / "adcrawler-dispatch.service").read_text()
+    command = shlex.split(next(line for line in service.splitlines() if line.startswith("ExecStart="))[10:])
+    assert command[1:3] == ["-m", "adcrawler.dispatch"]
+    args = arguments().parse_args(command[3:])
+    assert args.clients == "all" and args.wait  # the exit status tells systemd whether every client succeeded
+    (tmp_path / "dispatch.env").write_text("SCRAPYD_USERNAME=ops\n")
+    local = service.replace("/srv/adcrawler/.venv/bin/python", sys.executable).replace(
+        "/srv/adcrawler", str(ROOT)).replace("/etc/adcrawler/dispatch.env", str(tmp_path / "dispatch.env"))
+    (tmp_path / "adcrawler-dispatch.service").write_text(local)
+    shutil.copy(units / "adcrawler-dispatch.timer", tmp_path)
+    proc = subprocess.run([tool, "verify", "adcrawler-dispatch.service", "adcrawler-dispatch.timer"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
