@@ -271,7 +271,8 @@ def report(fleet: Fleet, jobs: list[Job], store: Store, logs: dict[str, str]) ->
                 else:
                     reasons = row["outcome_reasons"] or ""
                 fleet.err(f"{slug}: {outcome}{': ' + reasons if reasons else ''}; {where}")
-    fleet.out("clients: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    fleet.out("clients: " + (", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+                             or "none scheduled"))
     return status
 
 
