@@ -13,6 +13,7 @@ import requests
 
 from adcrawler.clients import Registry
 from adcrawler.dispatch import assign
+from adcrawler.store import open_store
 from harness.runner import ROOT
 from harness.scrapyd import (
     PASSWORD,
@@ -45,6 +46,9 @@ def start_fleet(tmp_path, pg_url, mock_factory, egg):
     def start(*mock_args: str) -> SimpleNamespace:
         mock = mock_factory(*QUIET, "--campaigns", str(CAMPAIGNS), *mock_args)
         registry = write_registry(tmp_path / "clients.toml", SLUGS)
+        store = open_store(pg_url, "")  # the tables exist before a test looks at them
+        store.migrate()
+        store.close()
         # Held syncs wait for the simulator's release: a sync timeout that cannot fire first.
         nodes = start_nodes(HOSTS, tmp_path, node_env(mock.url, pg_url, tmp_path, registry,
                                                       ADCRAWLER_TIMEOUT_SYNC="60"))
