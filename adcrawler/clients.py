@@ -110,7 +110,7 @@ class Registry:
 
     def shard(self, slugs: Iterable[str]) -> str:
         """``-a client=`` for many clients, compactly: ``shard:<digest>:<bits>``, one bit per registry
-        client (sorted by slug), compressed. 400 of 1,000 clients take ~170 characters, not 4 KB."""
+        client (sorted by slug), compressed. 400 of 1,000 clients take ~200 characters, not 4 KB."""
         chosen = set(slugs)
         unknown = chosen - set(self.clients)
         if unknown:

@@ -78,7 +78,8 @@ class CampaignsSpider(scrapy.Spider):
     # The spider's arguments (-a NAME=VALUE); the crawl command refuses others.
     # scrapyd adds _job (and _version when one is asked for) to the jobs it starts.
     arguments = {
-        "client": "a client's slug from the registry, a comma-separated list, or all",
+        "client": "a client's slug from the registry, a comma-separated list, all, or a shard (shard:..., as "
+                  "python -m adcrawler.dispatch writes it)",
         "dry_run": "1: list and validate every page and say what would be stored and synced; "
                    "write nothing, send no sync (the setting ADCRAWLER_DRY_RUN)",
         "node": "the scrapyd node the job was scheduled on, as the dispatcher names it (recorded with the run)",
