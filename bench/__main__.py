@@ -48,37 +48,13 @@ from typing import Any
 from adcrawler.ratelimit import lower_bound_seconds
 from adcrawler.stats import key
 from bench.fleet import fleet
-from bench.measure import Measured, run_measured
+from bench.measure import check, crawl, ratios, run_measured, spread
 from harness.runner import ROOT, crawl_command, latest_stats
 from mock_api.process import MockProcess
 from mock_api.ratelimit import ideal_sends
 
 OUT = Path(__file__).resolve().parent
 LIMIT, WINDOW = 10, 60.0
-
-
-def crawl(mock: MockProcess, clients: list[str], scale: float, tmp: Path, settings: dict[str, str] | None = None,
-          timeout: float = 7200) -> tuple[Measured, dict[str, Any]]:
-    cmd, env = crawl_command(mock.url, ",".join(clients), tmp, scale=scale, settings=settings,
-                             extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0"})
-    measured = run_measured(cmd, env, ROOT, timeout)
-    return measured, latest_stats(tmp)
-
-
-def ratios(stats: dict[str, Any], clients: list[str]) -> list[float]:
-    return [stats[key("elapsed_seconds", c)] / stats[key("lower_bound_seconds", c)] for c in clients]
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"median": round(statistics.median(ordered), 3),
-            "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 3),
-            "worst": round(ordered[-1], 3)}
-
-
-def check(measured: Measured, what: str) -> None:
-    if measured.returncode != 0:
-        raise SystemExit(f"{what} failed ({measured.returncode}):\n{measured.output[-3000:]}")
 
 
 def one_client(runs: int) -> dict[str, Any]:

@@ -22,41 +22,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from adcrawler.stats import key
-from bench.measure import run_measured
-from harness.runner import ROOT, crawl_command, latest_stats
+from bench.measure import check, crawl, ratios, spread
+from harness.pg import throwaway_database
 from harness.scrapyd import build_egg, dispatch, node_env, start_nodes, write_registry
 from mock_api.process import MockProcess
 
 SCALE = 0.2
 HOSTS = ["127.0.0.2", "127.0.0.3"]
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _database() -> tuple[str, str]:
-    import psycopg2
-
-    name = f"adcrawler_bench_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(ADMIN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return name, f"postgresql://postgres@127.0.0.1:5432/{name}"
-
-
-def _drop(name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(ADMIN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
 
 
 def _scalar(url: str, sql: str) -> Any:
@@ -100,81 +76,62 @@ class RssSampler(threading.Thread):
             self.most_processes = max(self.most_processes, count)
 
 
-def _ratios(stats_dir: Path, clients: list[str]) -> tuple[list[float], int]:
-    found: dict[str, float] = {}
-    sent = 0
+def _stats_of_jobs(stats_dir: Path, clients: list[str]) -> dict[str, Any]:
+    """The jobs' stats files as one: every client's keys are its own (run-wide keys are not read)."""
+    merged: dict[str, Any] = {}
     for path in stats_dir.glob("*.json"):
-        stats = json.loads(path.read_text())
-        for client in clients:
-            elapsed = stats.get(key("elapsed_seconds", client))
-            if elapsed:
-                found[client] = elapsed / stats[key("lower_bound_seconds", client)]
-                sent += stats.get(key("requests_sent", client), 0)
-    missing = sorted(set(clients) - set(found))
+        merged.update(json.loads(path.read_text()))
+    missing = [c for c in clients if key("elapsed_seconds", c) not in merged]
     if missing:
         raise SystemExit(f"no stats for {len(missing)} clients, e.g. {missing[:3]}")
-    return [found[c] for c in clients], sent
+    return merged
 
 
 def _fleet_run(clients: list[str], shard_size: int | None, tmp: Path, egg: Path, seed: int,
                scale: float) -> dict[str, Any]:
-    name, url = _database()
     registry = write_registry(tmp / "clients.toml", clients)
-    try:
-        with MockProcess("--time-scale", str(scale), "--seed", str(seed)) as mock:
-            env = node_env(mock.url, url, tmp, registry, scale=scale, ADCRAWLER_PROGRESS_INTERVAL="0")
-            nodes = start_nodes(HOSTS, tmp, env)
-            try:
-                for node in nodes:
-                    node.deploy(egg)
-                sampler = RssSampler([node.proc.pid for node in nodes])
-                # scrapyd runs jobs as children of its own process: run-node execs it.
-                sampler.start()
-                began = time.monotonic()
-                args = ["--wait", "--poll", "1"] + (["--shard-size", str(shard_size)] if shard_size else [])
-                result = dispatch([n.url for n in nodes], "all", registry, url, *args, timeout=4 * 3600)
-                makespan = time.monotonic() - began
-                sampler.stop.set()
-                sampler.join()
-            finally:
-                for node in nodes:
-                    node.stop()
-            total_429 = mock.stats()["total_429"]
+    with throwaway_database("adcrawler_bench") as url, \
+            MockProcess("--time-scale", str(scale), "--seed", str(seed)) as mock:
+        env = node_env(mock.url, url, tmp, registry, scale=scale, ADCRAWLER_PROGRESS_INTERVAL="0")
+        nodes = start_nodes(HOSTS, tmp, env)
+        try:
+            for node in nodes:
+                node.deploy(egg)
+            # scrapyd runs jobs as children of its own process (run-node execs it).
+            sampler = RssSampler([node.proc.pid for node in nodes])
+            sampler.start()
+            began = time.monotonic()
+            args = ["--wait", "--poll", "1"] + (["--shard-size", str(shard_size)] if shard_size else [])
+            result = dispatch([n.url for n in nodes], "all", registry, url, *args, timeout=4 * 3600)
+            makespan = time.monotonic() - began
+            sampler.stop.set()
+            sampler.join()
+        finally:
+            for node in nodes:
+                node.stop()
         if result.returncode != 0:
             raise SystemExit(f"dispatch failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
-        ratios, sent = _ratios(tmp / "stats", clients)
-        return {"makespan_s": round(makespan, 1), "ratios": ratios, "requests": sent, "429s": total_429,
+        stats = _stats_of_jobs(tmp / "stats", clients)
+        return {"makespan_s": round(makespan, 1), "ratios": ratios(stats, clients),
+                "requests": sum(stats[key("requests_sent", c)] for c in clients), "429s": mock.stats()["total_429"],
                 "peak_rss_mb": round(sampler.peak_mb), "most_crawl_processes": sampler.most_processes,
                 "jobs": _scalar(url, "SELECT COUNT(DISTINCT job_id) FROM sync_runs"),
                 "stored": _scalar(url, "SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'"),
                 "stored_twice": _scalar(url, "SELECT COUNT(*) - COUNT(DISTINCT (client_id, campaign_id)) "
                                              "FROM campaigns"),
                 "runs_not_succeeded": _scalar(url, "SELECT COUNT(*) FROM sync_runs WHERE outcome <> 'succeeded'")}
-    finally:
-        _drop(name)
 
 
 def _one_process(clients: list[str], tmp: Path, seed: int, scale: float) -> dict[str, Any]:
-    name, url = _database()
-    try:
-        with MockProcess("--time-scale", str(scale), "--seed", str(seed)) as mock:
-            cmd, env = crawl_command(mock.url, ",".join(clients), tmp, scale=scale, database_url=url,
-                                     extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0"})
-            measured = run_measured(cmd, env, ROOT, 4 * 3600)
-            total_429 = mock.stats()["total_429"]
-        if measured.returncode != 0:
-            raise SystemExit(f"one process failed:\n{measured.output[-3000:]}")
-        stats = latest_stats(tmp)
-        ratios = [stats[key("elapsed_seconds", c)] / stats[key("lower_bound_seconds", c)] for c in clients]
-        return {"wall_s": round(measured.wall, 1), "ratios": ratios, "429s": total_429,
-                "peak_rss_mb": round(measured.max_rss_mb)}
-    finally:
-        _drop(name)
+    with throwaway_database("adcrawler_bench") as url, \
+            MockProcess("--time-scale", str(scale), "--seed", str(seed)) as mock:
+        measured, stats = crawl(mock, clients, scale, tmp, timeout=4 * 3600, database_url=url)
+        check(measured, "one process")
+        return {"wall_s": round(measured.wall, 1), "ratios": ratios(stats, clients),
+                "429s": mock.stats()["total_429"], "peak_rss_mb": round(measured.max_rss_mb)}
 
 
 def _summary(run: dict[str, Any]) -> dict[str, Any]:
-    from bench.__main__ import spread
-
     return {**{k: v for k, v in run.items() if k != "ratios"}, **spread(run["ratios"])}
 
 

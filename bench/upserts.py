@@ -18,7 +18,6 @@ import json
 import sqlite3
 import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Callable
 from adcrawler.items import CampaignItem
 from adcrawler.store import open_store
 from adcrawler.store.base import CAMPAIGN_COLUMNS, UPSERT, campaign_row
+from harness.pg import throwaway_database
 
 NOW = datetime.now(timezone.utc)
 
@@ -102,17 +102,8 @@ def main() -> None:
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         result["sqlite"] = bench("", str(Path(tmp) / "bench.sqlite3"), args.rows)
-    import psycopg2
-
-    name = f"adcrawler_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(args.postgres)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        result["postgresql"] = bench(f"{args.postgres.rsplit('/', 1)[0]}/{name}", "", args.rows)
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_database("adcrawler_bench", args.postgres) as url:
+        result["postgresql"] = bench(url, "", args.rows)
     print(json.dumps(result))
 
 

@@ -8,15 +8,14 @@ import itertools
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from harness.pg import ADMIN_DSN as PG_ADMIN_DSN
+from harness.pg import throwaway_database
 from mock_api.process import MockProcess
-
-PG_ADMIN_DSN = os.environ.get("ADCRAWLER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # The simulator's time scale in end-to-end tests: the platform runs 100x faster.
 SCALE = "0.01"
@@ -176,21 +175,17 @@ def pg_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL unreachable under CI: {exc}")
         pytest.skip(f"PostgreSQL unreachable: {exc}")
-    admin.autocommit = True
-    name = f"adcrawler_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
     admin.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        # A new connection: a test may have restarted the server meanwhile.
-        admin = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=5)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def egg(tmp_path_factory):
+    """The project's egg, as scrapyd-deploy builds it (once per test process)."""
+    from harness.scrapyd import build_egg
+
+    return build_egg(tmp_path_factory.mktemp("egg") / "adcrawler.egg")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

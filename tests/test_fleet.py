@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +17,6 @@ from harness.runner import ROOT
 from harness.scrapyd import (
     PASSWORD,
     USER,
-    build_egg,
     dispatch,
     dispatch_command,
     node_env,
@@ -31,11 +29,6 @@ from tests.db import Db
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 SLUGS = [f"fleet{i:02d}" for i in range(30)]
 CAMPAIGNS = 20
-
-
-@pytest.fixture(scope="module")
-def egg(tmp_path_factory) -> Path:
-    return build_egg(tmp_path_factory.mktemp("egg") / "adcrawler.egg")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,7 +16,7 @@ import requests
 from adcrawler.clients import Client, Registry
 from adcrawler.dispatch import arguments, assign, rank, shards
 from harness.runner import DEMO_PASSWORD, REGISTRY, ROOT
-from harness.scrapyd import BIN, PASSWORD, USER, build_egg, node_env, start_nodes
+from harness.scrapyd import BIN, PASSWORD, USER, node_env, start_nodes
 
 
 def test_rank_is_stable_and_spreads_clients():
@@ -59,11 +58,6 @@ def test_a_shard_travels_compactly_and_only_to_the_registry_it_was_cut_from(tmp_
         other.select(shard)
     with pytest.raises(ValueError, match="damaged"):
         registry.select(shard[:-10] + "!!!!")
-
-
-@pytest.fixture(scope="module")
-def egg(tmp_path_factory) -> Path:
-    return build_egg(tmp_path_factory.mktemp("egg") / "adcrawler.egg")
 
 
 def test_the_egg_holds_the_crawler_only(egg):

@@ -180,28 +180,11 @@ def test_four_processes_migrate_a_fresh_database_together(tmp_path, request, bac
 
 def _fresh_pg_database(request) -> str:
     """Another throwaway database for one round (dropped with the fixture's)."""
-    import uuid
+    from harness.pg import create_database, drop_database
 
-    import psycopg2
-
-    from tests.conftest import PG_ADMIN_DSN
-
-    name = f"adcrawler_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-
-    def drop():
-        admin = psycopg2.connect(PG_ADMIN_DSN)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-    request.addfinalizer(drop)
-    return f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
+    name, url = create_database()
+    request.addfinalizer(lambda: drop_database(name))
+    return url
 
 
 def test_an_older_database_upgrades_in_place(db):
