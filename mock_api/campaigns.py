@@ -78,6 +78,13 @@ ODD_VALUES = [
 # name; the placeholder is replaced in the page's text (json.dumps cannot write them).
 PARSER_LIMITS = [("nested 100,000 deep", "@@DEEP@@"), ("an integer of 5,000 digits", "@@DIGITS@@")]
 PARSER_LIMIT_TEXT = {'"@@DEEP@@"': "[" * 100_000 + "]" * 100_000, '"@@DIGITS@@"': "9" * 5_000}
+# Field names that try to write log lines of their own: a newline and a perfect fake line, terminal
+# escapes, a line separator; with a NUL below them, so that the record is quarantined and its
+# reason (which names the field) is logged.
+FORGED_KEYS = [
+    "x\n2026-01-01 00:00:00 [adcrawler.crawl] INFO: Sync complete: 1 client(s) succeeded\x1b[2K\x1b[1A",
+    "y\r\x1b]0;owned\x07\u2028\u202efake",
+]
 UNKNOWN_STATUSES = ["learning", "PAUSED_BY_POLICY", "in_review"]
 EXTRA_FIELDS = {"objective": "CONVERSIONS", "labels": ["q4", "brand"],
                 "bid_strategy": {"type": "target_cpa", "amount": "12.50"}}
@@ -125,7 +132,7 @@ def as_numeric_strings(campaign: dict) -> dict:
 
 def apply_block(campaign: dict, block: str, k: int) -> Any:
     """Campaign turned into kind ``k`` of a block: malformed, out_of_range, missing, odd_values,
-    parser_limit, implausible or unknown_status. May return something that is not a dict."""
+    parser_limit, forged_keys, implausible or unknown_status. May return something that is not a dict."""
     if block == "malformed":
         _, change = MALFORMED[k % len(MALFORMED)]
         if change is None:
@@ -141,6 +148,8 @@ def apply_block(campaign: dict, block: str, k: int) -> Any:
         return {**campaign, **ODD_VALUES[k % len(ODD_VALUES)][1]}
     if block == "parser_limit":
         return {**campaign, "extra": PARSER_LIMITS[k % len(PARSER_LIMITS)][1]}
+    if block == "forged_keys":
+        return {**campaign, "extra": {FORGED_KEYS[k % len(FORGED_KEYS)]: "\u0000"}}
     if block == "implausible":
         return {**campaign, **IMPLAUSIBLE[k % len(IMPLAUSIBLE)][1](campaign)}
     if block == "unknown_status":

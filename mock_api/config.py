@@ -64,6 +64,7 @@ class MockConfig:
     missing_values: int = 0
     odd_values: int = 0
     parser_limits: int = 0
+    forged_keys: int = 0
     unknown_fields: bool = False
     changing_fields: bool = False
     ignore_page: bool = False
@@ -77,6 +78,8 @@ class MockConfig:
     ratelimit_headers: str = "none"  # none, ietf, ietf-06, x-delta, x-epoch, x-epoch-ms
     limit_schedule: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, limit)
     shared_budget: bool = False  # one budget per account across its clients
+    partitions: int = 0  # clients spread over this many shared budgets, named by pk (0: off)
+    partition_every: int = 0  # a client moves to the next partition after this many requests (0: never)
     reset_early: float = 0.0  # announce resets this many seconds early (a platform that lies a little)
     hold_syncs: int = -1  # answer this many sync calls per client, then hold the rest until released (-1: off)
     hold_client: str = ""  # hold only this client's syncs (empty: every client's)
@@ -220,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--parser-limits", type=_count, default=_env("parser_limits", d.parser_limits),
       help="serve this many campaigns per client with an unmodelled field past common JSON parsers' limits: "
            "nested 100,000 deep, or an integer of 5,000 digits (default %(default)s)")
+    a("--forged-keys", type=_count, default=_env("forged_keys", d.forged_keys),
+      help="serve this many campaigns per client with field names that hold a newline and a fake log line, "
+           "terminal escapes and line separators, above a NUL, so that they are quarantined and logged "
+           "(default %(default)s)")
     a("--unknown-fields", action="store_true", default=_flag("unknown_fields"),
       help="add fields the contract does not name to every campaign")
     a("--changing-fields", action="store_true", default=_flag("changing_fields"),
@@ -253,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
            "first request at the real clock (scaled); a new limit applies to requests that arrive after the change")
     a("--shared-budget", action="store_true", default=_flag("shared_budget"),
       help="one rate budget per account across all its clients (named by pk in the ietf headers)")
+    a("--partitions", type=_count, default=_env("partitions", d.partitions),
+      help="spread the clients over this many rate budgets, each shared by the clients in it and named by "
+           "pk in the ietf headers (0 = off; default %(default)s)")
+    a("--partition-every", type=_count, default=_env("partition_every", d.partition_every),
+      help="with --partitions: move a client to the next partition after every this many of its requests, "
+           "a platform that rebalances its accounts (0 = never; default %(default)s)")
     a("--reset-early", type=float, default=_env("reset_early", d.reset_early),
       help="announce resets this many seconds earlier than they come, a platform that lies a little "
            "(default %(default)s)")
@@ -286,7 +299,7 @@ def parse_config(argv: list[str] | None = None) -> MockConfig:
         values["limit_schedule"] = _schedule(values["limit_schedule"])
     for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed",
                  "out_of_range", "implausible", "unknown_statuses", "hold_syncs", "redirect_status",
-                 "missing_values", "odd_values", "parser_limits", "page_cap"):
+                 "missing_values", "odd_values", "parser_limits", "page_cap", "partitions", "partition_every", "forged_keys"):
         values[name] = int(values[name])
     for name in ("time_scale", "rate_window", "retry_after", "fault_retry_after", "hang_seconds", "sync_delay",
                  "token_lifetime", "token_early_expiry", "numeric_strings", "reset_early"):

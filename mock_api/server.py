@@ -25,6 +25,7 @@ import random
 import re
 import secrets
 import time
+import zlib
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
@@ -94,6 +95,8 @@ class MockState:
         self.syncs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.sync_calls: dict[str, int] = defaultdict(int)  # sync calls received per client
         self.held = 0  # sync calls waiting for a release (--hold-syncs)
+        self.partition_calls: dict[str, int] = defaultdict(int)  # requests per client (--partitions)
+        self.partition_moves = 0
         self.released = asyncio.Event()
 
     def rng(self, client: str, purpose: str) -> random.Random:
@@ -125,6 +128,7 @@ class MockState:
             # Distinct campaign ids served per client (invented ones included).
             "served": {c: sorted(ids) for c, ids in self.served_ids.items()},
             "held": self.held,
+            "partition_moves": self.partition_moves,
         }
 
 
@@ -298,7 +302,18 @@ class MockApi:
         return None
 
     def _rate_key(self, request: web.Request, client: str) -> str:
-        """Whose budget a request spends: its client's, or its account's (--shared-budget)."""
+        """Whose budget a request spends: its client's, its account's (--shared-budget) or its
+        partition's (--partitions), which may change every --partition-every requests."""
+        cfg = self.config
+        if cfg.partitions and not cfg.quirks:
+            state = self.state
+            calls = state.partition_calls[client]
+            state.partition_calls[client] += 1
+            moves = calls // cfg.partition_every if cfg.partition_every else 0
+            index = (zlib.crc32(client.encode()) + moves) % cfg.partitions
+            if cfg.partition_every and calls and calls % cfg.partition_every == 0:
+                state.partition_moves += 1
+            return f"partition:{index}"
         if self.config.shared_budget and not self.config.quirks:
             _, _, token = request.headers.get("Authorization", "").partition(" ")
             issued = self.state.tokens.get(token)
@@ -338,7 +353,7 @@ class MockApi:
         # (a whole second is a third of a window at time scale 0.05).
         seconds = (lambda v: str(math.ceil(v))) if cfg.time_scale == 1 else _sf_decimal
         if style == "ietf":
-            pk = f';pk=:{base64.b64encode(key.encode()).decode()}:' if key.startswith("account:") else ""
+            pk = f';pk=:{base64.b64encode(key.encode()).decode()}:' if key.startswith(("account:", "partition:")) else ""
             return {"RateLimit-Policy": f'"default";q={limit};w={seconds(window.window)}{pk}',
                     "RateLimit": f'"default";r={remaining};t={seconds(reset)}'}
         if style == "ietf-06":
@@ -413,7 +428,7 @@ class MockApi:
         edge = cfg.campaigns
         for block, count in (("malformed", cfg.malformed), ("out_of_range", cfg.out_of_range),
                              ("missing", cfg.missing_values), ("odd_values", cfg.odd_values),
-                             ("parser_limit", cfg.parser_limits),
+                             ("parser_limit", cfg.parser_limits), ("forged_keys", cfg.forged_keys),
                              ("implausible", cfg.implausible), ("unknown_status", cfg.unknown_statuses)):
             if edge - count < n <= edge:
                 record = apply_block(record, block, n - (edge - count) - 1)
