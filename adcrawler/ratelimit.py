@@ -46,8 +46,19 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from adcrawler.ratesignals import Signals
+
+@dataclass(frozen=True)
+class Places:
+    """What one client holds in a budget: requests in flight, and the times of its sends and finishes."""
+
+    client: str
+    in_flight: int
+    sent: list[float]
+    finished: list[float]
+
 
 MARGIN = 0.01  # of the window: the least a place is held past its request's send when the platform tells
 
@@ -65,11 +76,13 @@ class RollingWindowBudget:
         self.ceiling = max(limit, ceiling or limit)  # per configured window
         self.policies: tuple[tuple[int, float], ...] = ((limit, window),)
         self.clock = clock
-        self.in_flight = 0
+        self.flying: dict[str, int] = {}  # requests in flight, per client drawing from this budget
         self.told = False  # the platform states its limits: places are held from the send
         self.margin = MARGIN * window
-        self._finished: deque[float] = deque()  # finish times, oldest first
-        self._sent: deque[float] = deque()  # send times, oldest first
+        # (time, client) of each finish and send, oldest first: a client that moves to
+        # another budget takes its own with it (see take and give).
+        self._finished: deque[tuple[float, str]] = deque()
+        self._sent: deque[tuple[float, str]] = deque()
         self._latencies: deque[float] = deque(maxlen=9)  # of the last answers, for the spacing
         self._paused_until = 0.0
         # What the last answer said is left, the sends since, and until when it holds.
@@ -82,11 +95,15 @@ class RollingWindowBudget:
         self._probe_every = probe_windows
 
     # -- places -----------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return sum(self.flying.values())
+
     def _expire(self, now: float) -> None:
-        while self._finished and self._finished[0] + self.window <= now:
+        while self._finished and self._finished[0][0] + self.window <= now:
             self._finished.popleft()
         longest = max(w for _, w in self.policies) + self.margin
-        while self._sent and self._sent[0] + longest <= now:
+        while self._sent and self._sent[0][0] + longest <= now:
             self._sent.popleft()
 
     def wait_time(self) -> float:
@@ -97,7 +114,7 @@ class RollingWindowBudget:
         self._expire(now)
         wait = max(0.0, self._paused_until - now)
         if self._sent and self.told:
-            wait = max(wait, self._sent[-1] + self.spacing - now)
+            wait = max(wait, self._sent[-1][0] + self.spacing - now)
         if self.told:
             if self._remaining is not None and self._spent >= self._remaining:
                 # Past what the platform said remains, each request waits for news: an answer
@@ -107,7 +124,7 @@ class RollingWindowBudget:
                 if now < self._remaining_until < math.inf:
                     wait = max(wait, self._remaining_until - now)
             for limit, window in self.policies:
-                held = [t for t in self._sent if t + window + self.margin > now]
+                held = [t for t, _ in self._sent if t + window + self.margin > now]
                 if len(held) >= limit:  # the oldest places free first
                     wait = max(wait, held[len(held) - limit] + window + self.margin - now)
             return wait
@@ -117,18 +134,20 @@ class RollingWindowBudget:
             # Every place is held by a request still in flight: a place frees
             # only ``window`` after one of them finishes.
             return math.inf
-        return max(wait, self._finished[0] + self.window - now)
+        return max(wait, self._finished[0][0] + self.window - now)
 
-    def acquire(self) -> None:
-        """Record that a request is being sent now (call only when ``wait_time()`` is 0)."""
-        self.in_flight += 1
+    def acquire(self, client: str = "") -> None:
+        """Record that a request of ``client`` is being sent now (call only when ``wait_time()`` is 0)."""
+        self.flying[client] = self.flying.get(client, 0) + 1
         self._spent += 1
-        self._sent.append(self.clock())
+        self._sent.append((self.clock(), client))
 
-    def release(self, latency: float | None = None) -> None:
-        """Record that a request admitted by ``acquire`` has finished (any outcome), after ``latency`` seconds."""
-        self.in_flight = max(0, self.in_flight - 1)
-        self._finished.append(self.clock())
+    def release(self, latency: float | None = None, client: str = "") -> None:
+        """Record that a request of ``client`` admitted by ``acquire`` has finished (any outcome),
+        after ``latency`` seconds."""
+        if self.flying.get(client):
+            self.flying[client] -= 1
+        self._finished.append((self.clock(), client))
         if latency is not None:
             self._latencies.append(latency)
 
@@ -146,13 +165,21 @@ class RollingWindowBudget:
         """Send nothing for ``seconds``."""
         self._paused_until = max(self._paused_until, self.clock() + seconds)
 
-    def merge(self, other: "RollingWindowBudget") -> None:
-        """Take on the places ``other`` holds: its client now draws from this budget."""
-        self.in_flight += other.in_flight
-        self._sent = deque(sorted((*self._sent, *other._sent)))
-        self._finished = deque(sorted((*self._finished, *other._finished)))
-        self._paused_until = max(self._paused_until, other._paused_until)
-        self.told = self.told or other.told
+    def take(self, client: str) -> "Places":
+        """Remove and return ``client``'s own places: it draws from another budget from now on.
+        The other clients' places stay."""
+        places = Places(client, self.flying.pop(client, 0), [t for t, c in self._sent if c == client],
+                        [t for t, c in self._finished if c == client])
+        self._sent = deque(e for e in self._sent if e[1] != client)
+        self._finished = deque(e for e in self._finished if e[1] != client)
+        return places
+
+    def give(self, places: "Places") -> None:
+        """Hold the places a client brings from the budget it left."""
+        if places.in_flight:
+            self.flying[places.client] = self.flying.get(places.client, 0) + places.in_flight
+        self._sent = deque(sorted((*self._sent, *((t, places.client) for t in places.sent))))
+        self._finished = deque(sorted((*self._finished, *((t, places.client) for t in places.finished))))
 
     # -- what the platform says -------------------------------------------------
     def observe(self, signals: Signals) -> bool:

@@ -161,6 +161,10 @@ class BudgetScheduler:
                 queue.clear()
                 continue
             wait = self.budget(client).wait_time() if client else 0.0
+            if wait == math.inf and not self.budget(client).in_flight:
+                # Only an answer wakes a budget that waits for one; with none in flight, nothing
+                # would: wait a window instead (an invariant, not a path taken in normal operation).
+                wait = self.budget(client).window
             if client:
                 self._report(client, "quiet windows")  # a lowered limit probed back up
             if wait > 0:
@@ -173,7 +177,7 @@ class BudgetScheduler:
                 self._mark_ready(client, now)  # behind the clients that were ready before it
             waited = now - request.meta.pop(READY, now)
             if client:
-                self.budget(client).acquire()
+                self.budget(client).acquire(client)
                 self._last_sent[client] = next(self._seq)
                 request.meta[HELD] = now
                 self.ledger.sent(client)
@@ -204,7 +208,9 @@ class BudgetScheduler:
         client = request.meta.get(CLIENT)
         if not client or HELD not in request.meta:
             return
-        said = read_signals(headers.get, self.wall(), self.wait_cap)
+        # A window shorter than a second of the platform's minute cannot be meant (the configured window
+        # is the platform's minute, however fast its clock runs).
+        said = read_signals(headers.get, self.wall(), self.wait_cap, least=self.window / 60)
         for name in said.malformed:
             self.stats.inc("rate_signals_malformed", client, reason=name)
         if said.partition:
@@ -214,27 +220,34 @@ class BudgetScheduler:
         self._wake(client)
 
     def _share(self, client: str, key: str) -> None:
-        """``client`` draws from the budget ``key`` from now on, with the places it holds."""
-        own = self.budget(client)
-        if self.shares[client] == key:
+        """``client`` draws from the budget ``key`` from now on. Only its own places (its
+        requests in flight, its sends and finishes in the window) move with it: the budget it
+        leaves keeps the other clients' places and its own state."""
+        if self.budget(client) is self.budgets.get(key):
             return
-        shared = self.budgets.get(key)
-        if shared is None:
-            self.budgets[key] = own  # the first client of a partition brings its budget
-        else:
-            shared.merge(own)
+        places = self.budget(client).take(client)
         old = self.shares[client]
-        self.shares[client] = key
         self._members[old].remove(client)
-        self._members.setdefault(key, []).append(client)
         if not self._members[old]:
             del self._members[old]
             self.budgets.pop(old, None)
+        self.shares[client] = key
+        self._members.setdefault(key, []).append(client)
+        if key not in self.budgets:
+            self.budgets[key] = RollingWindowBudget(self.limit, self.window, self.clock, ceiling=self.ceiling)
+        self.budgets[key].give(places)
+        self._wake_all(old)
         # The partition key is the platform's and may name an account: logged as a digest.
         logger.info("Client %s shares one platform budget (%s) with %s", client,
                     hashlib.sha1(key.encode()).hexdigest()[:8],
                     ", ".join(c for c in self.sharing(client) if c != client) or "no other client yet",
                     extra={"client": client})
+
+    def _wake_all(self, key: str) -> None:
+        """The clients left on budget ``key`` may have room now."""
+        members = self._members.get(key)
+        if members:
+            self._wake(members[0])
 
     def _report(self, client: str, why: str) -> None:
         """The limit in force, when it changed, in the stats of every client drawing from it and in the log."""
@@ -263,7 +276,7 @@ class BudgetScheduler:
         if sent is None:
             return
         client = request.meta[CLIENT]
-        self.budget(client).release(self.clock() - sent)
+        self.budget(client).release(self.clock() - sent, client)
         # The lower bound of a client's run ends with its last answer's latency.
         self.ledger.answered(client, self.clock() - sent)
         self._wake(client)

@@ -174,6 +174,52 @@ def test_clients_naming_one_partition_share_its_budget_and_take_turns():
     asyncio.run(scenario())
 
 
+def _partition(name: str) -> Headers:
+    import base64
+
+    return Headers({"RateLimit-Policy": f'"d";q=2;w=60;pk=:{base64.b64encode(name.encode()).decode()}:'})
+
+
+def _run_until_done(scheduler, clock, partition_of, rounds=200):
+    """Send, answer (each answer naming the client's partition now) and release until nothing waits;
+    returns the requests sent. Between rounds nothing is in flight, so no budget may count any in flight
+    (or wait for one to finish)."""
+    sent = []
+    for turn in range(rounds):
+        batch = drain(scheduler)
+        for request in batch:
+            scheduler.headers_received(_partition(partition_of(request.meta[CLIENT], turn)), 0, request)
+            clock.advance(0.5)
+            scheduler.request_left_downloader(request)
+        sent += batch
+        for budget in scheduler.budgets.values():  # every answer is in: nothing is in flight
+            assert budget.in_flight == 0 and budget.wait_time() < float("inf")
+        if not scheduler.has_pending_requests():
+            return sent
+        clock.advance(61)
+    raise AssertionError(f"requests still waiting after {rounds} windows: {len(scheduler)}")
+
+
+@pytest.mark.parametrize("moves", ["one client once", "one client every answer", "every client every answer"])
+def test_a_client_moving_between_partitions_takes_only_its_own_places_and_nothing_stalls(moves):
+    async def scenario():
+        _, scheduler, clock = make_scheduler(limit=2, window=60)
+        for client in ("a", "b", "c"):
+            for n in range(12):
+                scheduler.enqueue_request(api_request(client, path=f"/{client}{n}"))
+
+        def partition_of(client: str, turn: int) -> str:
+            if moves == "one client once":  # c names P1 first; a moves from P0 (b's) to P1 mid-flight
+                return "P1" if client == "c" or (client == "a" and turn >= 1) else "P0"
+            if moves == "one client every answer":
+                return f"P{turn % 2}" if client == "a" else "P0"
+            return f"P{(turn + ord(client)) % 2}"
+
+        sent = _run_until_done(scheduler, clock, partition_of)
+        assert sorted(r.url for r in sent) == sorted(f"{API}/{c}{n}" for c in "abc" for n in range(12))
+    asyncio.run(scenario())
+
+
 def test_a_backoff_waits_outside_the_queues_and_comes_back_through_the_engine():
     crawler, scheduler, clock = make_scheduler()
     later = api_request()

@@ -95,3 +95,31 @@ def test_clients_of_one_budget_group_share_it_from_the_start(mock_factory, tmp_p
     assert result.returncode == 0, result.output[-3000:]
     assert mock.stats()["total_429"] == 0
     assert all(_synced_once(mock, client, 20) for client in CLIENTS)
+
+
+@pytest.mark.parametrize("every", [5, 1])
+def test_a_client_whose_partition_moves_is_synced_to_the_end(mock_factory, tmp_path, every):
+    # Three clients over two shared budgets; each moves to the other every `every` requests
+    # (1: the key alternates on every answer). A budget left behind must never wait for ever.
+    mock = mock_factory(*EXACT, "--campaigns", "30", "--ratelimit-headers", "ietf", "--partitions", "2",
+                        "--partition-every", str(every))
+    result = run_crawl(mock.url, ",".join(CLIENTS), tmp_path, scale=0.05, timeout=240)
+    assert result.returncode == 0, result.output[-3000:]
+    stats = mock.stats()
+    assert all(_synced_once(mock, client, 30) for client in ("acme-corp", "globex", "demo"))
+    assert stats["total_429"] <= stats["partition_moves"]  # at most one per move
+
+
+def test_twenty_clients_moved_between_three_partitions_every_few_answers(mock_factory, tmp_path):
+    registry = tmp_path / "clients.toml"
+    slugs = [f"c{n:02d}" for n in range(20)]
+    registry.write_text("".join(f"[clients.{slug}]\n" for slug in slugs))
+    mock = mock_factory(*EXACT, "--campaigns", "15", "--ratelimit-headers", "ietf", "--partitions", "3",
+                        "--partition-every", "4")
+    result = run_crawl(mock.url, "all", tmp_path, scale=0.05, timeout=400,
+                       extra_env={"ADCRAWLER_CLIENTS_FILE": str(registry)})
+    assert result.returncode == 0, result.output[-3000:]
+    stats = mock.stats()
+    assert all(_synced_once(mock, slug, 15) for slug in slugs)
+    assert stats["total_429"] <= stats["partition_moves"]
+    assert Db(tmp_path).scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 300
