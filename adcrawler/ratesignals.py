@@ -24,6 +24,7 @@ import base64
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import http_sfv
 
@@ -47,9 +48,11 @@ class Signals:
         return bool(self.policies) or self.remaining is not None or self.reset is not None
 
 
-def read_signals(get: Callable[[str], str | bytes | None], now: float, cap: float = math.inf) -> Signals:
+def read_signals(get: Callable[[str], str | bytes | None], now: float, cap: float = math.inf,
+                 least: float = 0.0) -> Signals:
     """The signals of one answer; ``get(name)`` returns a header's value or None; ``now``:
-    Unix time (epoch resets, HTTP dates); ``cap``: the longest wait believed."""
+    Unix time (epoch resets, HTTP dates); ``cap``: the longest time believed (a window, a
+    reset, a Retry-After); ``least``: the shortest window believed (a shorter one is malformed)."""
     malformed: list[str] = []
     found: dict[str, object] = {}
 
@@ -59,7 +62,7 @@ def read_signals(get: Callable[[str], str | bytes | None], now: float, cap: floa
             return None
         return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
-    ietf = _ietf(text("RateLimit-Policy"), text("RateLimit"), malformed)
+    ietf = _ietf(text("RateLimit-Policy"), text("RateLimit"), malformed, cap, least)
     if ietf:
         found.update(ietf)
     else:
@@ -80,12 +83,15 @@ def read_signals(get: Callable[[str], str | bytes | None], now: float, cap: floa
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    """A non-negative number of a Structured Field: an Integer, or a Decimal (``w=0.6``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) and number >= 0 else None
 
 
-def _ietf(policy: str | None, state: str | None, malformed: list[str]) -> dict[str, object]:
+def _ietf(policy: str | None, state: str | None, malformed: list[str], cap: float,
+          least: float) -> dict[str, object]:
     policies: dict[str, dict] = {}
     if policy is not None:  # name -> {limit, window, partition}
         try:
@@ -93,8 +99,10 @@ def _ietf(policy: str | None, state: str | None, malformed: list[str]) -> dict[s
             items.parse(policy.encode("latin-1"))
             for item in items:
                 quota, window = _number(item.params.get("q")), _number(item.params.get("w"))
-                if quota is None or window == 0:
-                    raise ValueError("q is required, w must be > 0")
+                if not quota or (window is not None and window < max(least, 1e-9)):
+                    raise ValueError("q is required and > 0; w is at least the least useful interval")
+                if window is not None and window > cap:  # the same rate over the longest time believed
+                    quota, window = max(1.0, math.floor(quota * cap / window)), cap
                 pk = item.params.get("pk")
                 policies[str(item.value)] = {"limit": int(quota), "window": window, "partition": (
                     base64.b64encode(pk).decode() if isinstance(pk, bytes) else None)}

@@ -203,14 +203,19 @@ def test_a_429_despite_the_platforms_word_widens_the_margin_not_the_limit():
     assert not budget.rate_limited(pause=1) and budget.limit == 10 and budget.margin == pytest.approx(1.2)
 
 
-def test_a_client_joining_a_shared_budget_brings_its_places():
+def test_a_client_moving_to_another_budget_takes_its_own_places_and_leaves_the_others():
     clock = Clock(0)
-    a, b = RollingWindowBudget(limit=3, window=60, clock=clock), RollingWindowBudget(limit=3, window=60, clock=clock)
-    a.acquire()
-    b.acquire()
-    b.acquire()
-    a.merge(b)
-    assert a.wait_time() == math.inf and a.in_flight == 3
+    old, new = RollingWindowBudget(limit=3, window=60, clock=clock), RollingWindowBudget(limit=3, window=60, clock=clock)
+    old.acquire("a")
+    old.acquire("b")
+    old.acquire("b")
+    new.acquire("c")
+    new.give(old.take("b"))
+    assert old.in_flight == 1 and old.flying == {"a": 1} and old.wait_time() == 0
+    assert new.in_flight == 3 and new.wait_time() == math.inf
+    new.release(latency=1, client="b")
+    new.release(latency=1, client="b")
+    assert new.flying == {"c": 1, "b": 0} and new.in_flight == 1
 
 
 def test_budget_rejects_nonsense_settings():
@@ -571,7 +576,7 @@ SIGNALS = [
     # (headers, policies, remaining, reset, partition, retry_after, malformed)
     ({"RateLimit-Policy": '"permin";q=50;w=60, "perhr";q=1000;w=3600',
       "RateLimit": '"permin";r=0;t=30, "perhr";r=500;t=3000'},
-     ((50, 60.0), (1000, 3600.0)), 0, 30.0, None, None, ()),
+     ((50, 60.0), (83, 300.0)), 0, 30.0, None, None, ()),  # 1000 an hour: the same rate over 300 s
     ({"RateLimit-Policy": '"default";q=10;w=60;pk=:YWNtZQ==:', "RateLimit": '"default";r=3;t=12'},
      ((10, 60.0),), 3, 12.0, "YWNtZQ==", None, ()),
     ({"RateLimit": '"default";r=7'}, (), 7, None, None, None, ()),  # a policy need not come on every answer
@@ -595,6 +600,14 @@ SIGNALS = [
     ({"RateLimit-Policy": '"d";q=10;w=60', "RateLimit": '"d";r=0;t=99999'}, ((10, 60.0),), 0, 300.0, None, None,
      ()),  # waits are capped
     ({}, (), None, None, None, None, ()),
+    # Decimals read like integers (http-sfv gives Decimal for 0.6 and 2.999).
+    ({"RateLimit-Policy": '"d";q=10;w=0.6', "RateLimit": '"d";r=4;t=2.999'}, ((10, 0.6),), 4, 2.999, None, None,
+     ()),
+    # A stated window is bounded like any stated wait.
+    ({"RateLimit-Policy": '"p";q=10;w=1000000000'}, ((1, 300.0),), None, None, None, None, ()),
+    # Implausible policies: a window shorter than the least useful interval, a quota of 0.
+    ({"RateLimit-Policy": '"d";q=1;w=0.001'}, (), None, None, None, None, ("RateLimit-Policy",)),
+    ({"RateLimit-Policy": '"d";q=0;w=60'}, (), None, None, None, None, ("RateLimit-Policy",)),
 ]
 
 
@@ -602,7 +615,7 @@ SIGNALS = [
 def test_rate_limit_signals_are_read_tolerantly(headers, policies, remaining, reset, partition, retry_after,
                                                 malformed):
     lowered = {k.lower(): v.encode() for k, v in headers.items()}
-    said = read_signals(lambda name: lowered.get(name.lower()), NOW, cap=300)
+    said = read_signals(lambda name: lowered.get(name.lower()), NOW, cap=300, least=0.5)
     assert (said.policies, said.remaining, said.reset, said.partition, said.retry_after) == (
         policies, remaining, reset, partition, retry_after)
     assert sorted(said.malformed) == sorted(malformed)
