@@ -105,8 +105,11 @@ class Registry:
         return cls(clients, allow, str(path))
 
     def digest(self) -> str:
-        """Names this registry's set of slugs: a shard is only read against the registry it was cut from."""
-        return hashlib.sha256("\n".join(sorted(self.clients)).encode()).hexdigest()[:12]
+        """Names everything that decides what each client is (slug, client id, credential variables,
+        budget group): a shard is only read against a registry that says the same of every client."""
+        lines = (f"{c.slug}\t{c.client_id}\t{c.email_env}\t{c.password_env}\t{c.budget or ''}"
+                 for _, c in sorted(self.clients.items()))
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
 
     def shard(self, slugs: Iterable[str]) -> str:
         """``-a client=`` for many clients, compactly: ``shard:<digest>:<bits>``, one bit per registry

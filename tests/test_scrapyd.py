@@ -60,6 +60,19 @@ def test_a_shard_travels_compactly_and_only_to_the_registry_it_was_cut_from(tmp_
         registry.select(shard[:-10] + "!!!!")
 
 
+@pytest.mark.parametrize("change", [{"client_id": "another-account"}, {"email_env": "OTHER_EMAIL"},
+                                    {"password_env": "OTHER_PASSWORD"}, {"budget": "shared"}])
+def test_a_shard_is_refused_by_a_registry_that_makes_one_of_its_clients_another(change):
+    """Same slugs, but acme is another account, other credentials or another budget on the node."""
+    dispatcher = Registry({"acme": Client("acme", "acme-corp"), "demo": Client("demo", "demo")})
+    node = Registry({"acme": Client(**{"slug": "acme", "client_id": "acme-corp", **change}),
+                     "demo": Client("demo", "demo")}, path="node.toml")
+    shard = dispatcher.shard(["acme"])
+    assert [c.client_id for c in dispatcher.select(shard)] == ["acme-corp"]
+    with pytest.raises(ValueError, match="another client registry"):
+        node.select(shard)
+
+
 def test_the_egg_holds_the_crawler_only(egg):
     names = zipfile.ZipFile(egg).namelist()
     assert "adcrawler/clients.toml" in names and "adcrawler/settings.py" in names
