@@ -8,6 +8,7 @@ short marker before the record is formatted. Redact first, log second.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 MARK = "[REDACTED]"
@@ -34,14 +35,33 @@ class Secrets:
 SECRETS = Secrets()
 
 
+# What could end a line, move the cursor, or turn text around on a terminal: C0 and C1 controls,
+# line and paragraph separators, bidirectional overrides. Shown escaped (\n, \x1b, \u2028).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escape(text: str) -> str:
+    """``text`` with every character that could forge a log line or drive a terminal escaped."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _escaped(arg: object) -> object:
+    # A log line's arguments carry what the platform sent (ids, field names, reasons); the
+    # message template is ours. Numbers and mappings pass as they are.
+    return escape(str(arg)) if isinstance(arg, (str, BaseException)) else arg
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites the record's message, arguments and traceback text."""
+    """Rewrites the record's message, arguments and traceback text: secrets redacted, and
+    the arguments' unprintable characters escaped."""
 
     def __init__(self, secrets: Secrets = SECRETS):
         super().__init__()
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_escaped(arg) for arg in record.args)
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is still logged, unformatted

@@ -341,3 +341,25 @@ def test_a_slug_not_in_the_registry_and_an_unknown_argument_are_errors():
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("adcrawler: unknown spider argument(s) bogus: campaigns takes "
                                    "-a client=<slug>, -a client=a,b or -a client=all, and -a dry_run=1")
+
+
+# -- what the platform sends never writes a log line of its own ----------------------------
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_field_names_cannot_forge_log_lines_or_send_terminal_escapes(mock_factory, tmp_path, as_json):
+    mock = mock_factory(*QUIET, "--campaigns", "6", "--forged-keys", "2")
+    result = run_crawl(mock.url, "demo", tmp_path, extra_env={"ADCRAWLER_LOG_JSON": str(as_json).lower()})
+    assert result.returncode == 1  # two records quarantined: partial
+    lines = result.output.splitlines()
+    assert not any(ch in result.output for ch in "\x1b\x07\r\u2028\u202e")
+    # The fake line is not a line of its own: nothing but the crawl's last line starts like one.
+    assert not [line for line in lines if re.match(r'(\d{4}-\d\d-\d\d \S+ \[[\w.]+\] \w+: |.*"message": ")'
+                                                  r'Sync complete', line)]
+    if as_json:
+        records = [json.loads(line) for line in lines]  # every line is one JSON object
+        quarantined = [r["message"] for r in records if "quarantined a record" in r["message"]]
+    else:
+        quarantined = [line for line in lines if "quarantined a record" in line]
+    assert len(quarantined) == 2
+    assert all("\\n2026-01-01" in q or "\\x1b]0;owned" in q for q in quarantined), quarantined
+    assert "Sync incomplete: demo: partial (2 quarantined)" in lines[-1]

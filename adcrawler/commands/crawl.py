@@ -66,7 +66,8 @@ class Command(ScrapyCrawl):
             return
         ledger = RunLedger.of(crawler)
         if ledger.outcomes():
-            logger.info("Summary:\n%s", summary(ledger, crawler.stats.get_stats()))
+            # In the template, not an argument: arguments are escaped, and this table's lines are ours.
+            logger.info("Summary:\n" + summary(ledger, crawler.stats.get_stats()).replace("%", "%%"))
         self.exitcode = exit_status(ledger)
 
 
