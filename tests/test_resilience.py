@@ -183,3 +183,30 @@ def test_postgres_outage_mid_run_loses_nothing(mock_factory, pg_url, tmp_path):
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE run_id = %s", (run_id,)) == 100
     assert_run_counts_match_rows(db)
     assert db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running'") == 0
+
+
+@pytest.mark.parametrize("link", ["file", "directory"])
+def test_one_sqlite_file_reached_by_two_paths_is_one_lock(mock_factory, tmp_path, link):
+    """A symlink to the database (or to its directory) is the same database: the same client lock."""
+    real = tmp_path / "real"
+    real.mkdir()
+    if link == "file":
+        (tmp_path / "alias").mkdir()
+        (real / "db.sqlite3").touch()
+        (tmp_path / "alias" / "db.sqlite3").symlink_to(real / "db.sqlite3")
+    else:
+        (tmp_path / "alias").symlink_to(real)
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "30", "--hold-syncs", "10")
+    first = start_crawl(mock.url, "demo", tmp_path / "one", extra_env=HELD,
+                        database_url=f"sqlite:///{real / 'db.sqlite3'}")
+    try:
+        wait_for(mock.held, 30, "the first run to be held mid-sync")
+        second = run_crawl(mock.url, "demo", tmp_path / "two", database_url=f"sqlite:///{tmp_path}/alias/db.sqlite3")
+        assert second.returncode == 0, second.output[-3000:]
+        assert second.stat("outcome", "demo") == "skipped"
+    finally:
+        mock.release()
+        out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, out[-2000:]
+    assert mock.stats()["syncs"]["demo"] == {f"campaign_{n}": 1 for n in range(1, 31)}  # synced once each
+    assert mock.stats()["total_429"] == 0
