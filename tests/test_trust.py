@@ -363,3 +363,57 @@ def test_field_names_cannot_forge_log_lines_or_send_terminal_escapes(mock_factor
     assert len(quarantined) == 2
     assert all("\\n2026-01-01" in q or "\\x1b]0;owned" in q for q in quarantined), quarantined
     assert "Sync incomplete: demo: partial (2 quarantined)" in lines[-1]
+
+
+# -- a role that may read and write rows, and nothing more ------------------------------------
+
+@pytest.fixture
+def dml_role(pg_url):
+    """A login role with what DBAs usually give an application: CONNECT, and SELECT, INSERT,
+    UPDATE and DELETE on the tables (those there now, and those its owner creates later)."""
+    import uuid
+
+    import psycopg2
+
+    role = f"adcrawler_app_{uuid.uuid4().hex[:8]}"
+    dbname = pg_url.rsplit("/", 1)[1]
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{role}" LOGIN')
+        cur.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO "{role}"')
+        cur.execute(f'REVOKE CREATE ON SCHEMA public FROM PUBLIC')
+        cur.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
+        cur.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES '
+                    f'TO "{role}"')
+        cur.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO "{role}"')
+    conn.close()
+    yield role, pg_url.replace("postgresql://postgres@", f"postgresql://{role}@")
+    conn = psycopg2.connect(pg_url.rsplit("/", 1)[0] + "/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        cur.execute(f'DROP ROLE IF EXISTS "{role}"')
+    conn.close()
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_not_create_crawls_a_current_schema_and_names_what_it_lacks_on_an_old_one(
+        mock_factory, dml_role, pg_url, tmp_path):
+    from tests.db import Db
+
+    role, app_url = dml_role
+    mock = mock_factory(*QUIET, "--campaigns", "10")
+    behind = run_crawl(mock.url, "demo", tmp_path, database_url=app_url)
+    assert behind.returncode == 2 and "Traceback" not in behind.output, behind.output[-3000:]
+    errors = [line for line in behind.output.splitlines() if "ERROR" in line]
+    [line] = [line for line in errors if "migrate" in line] or [errors]
+    assert "schema is at version 0" in line and "scrapy migrate" in line and "permission denied" in line
+    assert mock.stats()["requests"] == {}  # nothing sent for a run that cannot store
+
+    migrate = subprocess.run([sys.executable, "-m", "scrapy", "migrate"], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "DATABASE_URL": pg_url}, timeout=60)  # the owner's step
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    current = run_crawl(mock.url, "demo", tmp_path, database_url=app_url)
+    assert current.returncode == 0 and "Traceback" not in current.output, current.output[-3000:]
+    assert Db(tmp_path, pg_url).scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 10

@@ -19,8 +19,9 @@ from scrapy.exceptions import UsageError
 
 from adcrawler import jobdir
 from adcrawler.clients import ClientConfigError, Registry
-from adcrawler.config import value
+from adcrawler.config import EXIT_CONFIG, value
 from adcrawler.ledger import RunLedger
+from adcrawler.pipelines.store import SCHEMA_BEHIND
 from adcrawler.spiders.campaigns import CampaignsSpider
 from adcrawler.stats import key
 
@@ -67,7 +68,7 @@ class Command(ScrapyCrawl):
         ledger = RunLedger.of(crawler)
         if ledger.outcomes():
             # In the template, not an argument: arguments are escaped, and this table's lines are ours.
-            logger.info("Summary:\n" + summary(ledger, crawler.stats.get_stats()).replace("%", "%%"))
+            logger.info("Summary:\n" + summary(ledger, crawler.stats.get_stats()))
         self.exitcode = exit_status(ledger)
 
 
@@ -104,7 +105,10 @@ def summary(ledger: RunLedger, stats: dict) -> str:
 
 
 def exit_status(ledger: RunLedger) -> int:
-    """0 when the run finished and every client succeeded (or was skipped), else 1; logs the last line."""
+    """0 when the run finished and every client succeeded (or was skipped), 2 when the schema is
+    behind and this role may not migrate it, else 1; logs the last line."""
     complete, line = ledger.final_line()
     (logger.info if complete else logger.error)("%s", line)
+    if ledger.finish_reason == SCHEMA_BEHIND:
+        return EXIT_CONFIG  # a deployment step is missing: the same status as a bad setting
     return 0 if complete else 1

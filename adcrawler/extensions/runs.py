@@ -58,7 +58,7 @@ from adcrawler.ledger import CLIENTS_HELD, RunLedger
 from adcrawler.logs import log_failure
 from adcrawler.outcome import SUCCEEDED
 from adcrawler.stats import PREFIX, RunStats, key
-from adcrawler.store import RunOrigin, Store, Waits, first_line, open_store, waits_of
+from adcrawler.store import RunOrigin, SchemaBehind, Store, Waits, first_line, open_store, waits_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -118,7 +118,8 @@ class RunRecords:
                                              "adcrawler-runs")  # the session that holds the locks
             await run_in_thread(self.store.migrate)
         except Exception as exc:  # noqa: BLE001 - the pipeline has already closed the spider
-            logger.error("Run records unavailable: %s", first_line(exc))
+            if not isinstance(exc, SchemaBehind):  # which the pipeline has said
+                logger.error("Run records unavailable: %s", first_line(exc))
             self.store = None
             return
         if self.job.resumed:

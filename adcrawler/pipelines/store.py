@@ -57,7 +57,7 @@ from adcrawler.logs import log_failure
 from adcrawler.retrying import RetryPolicy
 from adcrawler.spool import append_spool
 from adcrawler.stats import RunStats
-from adcrawler.store import Store, StoreError, Waits, WriteResult, first_line, open_store, waits_of
+from adcrawler.store import SchemaBehind, Store, StoreError, Waits, WriteResult, first_line, open_store, waits_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Item = CampaignItem | RejectedRecord
+SCHEMA_BEHIND = "schema_behind"  # the crawl's finish reason when the schema is behind and may not be migrated
 
 
 class StorePipeline:
@@ -106,6 +107,9 @@ class StorePipeline:
         try:
             self.store = await run_in_thread(open_store, self.database_url, self.sqlite_path, self.waits)
             version = await run_in_thread(self.store.migrate)
+        except SchemaBehind as exc:
+            logger.error("%s", exc)
+            raise CloseSpider(SCHEMA_BEHIND) from None
         except StoreError as exc:
             self._cannot_open(exc)
         except Exception as exc:

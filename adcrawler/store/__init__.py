@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import BatchResult, RunOrigin, Store, StoreError, Waits, WriteResult, first_line
+from .base import BatchResult, RunOrigin, SchemaBehind, Store, StoreError, Waits, WriteResult, first_line
 
 
 def waits_of(settings: Any) -> Waits:
@@ -34,5 +34,5 @@ def open_store(database_url: str | None, sqlite_path: str, waits: Waits = Waits(
     raise StoreError("DATABASE_URL must start with postgresql:// or sqlite:/// (or be empty for SQLite)")
 
 
-__all__ = ["BatchResult", "RunOrigin", "Store", "StoreError", "Waits", "WriteResult", "first_line", "open_store",
+__all__ = ["BatchResult", "RunOrigin", "SchemaBehind", "Store", "StoreError", "Waits", "WriteResult", "first_line", "open_store",
            "waits_of"]

@@ -125,6 +125,10 @@ class StoreError(Exception):
     """The database cannot be used (bad URL, schema newer than this code...)."""
 
 
+class SchemaBehind(StoreError):
+    """The schema is older than this code and this role may not bring it up to date."""
+
+
 @dataclass(frozen=True)
 class Waits:
     """Bounds on every wait of a statement: ``statement`` seconds in all, of which
@@ -177,6 +181,8 @@ class Store:
     # the rows are found and quarantined. Anything else is a fault of the
     # database (permission, connection, timeout, disk): retried, then spooled.
     refusal: tuple[type[BaseException], ...] = ()
+    # Exceptions meaning "this role may not do that" (creating a table, for one).
+    no_privilege: tuple[type[BaseException], ...] = ()
 
     def __init__(self) -> None:
         self.conn: Any = None
@@ -223,8 +229,20 @@ class Store:
 
         Serialised: several processes starting together on a fresh database
         apply each migration once (PostgreSQL advisory lock, SQLite exclusive
-        transaction); the others then find it applied.
+        transaction); the others then find it applied. A schema already up to date
+        is only read: a role that may read and write rows, and nothing more, crawls.
         """
+        current = self.version()
+        if current == target:
+            return current
+        try:
+            return self._migrate(target)
+        except self.no_privilege as exc:
+            raise SchemaBehind(f"the database schema is at version {current} and this code needs {target}, "
+                               f"but this database role may not change the schema ({first_line(exc)}): run "
+                               "`scrapy migrate` as the database's owner") from None
+
+    def _migrate(self, target: int) -> int:
         with self._transaction("migrate") as cur:
             self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
             self._execute(cur, "SELECT MAX(version) FROM schema_version")

@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extras
 
 from .base import (
@@ -70,6 +71,7 @@ class PostgresStore(Store):
     # Out of a column's range, text it cannot hold, a constraint: these rows.
     # Permission denied and the like (ProgrammingError...) are faults.
     refusal = (psycopg2.DataError, psycopg2.IntegrityError, UnicodeEncodeError)
+    no_privilege = (psycopg2.errors.InsufficientPrivilege,)
 
     def __init__(self, url: str, waits: Waits = Waits(), name: str = "adcrawler"):
         super().__init__()
