@@ -102,7 +102,7 @@ class ClientRun:
     # many quarantines of this run repeat one (ADCRAWLER_QUARANTINE_ALERT=new: not partial).
     known_problems: set[str] = field(default_factory=set)
     quarantined_again: int = 0
-    spooled: int = 0
+    spooled: dict[str, int] = field(default_factory=dict)  # rows spooled, by cause (lock timeout, disk...)
     auth_failure: str | None = None
     faults: list[str] = field(default_factory=list)  # what the run could not record
     requests_sent: int = 0
@@ -256,10 +256,11 @@ class RunLedger:
             for flag in item.quality_flags:
                 self.stats.inc("flags", item.client_id, reason=flag)
 
-    def spooled(self, client: str, rows: int = 1) -> None:
+    def spooled(self, client: str, cause: str, rows: int = 1) -> None:
         if client in self.runs:
-            self.runs[client].spooled += rows
-        self.stats.inc("rows_spooled", client, rows)
+            spooled = self.runs[client].spooled
+            spooled[cause] = spooled.get(cause, 0) + rows
+        self.stats.inc("rows_spooled", client, rows, reason=cause.replace(" ", "_"))
 
     def fault(self, client: str, reason: str) -> None:
         """The run could not record something it owes (its run row...): the outcome says so."""

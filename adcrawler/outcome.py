@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 SUCCEEDED, PARTIAL, FAILED, SKIPPED, INTERRUPTED = "succeeded", "partial", "failed", "skipped", "interrupted"
 OUTCOMES = (SUCCEEDED, PARTIAL, FAILED, SKIPPED, INTERRUPTED)
-SPOOLED = "rows waiting in the spool (database unreachable)"
+SPOOLED = "rows waiting in the spool"  # followed by the cause: "(lock timeout)", "(disk)"...
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def client_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
         (run.quarantined - run.quarantined_again, "{} quarantined"),
         (len(run.failed), "{} sync failed"),
         (run.not_attempted, "{} not synced before the crawl stopped"),
-        (run.spooled, "{} " + SPOOLED),
+        *((count, f"{{}} {SPOOLED} ({cause})") for cause, count in sorted(run.spooled.items())),
         (run.list_failed, "{} list page(s) unreadable"),
     )
     reasons = [text.format(count) for count, text in counts if count]
@@ -67,7 +67,7 @@ def client_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
         reasons.append(f"{expected - seen} of {expected} announced campaigns never listed")
     if run.listing.truncated:
         reasons.append(f"listing {run.listing.stop_reason}")
-    unstored = seen - len(run.stored) - run.quarantined - run.resumed - run.not_attempted - run.spooled
+    unstored = seen - len(run.stored) - run.quarantined - run.resumed - run.not_attempted - sum(run.spooled.values())
     if unstored > 0:
         reasons.append(f"{unstored} not stored")
     reasons.extend(run.faults)
@@ -100,7 +100,7 @@ def dry_run_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
 def after_replay(outcome: str | None, reasons: str | None) -> tuple[str, str | None]:
     """A run's outcome once a replay stored its spooled rows: the spool is no longer a
     reason; a run that never recorded its end (still ``running``) is closed as interrupted."""
-    kept = [r for r in (reasons or "").split(", ") if r and not r.endswith(SPOOLED)]
+    kept = [r for r in (reasons or "").split(", ") if r and SPOOLED not in r]
     if outcome in (None, "running"):
         return INTERRUPTED, ", ".join(["the run ended before recording its outcome; its spool was replayed", *kept])
     if outcome == PARTIAL and not kept:

@@ -387,7 +387,7 @@ def test_a_replay_closes_the_run_it_completes(db, tmp_path):
     store.migrate()
     store.start_run("run5", "acme", T0)
     store.start_run("run6", "acme", T0)  # run5 is now interrupted; run6 records a partial run
-    store.record_run(_run_row("run6", "partial", "2 rows waiting in the spool (database unreachable)"))
+    store.record_run(_run_row("run6", "partial", "2 rows waiting in the spool (lock timeout)"))
     store.start_run("run7", "acme", T0)  # its process died with the database down: still running
     store.close()
     spools = [append_spool(tmp_path / "spool", "run6", [item(1), item(2)]),

@@ -206,7 +206,7 @@ def test_a_locked_table_is_a_bounded_fault_and_sigterm_ends_the_run_at_once(mock
     assert crawl.returncode == 1 and "Traceback" not in out, out[-3000:]
     # Not the 30 s backoff, nor a wait for the lock: stopped without another try (bounded for a loaded machine).
     assert stopped_in < 15, out[-3000:]
-    assert "rows waiting in the spool" in out.splitlines()[-1]
+    assert "rows waiting in the spool (lock timeout)" in out.splitlines()[-1]  # the cause, named
     spooled = sum(len(f.read_text().splitlines()) for f in (db.workdir / "spool").glob("*.jsonl"))
     stored = db.scalar("SELECT COUNT(*) FROM campaigns")
     assert spooled > 0 and stored + spooled >= 5  # every synced campaign written or kept on disk
@@ -289,7 +289,7 @@ def test_permission_denied_is_a_fault_that_spools_not_a_quarantine(mock_factory,
     assert result.returncode == 1 and "Traceback" not in result.output
     assert db.scalar("SELECT COUNT(*) FROM rejected_records") == 0  # nothing blamed on the rows
     assert result.stat("rows_spooled", "demo") == 20 and result.stat("db_retries") >= 1
-    assert "20 rows waiting in the spool" in last_line(result)
+    assert "20 rows waiting in the spool (permission)" in last_line(result)
 
 
 @pytest.mark.postgres

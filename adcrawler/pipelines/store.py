@@ -246,8 +246,9 @@ class StorePipeline:
                          "nothing more is fetched for their clients", type(exc).__name__, first_line(exc),
                          spool_error, len(batch))
             return
+        cause = self.store.cause(exc)
         for item in batch:
-            self.ledger.spooled(item.client_id)
+            self.ledger.spooled(item.client_id, cause)
         logger.error("Could not write a batch (%s: %s): %d records kept in %s; "
                      "replay them with: python -m adcrawler.replay %s",
                      type(exc).__name__, first_line(exc), len(batch), path, path)

@@ -188,6 +188,11 @@ class Store:
         self.conn: Any = None
 
     # -- backend hooks --------------------------------------------------
+    def cause(self, exc: BaseException) -> str:
+        """What kept a batch out: ``lock timeout``, ``statement timeout``, ``permission``, ``disk``
+        or ``connection`` (the rest)."""
+        return "connection"
+
     def connect(self) -> None:
         raise NotImplementedError
 

@@ -86,6 +86,10 @@ class PostgresStore(Store):
             # psycopg2's message can quote the DSN; keep only its first line, which does not.
             raise StoreError(f"cannot connect to PostgreSQL: {first_line(exc)}") from None
 
+    def cause(self, exc: BaseException) -> str:
+        return {"55P03": "lock timeout", "57014": "statement timeout", "42501": "permission",
+                "53100": "disk"}.get(getattr(exc, "pgcode", None) or "", "connection")
+
     def connect(self) -> None:
         # Session locks die with the connection that took them and are not taken
         # again: a lost lock is a lost lease (see locks_lost).

@@ -37,6 +37,14 @@ class SqliteStore(Store):
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open SQLite database {path}: {first_line(exc)}") from None
 
+    def cause(self, exc: BaseException) -> str:
+        text = str(exc).lower()
+        for words, cause in (("locked", "lock timeout"), ("interrupted", "statement timeout"),
+                             ("readonly", "permission"), ("full", "disk"), ("disk i/o", "disk")):
+            if words in text:
+                return cause
+        return "connection"
+
     def connect(self) -> None:
         if self.path != ":memory:":
             private_dir(Path(self.path).parent)
