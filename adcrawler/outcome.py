@@ -97,10 +97,13 @@ def dry_run_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
     return Outcome(PARTIAL if problems else SUCCEEDED, (would, *problems))
 
 
-def after_replay(outcome: str | None, reasons: str | None) -> tuple[str, str | None]:
+def after_replay(outcome: str | None, reasons: str | None, unreadable: int = 0) -> tuple[str, str | None]:
     """A run's outcome once a replay stored its spooled rows: the spool is no longer a
-    reason; a run that never recorded its end (still ``running``) is closed as interrupted."""
+    reason, unless ``unreadable`` of its lines could not be read back (kept in quarantine);
+    a run that never recorded its end (still ``running``) is closed as interrupted."""
     kept = [r for r in (reasons or "").split(", ") if r and SPOOLED not in r]
+    if unreadable:
+        kept.append(f"{unreadable} spooled row(s) unreadable, kept in quarantine")
     if outcome in (None, "running"):
         return INTERRUPTED, ", ".join(["the run ended before recording its outcome; its spool was replayed", *kept])
     if outcome == PARTIAL and not kept:

@@ -7,9 +7,11 @@ time. A row the database refuses, or a line that cannot be read back, is
 quarantined with the reason and the rest loads. A file fully replayed is renamed
 ``*.replayed``. The database is the one the crawler uses (``DATABASE_URL``, else
 the SQLite file). The run's record then counts the run from its rows, and
-closes it when no run holds the client: the spool no longer makes it partial,
-and a run that never recorded its end is ``interrupted``. Exit status 0 when every file was replayed, 1 if the database
-could not be used (nothing is renamed after the failing file), 2 for bad arguments.
+closes it when no run holds the client: the spool no longer makes it partial
+(unless a line of it could not be read back), and a run that never recorded its end is
+``interrupted``. Exit status 0 when every file was replayed, 1 if a line could not be
+read back or the database could not be used (nothing is renamed after the failing
+file), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import argparse
 import logging
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
+from functools import partial
 from pathlib import Path
 
 from scrapy.utils.project import get_project_settings
@@ -26,16 +29,18 @@ from scrapy.utils.project import get_project_settings
 from adcrawler.config import ConfigError, value
 from adcrawler.files import PRIVATE_UMASK
 from adcrawler.outcome import after_replay
-from adcrawler.spool import read_spool
+from adcrawler.items import RejectedRecord
+from adcrawler.spool import UNREADABLE, read_spool
 from adcrawler.store import BatchResult, StoreError, first_line, open_store
 
 BATCH = 500
 
 
-def replay(paths: list[Path], database_url: str, sqlite_path: str) -> tuple[BatchResult, int]:
-    """Load ``paths``; returns what the upserts did and how many rows the database refused."""
+def replay(paths: list[Path], database_url: str, sqlite_path: str) -> tuple[BatchResult, int, int]:
+    """Load ``paths``; returns what the upserts did, how many rows the database refused and how
+    many lines could not be read back."""
     store = open_store(database_url, sqlite_path)
-    total, refused = BatchResult(), 0
+    total, refused, unreadable = BatchResult(), 0, 0
     try:
         store.migrate()
         for path in paths:
@@ -44,6 +49,9 @@ def replay(paths: list[Path], database_url: str, sqlite_path: str) -> tuple[Batc
                 by_run[run_id].append(item)
             for run_id, items in by_run.items():
                 clients = sorted({item.client_id for item in items})
+                torn = Counter(item.client_id for item in items
+                               if isinstance(item, RejectedRecord) and item.reason.startswith(UNREADABLE))
+                unreadable += sum(torn.values())
                 for start in range(0, len(items), BATCH):
                     written = store.write(run_id, items[start:start + BATCH])
                     for result in written.clients.values():
@@ -53,11 +61,11 @@ def replay(paths: list[Path], database_url: str, sqlite_path: str) -> tuple[Batc
                         print(f"replay: quarantined {getattr(item, 'campaign_id', None)!r} of client "
                               f"{item.client_id!r}: {reason}", file=sys.stderr)
                 for client in clients:
-                    store.close_replayed(run_id, client, after_replay)
+                    store.close_replayed(run_id, client, partial(after_replay, unreadable=torn[client]))
             path.rename(path.with_name(path.name + ".replayed"))
     finally:
         store.close()
-    return total, refused
+    return total, refused, unreadable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
     try:
-        total, refused = replay(args.files, database_url, sqlite_path)
+        total, refused, unreadable = replay(args.files, database_url, sqlite_path)
     except StoreError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1
@@ -87,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"replayed: {total.inserted} inserted, {total.updated} updated, {total.unchanged} unchanged, "
           f"{total.rejected} quarantined records ({refused} refused by the database)")
+    if unreadable:
+        print(f"replay: {unreadable} spool line(s) could not be read back: kept in quarantine, and their runs "
+              "stay partial", file=sys.stderr)
+        return 1
     return 0
 
 

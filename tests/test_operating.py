@@ -23,6 +23,7 @@ from adcrawler.spool import append_spool
 from harness.runner import DEMO_PASSWORD, ROOT, latest_stats, run_crawl, start_crawl
 from tests.conftest import SCALE, free_port, last_line, wait_for
 from tests.db import Db
+from tests.test_store import item
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -278,7 +279,7 @@ def test_the_data_files_the_crawler_creates_are_private(mock_factory, tmp_path):
         str(f.relative_to(work)): "0o600" for f in files}
     for directory in (work / "stats", work / "job", work / "adcrawler.sqlite3.locks"):
         assert _mode(directory) == 0o700, directory
-    spool = append_spool(tmp_path / "new" / "spool", "run1", [])
+    [spool] = append_spool(tmp_path / "new" / "spool", "run1", [item(1)])
     assert _mode(spool) == 0o600 and _mode(spool.parent) == 0o700 and _mode(spool.parent.parent) == 0o700
 
 

@@ -280,7 +280,7 @@ def test_run_rows_exist_from_the_start_and_killed_runs_become_interrupted(store,
 
 
 def test_replay_is_idempotent(db, tmp_path):
-    spool = append_spool(tmp_path / "spool", "run9", [item(1), item(2), rejected(payload="{}", reason="x")])
+    [spool] = append_spool(tmp_path / "spool", "run9", [item(1), item(2), rejected(payload="{}", reason="x")])
     copy = tmp_path / "copy.jsonl"
     copy.write_text(spool.read_text())
     first = _replay(db, spool)
@@ -296,15 +296,24 @@ def test_replay_is_idempotent(db, tmp_path):
 
 def test_replay_quarantines_what_it_cannot_load_and_loads_the_rest(db, tmp_path):
     bad_value = REFUSED[db.kind][1]  # a value the item's declaration admits and the database refuses
-    spool = append_spool(tmp_path / "spool", "run7", [item(1), item(2, **bad_value), item(3)])
-    with spool.open("a") as fh:
-        fh.write('{"run_id": "run7", "kind": "campaign", "item": {"client_id": "acme", "campaign_id": "cut\n')
+    store = open_store(db.url, str(db.workdir / "adcrawler.sqlite3"))
+    store.migrate()
+    store.start_run("run7", "acme", T0)
+    store.record_run(_run_row("run7", "partial", "4 rows waiting in the spool (lock timeout)"))
+    store.close()
+    [spool] = append_spool(tmp_path / "spool", "run7", [item(1), item(2, **bad_value), item(3), item(4)])
+    text = spool.read_text()
+    spool.write_text(text[:len(text) - len(text.splitlines()[-1]) // 2 - 1] + "\n")  # the last line torn in half
     result = _replay(db, spool)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "1 spool line(s) could not be read back" in result.stderr, result.stderr
     assert "2 inserted" in result.stdout and "1 refused by the database" in result.stdout
     assert db.scalar("SELECT COUNT(*) FROM campaigns") == 2
-    reasons = [r[0] for r in db.rows("SELECT reason FROM rejected_records ORDER BY reason")]
-    assert reasons[0].startswith("refused by the database") and reasons[1].startswith("spool line 4 unreadable")
+    reasons = db.rows("SELECT run_id, client_id, reason FROM rejected_records ORDER BY reason")
+    assert reasons[0][2].startswith("refused by the database")
+    # The torn record is kept under its run and client, and the run is not a success.
+    assert reasons[1][:2] == ("run7", "acme") and reasons[1][2].startswith("unreadable: spool line 4")
+    assert db.rows("SELECT outcome, outcome_reasons FROM sync_runs") == [
+        ("partial", "1 spooled row(s) unreadable, kept in quarantine")]
 
 
 def test_bad_database_url_is_a_clear_error(tmp_path):
@@ -390,8 +399,8 @@ def test_a_replay_closes_the_run_it_completes(db, tmp_path):
     store.record_run(_run_row("run6", "partial", "2 rows waiting in the spool (lock timeout)"))
     store.start_run("run7", "acme", T0)  # its process died with the database down: still running
     store.close()
-    spools = [append_spool(tmp_path / "spool", "run6", [item(1), item(2)]),
-              append_spool(tmp_path / "spool", "run7", [item(3)])]
+    spools = [*append_spool(tmp_path / "spool", "run6", [item(1), item(2)]),
+              *append_spool(tmp_path / "spool", "run7", [item(3)])]
     assert _replay(db, *spools).returncode == 0
     rows = {r[0]: r[1:] for r in db.rows("SELECT run_id, outcome, outcome_reasons, campaigns_synced, finished_at "
                                          "FROM sync_runs")}

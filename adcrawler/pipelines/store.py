@@ -235,7 +235,7 @@ class StorePipeline:
 
     async def _spool(self, batch: list[Item], exc: BaseException) -> None:
         try:
-            path = await run_in_thread(append_spool, self.spool_dir, self.run_id, batch)
+            paths = await run_in_thread(append_spool, self.spool_dir, self.run_id, batch)
         except OSError as spool_error:
             # Nowhere to keep them: they stay in memory, and nothing more is
             # fetched for their clients, so that what is lost at worst is this.
@@ -249,6 +249,7 @@ class StorePipeline:
         cause = self.store.cause(exc)
         for item in batch:
             self.ledger.spooled(item.client_id, cause)
+        shown = " ".join(map(str, paths))
         logger.error("Could not write a batch (%s: %s): %d records kept in %s; "
                      "replay them with: python -m adcrawler.replay %s",
-                     type(exc).__name__, first_line(exc), len(batch), path, path)
+                     type(exc).__name__, first_line(exc), len(batch), shown, shown)
