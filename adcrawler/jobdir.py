@@ -120,6 +120,6 @@ class Journal:
         tmp.replace(self.path)
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.close()

@@ -58,6 +58,8 @@ COUNTERS = {
     "rows_quarantined": "rows the database refused (quarantined with its reason)",
     "rows_spooled": "rows written to the spool file because the database was unreachable",
     "db_batches": "batches committed",
+    "journal_failed": "job directories whose journal could not be written (a full disk): the run went on "
+                      "without it (total only)",
     "db_retries": "batch writes retried after the database was unreachable; per reason (`db_retries/<reason>`)",
 }
 FINAL = {

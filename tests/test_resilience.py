@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -210,3 +211,57 @@ def test_one_sqlite_file_reached_by_two_paths_is_one_lock(mock_factory, tmp_path
     assert first.returncode == 0, out[-2000:]
     assert mock.stats()["syncs"]["demo"] == {f"campaign_{n}": 1 for n in range(1, 31)}  # synced once each
     assert mock.stats()["total_429"] == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB file system of its own (tmpfs), unmounted at the end: a disk that can fill up."""
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs under CI: {mounted.stderr}")
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def _fill(disk: Path) -> None:
+    with open(disk / "filler", "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_under_the_job_directory_and_the_database_loses_nothing(mock_factory, tmp_path, small_disk):
+    """The job directory and the database fill up mid-run; the spool, elsewhere, keeps every row."""
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "60", "--hold-syncs", "10")
+    crawl = start_crawl(mock.url, "demo", tmp_path, database_url=f"sqlite:///{small_disk}/db.sqlite3",
+                        settings={"JOBDIR": str(small_disk / "job")},
+                        extra_env={**HELD, "ADCRAWLER_DB_RETRIES": "1", "ADCRAWLER_DB_RETRY_BACKOFF_BASE": "0.05",
+                                   "ADCRAWLER_DB_BATCH_SIZE": "5"})
+    try:
+        wait_for(mock.held, 30, "the first syncs, then a held one")
+        wait_for(lambda: (small_disk / "job" / "adcrawler-journal.jsonl").exists(), 30, "the journal")
+        _fill(small_disk)
+    finally:
+        mock.release()
+        out, _ = crawl.communicate(timeout=180)
+    assert "Traceback" not in out, out[-4000:]
+    assert crawl.returncode == 1
+    synced = set(mock.stats()["syncs"]["demo"])
+    (small_disk / "filler").unlink()
+    import sqlite3
+
+    conn = sqlite3.connect(small_disk / "db.sqlite3")
+    stored = {r[0] for r in conn.execute("SELECT campaign_id FROM campaigns WHERE sync_status = 'synced'")}
+    conn.close()
+    spooled = {json.loads(line)["item"]["campaign_id"] for f in (tmp_path / "spool").glob("*.jsonl")
+               for line in f.read_text().splitlines()}
+    assert synced and synced <= stored | spooled  # every synced campaign written or kept on disk
+    assert "rows waiting in the spool (disk)" in out.splitlines()[-1], out.splitlines()[-1]

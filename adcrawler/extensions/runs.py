@@ -159,7 +159,7 @@ class RunRecords:
                 self.last_success[client] = last.timestamp()
         if not self.ledger.held():
             return  # a process that holds no client leaves the job directory alone
-        self.job.save("running")
+        self._save_job("running")
         self.heartbeat = asyncio.ensure_future(self._check_locks())
         self.heartbeat.add_done_callback(log_failure)
         await self.crawler.signals.send_catch_log_async(signal=CLIENTS_HELD, job=self.job,
@@ -198,7 +198,15 @@ class RunRecords:
                 await self._record(client, reason, all_stats)
             await run_in_thread(self.store.close)  # releases the locks
         # A job directory whose run ended starts a new run next time; a stopped one resumes.
-        self.job.save("running" if reason == "shutdown" else "finished")
+        self._save_job("running" if reason == "shutdown" else "finished")
+
+    def _save_job(self, state: str) -> None:
+        try:
+            self.job.save(state)
+        except OSError as exc:  # a full disk: the run goes on, but the directory cannot say where it is
+            logger.error("The job directory cannot be written (%s): this run cannot be resumed from it, and "
+                         "the next crawl with it may take it for this run", exc.strerror or exc)
+            self.ledger.notice("the job directory could not be written")
 
     async def _record(self, client: str, reason: str, all_stats: dict[str, Any]) -> None:
         row = self._row(client, reason, all_stats)

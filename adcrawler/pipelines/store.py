@@ -134,7 +134,7 @@ class StorePipeline:
             if pending:
                 logger.info("Resuming run %s: storing %d journaled records first", self.run_id, len(pending))
                 await self._write(pending, count=False)  # counted by the attempt that fetched them
-            self.journal.rewrite([])
+            self._journal(Journal.rewrite, [])
         if job.resumed:
             for client in clients:
                 done = await run_in_thread(self.store.done_campaigns, self.run_id, client)
@@ -143,17 +143,29 @@ class StorePipeline:
     async def process_item(self, item: Any) -> Any:
         if not isinstance(item, (CampaignItem, RejectedRecord)):  # not ours to store
             return item
-        if self.journal is not None:
-            # On the event loop on purpose: one short write into the OS page
-            # cache (no fsync), and it must happen in item order, before the
-            # journal is rewritten by a flush.
-            self.journal.append(item)
         if not self.buffer:
             self._timer = call_later(self.flush_interval, self._flush_due)
-        self.buffer.append(item)
+        self.buffer.append(item)  # first: a journal that cannot be written loses nothing
+        # On the event loop on purpose: one short write into the OS page cache (no
+        # fsync), and it must happen in item order, before a flush rewrites the journal.
+        self._journal(Journal.append, item)
         if len(self.buffer) >= self.batch_size:
             await self.flush()
         return item
+
+    def _journal(self, operation: Callable[..., None], *args: Any) -> None:
+        """A journal operation; a journal that cannot be written (a full disk) is given up: it only
+        serves a resume, and every item still goes to the database or the spool."""
+        if self.journal is None:
+            return
+        try:
+            operation(self.journal, *args)
+        except OSError as exc:
+            self.journal = None
+            self.stats.inc("journal_failed")
+            logger.warning("The job directory's journal cannot be written (%s); going on without it: every "
+                           "record still goes to the database or the spool, and a resumed run lists again",
+                           exc.strerror or exc)
 
     def _flush_due(self) -> None:
         self._timer = None
@@ -171,8 +183,7 @@ class StorePipeline:
             for client in sorted({item.client_id for item in self.unsaved}):
                 count = sum(1 for item in self.unsaved if item.client_id == client)
                 self.ledger.fault(client, f"{count} records could be neither written nor spooled")
-        if self.journal is not None:
-            self.journal.close()
+        self._journal(Journal.close)
         await run_in_thread(self.store.close)
 
     async def flush(self) -> None:
@@ -184,8 +195,7 @@ class StorePipeline:
             if not batch:
                 return
             await self._write(batch)
-            if self.journal is not None:
-                self.journal.rewrite(self.buffer)  # what arrived meanwhile is still pending
+            self._journal(Journal.rewrite, self.buffer)  # what arrived meanwhile is still pending
             if self.buffer and self._timer is None:
                 self._timer = call_later(self.flush_interval, self._flush_due)
 
