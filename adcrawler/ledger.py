@@ -91,6 +91,7 @@ class ClientRun:
     pending: int = 0  # sync requests not settled yet
     passes: int = 1
     syncable: set[str] = field(default_factory=set)  # usable ids listed
+    latest: dict[str, Campaign] = field(default_factory=dict)  # campaigns listed again with other contents
     synced: set[str] = field(default_factory=set)
     failed: dict[str, FailedSync] = field(default_factory=dict)
     resumable: set[str] = field(default_factory=set)  # stored as synced by an interrupted attempt of this run

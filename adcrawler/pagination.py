@@ -40,16 +40,20 @@ class Listing:
     applied: int | None = None  # the page size the platform applied (known after the first full page)
     pages: int = 0
     beyond: int = 0  # records kept beyond the announced total
-    keys: set[str] = field(default_factory=set)
+    keys: dict[str, str] = field(default_factory=dict)  # record key -> its content's digest
     stop_reason: str | None = None  # why the listing ended, when it is not the normal end
     truncated: bool = False  # stopped by max_campaigns with more to list
 
-    def admit(self, key: str) -> str:
-        """``new`` or ``duplicate`` (seen on an earlier page); a new record beyond the
-        announced total is counted in ``beyond``."""
+    def admit(self, key: str, digest: str = "") -> str:
+        """``new``, ``duplicate`` (seen on an earlier page, the same content) or ``changed``
+        (seen before with other contents: the list shifted while it was read); a new record
+        beyond the announced total is counted in ``beyond``."""
         if key in self.keys:
-            return "duplicate"
-        self.keys.add(key)
+            if self.keys[key] == digest:
+                return "duplicate"
+            self.keys[key] = digest
+            return "changed"
+        self.keys[key] = digest
         if self.total is not None and len(self.keys) > self.total:
             self.beyond += 1
         return "new"

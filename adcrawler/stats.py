@@ -30,6 +30,8 @@ COUNTERS = {
     "campaigns_resumed": "campaigns skipped because an interrupted attempt of this run stored them",
     "campaigns_not_attempted": "campaigns listed but not synced because the crawl stopped first",
     "campaigns_duplicate": "records listed again on another page (synced once)",
+    "campaigns_conflicting": "campaigns listed again with other contents (the list moved while it was read): "
+                             "the later version kept",
     "campaigns_beyond_total": "records past the announced total (the platform's total is wrong): kept",
     "listings_truncated": "listings stopped by `ADCRAWLER_MAX_CAMPAIGNS` with more to list (the client is partial)",
     "list_pages": "list pages parsed",

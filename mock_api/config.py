@@ -68,6 +68,7 @@ class MockConfig:
     unknown_fields: bool = False
     changing_fields: bool = False
     ignore_page: bool = False
+    shifting_list: bool = False
     announced_total: str = ""  # "": the true count; "none": no total; a number: that number
     page_cap: int = 0  # serve at most this many per page, whatever limit asks (0: off)
     endless: bool = False
@@ -233,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="add a field the contract does not name (revision) whose value changes on every call")
     a("--ignore-page", action="store_true", default=_flag("ignore_page"),
       help="answer every page with the first one and has_more true")
+    a("--shifting-list", action="store_true", default=_flag("shifting_list"),
+      help="page 2 starts with page 1's last campaign again, served anew (its metrics have grown): the list "
+           "shifted under the client")
     a("--announced-total", type=_total, default=_env("announced_total", d.announced_total),
       help="the total the list announces: empty for the true count, 'none' to leave it out, or a number "
            "(a wrong one)")

@@ -406,6 +406,8 @@ class MockApi:
         first = (served_page - 1) * size + 1
         last = served_page * size if cfg.endless else min(cfg.campaigns, served_page * size)
         data = [self._record(client, n) for n in range(first, last + 1)]
+        if cfg.shifting_list and served_page == 2:  # the list moved under the client: page 1's last again
+            data.insert(0, self._record(client, first - 1))
         has_more = True if cfg.ignore_page or cfg.endless else page * size < cfg.campaigns
         pagination: dict[str, Any] = {"page": page, "limit": limit, "has_more": has_more}
         if cfg.announced_total != "none":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from harness.runner import run_crawl
+from mock_api.campaigns import make_campaign
 from tests.conftest import QUIET, assert_every_served_id_kept, last_line, stored_ids
 from tests.db import Db
 
@@ -148,3 +149,18 @@ def test_numeric_strings_with_implausible_values_are_served_and_stored(mock_fact
     assert result.returncode == 0, result.output[-3000:]
     assert stored_ids(db, CLIENT) == _ids(40)
     assert_every_served_id_kept(mock, db, CLIENT)
+
+
+def test_a_campaign_listed_twice_with_other_contents_keeps_the_later_one_and_says_so(mock_factory, db):
+    mock = mock_factory(*QUIET, "--campaigns", "20", "--max-page-size", "10", "--shifting-list")
+    result = run_crawl(mock.url, "demo", db.workdir, database_url=db.url)
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.stat("campaigns_conflicting", "demo") == 1
+    assert "campaign_10 listed twice with other contents" in result.output
+    assert mock.stats()["syncs"]["demo"] == {f"campaign_{n}": 1 for n in range(1, 21)}  # synced once
+    # The version stored is the later one: the platform served campaign_10 twice, its metrics grown.
+    [(raw,)] = db.rows("SELECT raw FROM campaigns WHERE campaign_id = 'campaign_10'")
+    later = make_campaign("demo", 10, 1, 0)
+    assert Db.json(raw)["impressions"] == later["impressions"]
+    [(stats,)] = db.rows("SELECT stats FROM sync_runs")
+    assert Db.json(stats)["adcrawler/client/demo/campaigns_conflicting"] == 1  # in the run record

@@ -26,6 +26,7 @@ retry settings read by :class:`~adcrawler.retrying.RetryPolicy`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
@@ -167,8 +168,12 @@ class CampaignsSpider(scrapy.Spider):
         new, beyond = 0, run.listing.beyond
         for entry in body.entries:
             record = entry.value if entry.error is None else {"id": entry.id}
-            if run.listing.admit(record_key(record, entry.text)) == "duplicate":
+            seen = run.listing.admit(record_key(record, entry.text), hashlib.sha1(entry.text.encode()).hexdigest())
+            if seen == "duplicate":
                 self.run_stats.inc("campaigns_duplicate", client)
+                continue
+            if seen == "changed":
+                yield from self._changed(run, entry, fetched_at)
                 continue
             new += 1
             self.run_stats.inc("campaigns_seen", client)
@@ -224,6 +229,29 @@ class CampaignsSpider(scrapy.Spider):
             return
         yield self.sync_request(client, cid, campaign, fetched_at)
 
+    def _changed(self, run: ClientRun, entry: Entry, fetched_at: datetime) -> Iterator[Any]:
+        """A campaign listed again with other contents (the list moved while it was read): the later
+        version is the one kept, under the sync this run makes or made of it."""
+        client = run.client_id
+        self.run_stats.inc("campaigns_conflicting", client)
+        try:
+            campaign = validate_campaign(entry.value, entry.text) if entry.error is None else None
+        except InvalidRecord:
+            campaign = None
+        cid = campaign.campaign_id if campaign else _usable(entry.id)
+        logger.warning("Client %s: campaign %s listed twice with other contents; the later one is kept", client,
+                       cid or "without a usable id", extra={"client": client})
+        if campaign is None or cid not in run.syncable:
+            yield from self._take(run, entry, fetched_at)  # quarantined, or synced now, as any record
+            return
+        run.latest[cid] = campaign
+        if cid in run.synced:  # stored already: stored again (the synced_at kept is the stored one)
+            yield CampaignItem.of(client, campaign, fetched_at, sync_status="synced")
+        elif cid in run.failed:
+            failed = run.failed[cid]
+            run.failed[cid] = FailedSync(campaign, fetched_at, failed.error, failed.retryable)
+            yield CampaignItem.of(client, campaign, fetched_at, sync_status="failed", sync_error=failed.error)
+
     def list_failed(self, failure: Failure) -> Iterator[Any]:
         kwargs = failure.request.cb_kwargs
         yield from self._list_given_up(kwargs["client"], kwargs["page"], _reason(failure))
@@ -270,6 +298,7 @@ class CampaignsSpider(scrapy.Spider):
         """A sync call's final answer for this pass: record it, then maybe start the next pass."""
         run = self.run(client)
         run.pending -= 1
+        campaign = run.latest.get(campaign_id, campaign)  # listed again with other contents meanwhile
         if error is None:
             run.synced.add(campaign_id)
             self.run_stats.inc("campaigns_synced", client)
