@@ -1,19 +1,15 @@
-"""Every adcrawler setting: one name, one form, one line of documentation.
+"""The settings an operator sets: one name each, the same in the environment, ``.env`` and ``-s``.
 
-A setting has the same name in the environment, in ``.env`` and with
-``scrapy crawl -s NAME=value``. ``adcrawler/settings.py`` reads each one from
-the environment (python-decouple) as text; :func:`resolve` parses them all at
-start-up, stops the run with one line naming a bad value (exit status 2),
-warns about ``ADCRAWLER_*`` names it does not know, and copies the few that
-drive Scrapy's own settings (``CONCURRENT_REQUESTS``, ``LOG_LEVEL``...) onto
-them, so a value given with ``-s`` reaches Scrapy too. Components read typed
-values with :func:`value` in ``from_crawler``.
-
-The README's settings table is checked against :data:`SETTINGS` by the tests.
+``adcrawler/settings.py`` reads them as text; :func:`resolve` checks them all before a
+command starts (a bad value is one line naming it, exit 2) and warns about names it does
+not know: a retired setting, or a near miss of a known one. Components read typed values
+with :func:`value` in ``from_crawler``. Everything else is a constant beside the code that
+uses it; the durations among them scale with ``ADCRAWLER_TIME_SCALE`` (:func:`scaled`).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +21,7 @@ from scrapy.settings import BaseSettings
 
 PREFIX = "ADCRAWLER_"
 EXIT_CONFIG = 2  # a bad setting, client registry or command line
+DRY_RUN = "adcrawler_dry_run"  # the Scrapy setting the crawl command makes of -a dry_run=1
 
 
 class ConfigError(ValueError):
@@ -33,19 +30,15 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Kind:
-    """How a value is written: ``form`` is what the error message asks for."""
-
-    form: str
+    form: str  # what the error message asks for
     parse: Callable[[str], Any]
-    bad: str  # an example of a value this kind refuses (the tests use it)
+    bad: str  # a value this kind refuses (the tests use it)
 
 
-def _number(cast: type, minimum: float, allow_min: bool) -> Callable[[str], Any]:
+def _number(cast: type, minimum: float, allow_min: bool, maximum: float = float("inf")) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         number = cast(text)
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ValueError
-        if number < minimum or (number == minimum and not allow_min):
+        if number != number or not (minimum < number or allow_min and number == minimum) or number > maximum:
             raise ValueError
         return number
     return parse
@@ -53,20 +46,17 @@ def _number(cast: type, minimum: float, allow_min: bool) -> Callable[[str], Any]
 
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError
+    if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError
+    return lowered in ("1", "true", "yes", "on")
 
 
-# A host name or an address: what a URL's host may be (no spaces, no stray characters).
+# A host name or an address: what a URL's host may be.
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
                    r"[A-Za-z0-9])?)*\.?|\[?[0-9A-Fa-f:.]+\]?)$")
 
 
 def _url_parts(text: str) -> Any:
-    """``urlsplit`` with every part checked: a usable host, a port in range, no spaces."""
     parts = urlsplit(text)
     if any(ch.isspace() or ord(ch) < 32 for ch in text):
         raise ValueError
@@ -81,10 +71,6 @@ def _http_url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError
     return text.strip().rstrip("/")
-
-
-def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    return lambda text: parse(text) if text.strip() else ""
 
 
 def _database_url(text: str) -> str:
@@ -115,38 +101,8 @@ def _existing_file(text: str) -> str:
     return text.strip()
 
 
-def _log_level(text: str) -> str:
-    if text.strip().upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ValueError
-    return text.strip().upper()
-
-
-def _status_list(text: str) -> tuple[int, ...]:
-    codes = tuple(int(code) for code in text.split(",") if code.strip())
-    if not codes or any(not 400 <= code <= 599 or code in (401, 403, 429) for code in codes):
-        raise ValueError
-    return codes
-
-
-def _job_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text.strip()):
-        raise ValueError
-    return text.strip()
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.strip().lower() not in choices:
-            raise ValueError
-        return text.strip().lower()
-    return parse
-
-
 def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise ValueError
-    return port
+    return _number(int, 0, True, 65535)(text)
 
 
 def _url_list(text: str) -> tuple[str, ...]:
@@ -157,29 +113,20 @@ def _url_list(text: str) -> tuple[str, ...]:
 
 
 COUNT = Kind("a whole number > 0", _number(int, 1, True), "ten")
-COUNT_OR_ZERO = Kind("a whole number >= 0", _number(int, 0, True), "-1")
 PORT = Kind("a port number from 0 to 65535 (0 = off)", _port, "70000")
 SECONDS = Kind("a number of seconds > 0", _number(float, 0, False), "soon")
-SECONDS_OR_ZERO = Kind("a number of seconds >= 0 (0 = off)", _number(float, 0, True), "-5")
-DAYS = Kind("a number of days >= 0 (0 = keep all)", _number(float, 0, True), "-1")
+SCALE = Kind("a number > 0 and at most 1", _number(float, 0, False, 1.0), "2")
 BOOL = Kind("true or false", _bool, "maybe")
 HTTP_URL = Kind("an http:// or https:// URL", _http_url, "ftp://example.com")
-OPTIONAL_URL = Kind("an http:// or https:// URL, or empty for off", _optional(_http_url), "localhost:9091")
+OPTIONAL_URL = Kind("an http:// or https:// URL, or empty for off",
+                    lambda t: _http_url(t) if t.strip() else "", "localhost:9091")
 DATABASE = Kind("postgresql://[user[:password]@]host[:port]/dbname, sqlite:///path, or empty for the SQLite file",
                 _database_url, "mysql://db")
 PATH = Kind("a path", _non_empty, " ")
-OPTIONAL_PATH = Kind("a path, or empty for off", lambda t: t.strip(), "")
 REGISTRY = Kind("the path of an existing TOML file, or empty for the packaged registry", _existing_file,
                 "/nonexistent/clients.toml")
-HOST = Kind("a host name or address", _non_empty, " ")
-LOG_LEVEL = Kind("DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level, "LOUD")
-STATUSES = Kind("comma-separated HTTP statuses from 400 to 599 (not 401, 403, 429)", _status_list, "503,abc")
-JOB = Kind("letters, digits, '.', '_' or '-'", _job_name, "a job")
 URLS = Kind("comma-separated http:// URLs", _url_list, "node1:6800")
-QUARANTINE_ALERT = Kind("new or every", _choice("new", "every"), "sometimes")
-
-# Kind.bad of OPTIONAL_PATH is empty: every text is a valid optional path.
-# The settings that use it have no invalid value, and the tests know it.
+DAYS = Kind("a number of days >= 0 (0 = keep everything)", _number(float, 0, True), "-1")
 
 
 @dataclass(frozen=True)
@@ -188,106 +135,62 @@ class Setting:
     default: str
     kind: Kind
     doc: str
-    scrapy: str | None = None  # the Scrapy setting this one drives
-    command: str = "crawl"  # who reads it: "crawl" or "dispatch"
     secret: bool = False  # may hold a password: its value is never shown
 
 
 SETTINGS: list[Setting] = [
-    # -- The platform
     Setting("AD_PLATFORM_API_URL", "http://127.0.0.1:3001", HTTP_URL, "base URL of the platform"),
+    Setting("DATABASE_URL", "", DATABASE, "`postgresql://...` = PostgreSQL; `sqlite:///path` or empty = SQLite "
+            "(empty: `adcrawler.sqlite3` in `ADCRAWLER_DATA_DIR`)", secret=True),
+    Setting("ADCRAWLER_DATA_DIR", "data", PATH, "the SQLite file (when `DATABASE_URL` is empty), `spool/` (batches "
+            "the database could not take) and `stats/` (one JSON file per run)"),
     Setting("ADCRAWLER_CLIENTS_FILE", "", REGISTRY, "client registry file (empty: the packaged one)"),
-    Setting("ADCRAWLER_DRY_RUN", "false", BOOL,
-            "list and validate every page, report what would be stored and synced; write nothing, send no sync "
-            "(also `-a dry_run=1`)"),
+    Setting("ADCRAWLER_RATE_LIMIT", "10", COUNT, "the platform's budget per client: requests per window"),
+    Setting("ADCRAWLER_RATE_WINDOW", "60", SECONDS, "the budget's rolling window (s)"),
     Setting("ADCRAWLER_PAGE_SIZE", "100", COUNT, "`limit` asked for on list calls; the platform may cap it"),
     Setting("ADCRAWLER_MAX_CAMPAIGNS", "10000", COUNT,
             "most campaigns listed per client and run: a listing that reaches it stops, and the client is partial"),
-    Setting("ADCRAWLER_QUARANTINE_ALERT", "new", QUARANTINE_ALERT,
-            "`new`: a record quarantined again for the reason an earlier run gave is counted, but does not "
-            "make the run partial; `every`: every quarantine does"),
-    # -- Rate budget, per client
-    Setting("ADCRAWLER_RATE_LIMIT", "10", COUNT, "the platform's budget per client: requests per window"),
-    Setting("ADCRAWLER_RATE_WINDOW", "60", SECONDS, "the budget's rolling window (s)"),
-    Setting("ADCRAWLER_RATE_LIMIT_CEILING", "100", COUNT,
-            "most requests per `ADCRAWLER_RATE_WINDOW` a platform's rate-limit headers may raise a budget to "
-            "(a lower limit they state is adopted at once)"),
-    Setting("ADCRAWLER_RATE_429_RETRIES", "5", COUNT_OR_ZERO, "times one request may meet a 429 before it is given up"),
-    Setting("ADCRAWLER_RETRY_AFTER_MAX", "300", SECONDS, "longest Retry-After honoured (s); larger values are clamped"),
-    # -- Retries
-    Setting("ADCRAWLER_RETRY_TIMES", "6", COUNT_OR_ZERO,
-            "retries of a 5xx, timeout, dropped connection or non-JSON answer (the token request too)"),
-    Setting("ADCRAWLER_REAUTH_RETRIES", "2", COUNT_OR_ZERO,
-            "times one API call is sent again with a new token after the platform refused its token (401)"),
-    Setting("ADCRAWLER_RETRY_HTTP_CODES", "500,502,503,504,408,522,524", STATUSES, "statuses retried"),
-    Setting("ADCRAWLER_RETRY_BACKOFF_BASE", "1", SECONDS,
-            "backoff before retry n: uniform in [c/2, c], c = min(MAX, BASE·2ⁿ⁻¹) s, unless Retry-After says"),
-    Setting("ADCRAWLER_RETRY_BACKOFF_MAX", "30", SECONDS, "cap of that backoff (s)"),
-    Setting("ADCRAWLER_SYNC_PASSES", "3", COUNT,
-            "passes over a client's failed syncs: a campaign whose sync failed after all retries is tried "
-            "again at the end of its client's run, up to this many passes in all"),
-    # -- Timeouts
     Setting("ADCRAWLER_TIMEOUT_AUTH", "10", SECONDS, "timeout of a token request (s)"),
     Setting("ADCRAWLER_TIMEOUT_LIST", "15", SECONDS, "timeout of a list call (s)"),
     Setting("ADCRAWLER_TIMEOUT_SYNC", "10", SECONDS, "timeout of a sync call (s); a sync takes about 2 s"),
-    Setting("ADCRAWLER_TOKEN_REFRESH_MARGIN", "60", SECONDS_OR_ZERO,
-            "refresh a token this long before it expires (at most a tenth of its life)"),
-    # -- Storage
-    Setting("DATABASE_URL", "", DATABASE, "empty or `sqlite:///path` = SQLite; `postgresql://...` = PostgreSQL",
-            secret=True),
-    Setting("ADCRAWLER_SQLITE_PATH", "data/adcrawler.sqlite3", PATH, "SQLite file when `DATABASE_URL` is empty"),
-    Setting("ADCRAWLER_DB_BATCH_SIZE", "50", COUNT, "rows per batch (one transaction)"),
-    Setting("ADCRAWLER_DB_FLUSH_INTERVAL", "5", SECONDS,
-            "a partial batch is written once its oldest row waited this long (s)"),
-    Setting("ADCRAWLER_DB_RETRIES", "5", COUNT_OR_ZERO, "retries of a batch while the database is unreachable"),
-    Setting("ADCRAWLER_DB_RETRY_BACKOFF_BASE", "1", SECONDS, "backoff between batch retries: base (s)"),
-    Setting("ADCRAWLER_DB_RETRY_BACKOFF_MAX", "30", SECONDS, "backoff between batch retries: cap (s)"),
-    Setting("ADCRAWLER_DB_STATEMENT_TIMEOUT", "30", SECONDS,
-            "longest a database statement may take (s), waits included; then it is a fault: retried, then spooled"),
-    Setting("ADCRAWLER_DB_LOCK_TIMEOUT", "5", SECONDS,
-            "longest a statement waits for another session's lock (s; SQLite: its busy timeout)"),
-    Setting("ADCRAWLER_LOCK_CHECK_INTERVAL", "5", SECONDS,
-            "how often the run checks it still holds its clients' locks (s); a lost one interrupts its client"),
-    Setting("ADCRAWLER_SPOOL_DIR", "data/spool", PATH, "where batches go when the database stays down"),
-    # -- Operating
-    Setting("ADCRAWLER_STATS_DIR", "data/stats", OPTIONAL_PATH,
-            "one JSON stats file per run, named `<start time>-<run id>.json` (empty = off)"),
-    Setting("ADCRAWLER_STATS_KEEP_DAYS", "30", DAYS,
-            "stats files older than this many days are removed after a run (0 = keep all)"),
-    Setting("ADCRAWLER_METRICS_HOST", "127.0.0.1", HOST, "address of the Prometheus pull endpoint"),
-    Setting("ADCRAWLER_METRICS_PORT", "0", PORT, "port of the Prometheus pull endpoint (0 = off)"),
+    Setting("ADCRAWLER_KEEP_DAYS", "0", DAYS, "stats files older than this are removed after a run"),
     Setting("ADCRAWLER_PUSHGATEWAY_URL", "", OPTIONAL_URL,
-            "Pushgateway to push each client's metrics to at the end (empty = off)"),
-    Setting("ADCRAWLER_PUSHGATEWAY_JOB", "adcrawler", JOB, "`job` label of the pushed groups"),
-    Setting("ADCRAWLER_PUSH_INTERVAL", "30", SECONDS_OR_ZERO,
-            "push the running clients' progress every N s (0 = only at the end)"),
-    Setting("ADCRAWLER_PUSH_TIMEOUT", "2", SECONDS, "timeout of one push (s)"),
-    Setting("ADCRAWLER_PUSH_DEADLINE", "5", SECONDS,
-            "longest the pushes at the end may delay the end of the run (s); pushes still undone fail"),
-    Setting("ADCRAWLER_PUSH_CONCURRENCY", "8", COUNT, "pushes at once"),
+            "Pushgateway to push each client's metrics to, during the run and at its end (empty = off)"),
+    Setting("ADCRAWLER_METRICS_PORT", "0", PORT, "port of a Prometheus pull endpoint on 127.0.0.1 (0 = off)"),
     Setting("ADCRAWLER_SYNC_MAX_AGE", "43200", SECONDS,
             "a client not synced successfully for this long is stale (pushed as a metric: the alert reads it)"),
-    Setting("ADCRAWLER_PROGRESS_INTERVAL", "30", SECONDS_OR_ZERO,
-            "one progress line for the whole run every N s (per client at DEBUG; 0 = off)"),
     Setting("ADCRAWLER_LOG_JSON", "false", BOOL, "one JSON object per log line, from the first line to the last"),
-    Setting("ADCRAWLER_LOG_LEVEL", "INFO", LOG_LEVEL, "log level", scrapy="LOG_LEVEL"),
-    Setting("ADCRAWLER_LOG_STATS", "false", BOOL,
-            "also dump the run's stats on the console at the end (they are always in the stats file; "
-            "at DEBUG they are on the console too)"),
-    # -- Concurrency
-    Setting("ADCRAWLER_CONCURRENT_REQUESTS", "1024", COUNT,
-            "requests on the wire at once, all clients together (requests waiting for budget do not count)",
-            scrapy="CONCURRENT_REQUESTS"),
-    Setting("ADCRAWLER_CONCURRENT_PER_CLIENT", "16", COUNT, "requests on the wire at once for one client",
-            scrapy="CONCURRENT_REQUESTS_PER_DOMAIN"),
-    # -- Dispatch over scrapyd nodes (python -m adcrawler.dispatch)
-    Setting("ADCRAWLER_SCRAPYD_NODES", "http://127.0.0.1:6800", URLS, "scrapyd nodes to spread clients over",
-            command="dispatch"),
-    Setting("ADCRAWLER_SCRAPYD_PROJECT", "adcrawler", JOB, "scrapyd project name", command="dispatch"),
-    Setting("ADCRAWLER_SHARD_SIZE", "250", COUNT, "most clients in one scrapyd job: a node runs its share of "
-            "the clients in as few jobs as this allows", command="dispatch"),
+    Setting("ADCRAWLER_SCRAPYD_NODES", "http://127.0.0.1:6800", URLS, "scrapyd nodes `scrapy dispatch` spreads "
+            "clients over"),
+    Setting("ADCRAWLER_TIME_SCALE", "1", SCALE, "for a platform whose clock runs faster than the real one (the "
+            "simulator's `--time-scale`): multiplies the rate window, the timeouts and every wait and interval"),
 ]
 BY_NAME = {s.name: s for s in SETTINGS}
+
+# Names an earlier version read, and what replaced each: still set, they get one warning.
+RETIRED = {
+    **dict.fromkeys(("ADCRAWLER_SQLITE_PATH", "ADCRAWLER_SPOOL_DIR", "ADCRAWLER_STATS_DIR"),
+                    "the SQLite file, the spool and the stats live in ADCRAWLER_DATA_DIR (or DATABASE_URL="
+                    "sqlite:///path)"),
+    "ADCRAWLER_STATS_KEEP_DAYS": "use ADCRAWLER_KEEP_DAYS",
+    "ADCRAWLER_DRY_RUN": "use -a dry_run=1",
+    "ADCRAWLER_LOG_LEVEL": "use Scrapy's LOG_LEVEL",
+    "ADCRAWLER_CONCURRENT_REQUESTS": "use Scrapy's CONCURRENT_REQUESTS",
+    "ADCRAWLER_SHARD_SIZE": "use scrapy dispatch --shard-size",
+    **dict.fromkeys((
+        "ADCRAWLER_QUARANTINE_ALERT", "ADCRAWLER_RATE_LIMIT_CEILING", "ADCRAWLER_RATE_429_RETRIES",
+        "ADCRAWLER_RETRY_AFTER_MAX", "ADCRAWLER_RETRY_TIMES", "ADCRAWLER_REAUTH_RETRIES", "ADCRAWLER_RETRY_HTTP_CODES",
+        "ADCRAWLER_RETRY_BACKOFF_BASE", "ADCRAWLER_RETRY_BACKOFF_MAX", "ADCRAWLER_SYNC_PASSES",
+        "ADCRAWLER_TOKEN_REFRESH_MARGIN", "ADCRAWLER_DB_BATCH_SIZE", "ADCRAWLER_DB_FLUSH_INTERVAL",
+        "ADCRAWLER_DB_RETRIES", "ADCRAWLER_DB_RETRY_BACKOFF_BASE", "ADCRAWLER_DB_RETRY_BACKOFF_MAX",
+        "ADCRAWLER_DB_STATEMENT_TIMEOUT", "ADCRAWLER_DB_LOCK_TIMEOUT", "ADCRAWLER_LOCK_CHECK_INTERVAL",
+        "ADCRAWLER_METRICS_HOST", "ADCRAWLER_PUSHGATEWAY_JOB", "ADCRAWLER_PUSH_INTERVAL", "ADCRAWLER_PUSH_TIMEOUT",
+        "ADCRAWLER_PUSH_DEADLINE", "ADCRAWLER_PUSH_CONCURRENCY", "ADCRAWLER_PROGRESS_INTERVAL", "ADCRAWLER_LOG_STATS",
+        "ADCRAWLER_CONCURRENT_PER_CLIENT", "ADCRAWLER_SCRAPYD_PROJECT"),
+        "now a fixed value (its durations follow ADCRAWLER_TIME_SCALE)"),
+}
+# Names read from the environment that are not settings: a near miss of these is not a typo.
+OTHER_NAMES = ("AD_PLATFORM_EMAIL", "AD_PLATFORM_PASSWORD", "SCRAPYD_USERNAME", "SCRAPYD_PASSWORD")
 
 
 def environment_values() -> dict[str, str]:
@@ -319,8 +222,35 @@ def value(settings: BaseSettings | Mapping[str, Any], name: str) -> Any:
     return parse(name, BY_NAME[name].default if raw is None else raw)
 
 
-def unknown_names(names: Iterable[str]) -> list[str]:
-    return sorted({n for n in names if n.startswith(PREFIX) and n not in BY_NAME})
+# Loopback and the event loop add milliseconds that do not shrink with the platform's clock:
+# a timeout below this would fire on healthy requests.
+MIN_TIMEOUT = 0.25
+
+
+def scaled(settings: BaseSettings | Mapping[str, Any], seconds: float, floor: float = 0.0) -> float:
+    """A duration of the real platform's clock, on the clock of the platform in use."""
+    return max(seconds * value(settings, "ADCRAWLER_TIME_SCALE"), floor)
+
+
+def timeout(settings: BaseSettings | Mapping[str, Any], endpoint: str) -> float:
+    """The timeout of an ``auth``, ``list`` or ``sync`` call, on the platform's clock."""
+    return scaled(settings, value(settings, f"ADCRAWLER_TIMEOUT_{endpoint.upper()}"), MIN_TIMEOUT)
+
+
+def warnings_for(names: Iterable[str]) -> list[str]:
+    """One line for each name that is retired, or a near miss of a known one."""
+    known = [*BY_NAME, *OTHER_NAMES]
+    out = []
+    for name in sorted(set(names)):
+        if name in RETIRED:
+            out.append(f"{name} is retired and ignored: {RETIRED[name]}")
+        elif name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+            if close:
+                out.append(f"{name} is not a setting and is ignored: did you mean {close[0]}?")
+            elif name.startswith(PREFIX):
+                out.append(f"{name} is not a setting and is ignored (see the settings reference)")
+    return out
 
 
 def _dotenv_names() -> list[str]:
@@ -330,13 +260,9 @@ def _dotenv_names() -> list[str]:
     return list(getattr(repository, "data", {}) or {})
 
 
-def resolve(settings: BaseSettings, command: str = "crawl") -> list[str]:
-    """Check every setting ``command`` reads, drive Scrapy's settings from ours,
-    and return warnings for unknown ``ADCRAWLER_*`` names. Raises ConfigError."""
-    values = {s.name: value(settings, s.name) for s in SETTINGS if s.command == command}
-    for s in SETTINGS:
-        if s.scrapy and s.name in values:
-            settings.set(s.scrapy, values[s.name], priority=settings.getpriority(s.name) or "project")
-    names = [*os.environ, *_dotenv_names(), *(name for name, _ in settings.items())]
-    return [f"unknown setting {name} is ignored (see the settings table in the README)"
-            for name in unknown_names(names)]
+def resolve(settings: BaseSettings, names: Iterable[str] = BY_NAME) -> list[str]:
+    """Check the settings ``names`` (every one by default); return the warnings about the names
+    set in the environment, ``.env`` and the settings that are none of ours. Raises ConfigError."""
+    for name in names:
+        value(settings, name)
+    return warnings_for([*os.environ, *_dotenv_names(), *(name for name, _ in settings.items())])

@@ -1,49 +1,29 @@
-"""The run ledger: every client's run state, owned in one place, reached through the crawler.
+"""The run ledger: every client's run state and outcome, owned in one place, reached through the crawler.
 
-One :class:`ClientRun` per client of the crawl holds what the run knows of it:
-whether this run holds its lock, its listing, which campaigns are synced,
-failed, stored or resumed, what was quarantined or spooled, why it could not
-authenticate, what the run could not record, its own start and end, and in
-the end its outcome. Components never read each other's state or the stats
-to learn these things; they ask the ledger::
-
-    ledger = RunLedger.of(crawler)   # an extension, first in EXTENSIONS
-
-Who writes what: the spider registers its clients and keeps their listing and
-sync state; the run records say which clients this run holds; the scheduler
-counts requests and answers; the token middleware records a refused client;
-the store pipeline what was stored, quarantined or spooled, and what a resumed
-run had stored before. Every change that is also a stat is counted here, so
-the stats say what the ledger says.
-
-When the spider closes, the ledger settles each client's outcome
-(:func:`adcrawler.outcome.client_outcome`) before the run records, the stats
-file and the metrics read it; the crawl command's exit status and last line
-come from :meth:`RunLedger.final_line`.
-
-In a dry run (``ADCRAWLER_DRY_RUN``) the outcome says what the run would have
-stored, quarantined and synced.
-
-Settings: ADCRAWLER_PAGE_SIZE, ADCRAWLER_MAX_CAMPAIGNS, ADCRAWLER_QUARANTINE_ALERT, ADCRAWLER_SYNC_PASSES,
-ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW, ADCRAWLER_DRY_RUN.
+One :class:`ClientRun` per client holds what the run knows of it; components tell the ledger what
+happened through its methods (``listed``, ``synced``, ``stored``...), which keep the stats that
+derive from it, and read its state; none writes a field. When the spider closes, the ledger settles
+each client's outcome (:func:`client_outcome`) before the recorder, the stats file and the metrics
+read it; the crawl's exit status and last line come from :meth:`RunLedger.final_line`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 
-from adcrawler.clients import Client
-from adcrawler.config import value
-from adcrawler.items import Campaign, CampaignItem
-from adcrawler.outcome import Outcome, client_outcome, dry_run_outcome, final_line
-from adcrawler.pagination import Listing
-from adcrawler.ratelimit import lower_bound_seconds
+from adcrawler.budget import lower_bound_seconds
+from adcrawler.config import DRY_RUN, value
+from adcrawler.listing import Listing
+from adcrawler.model import Campaign, CampaignItem
+from adcrawler.registry import Client
+from adcrawler.retry import SYNC_PASSES
 from adcrawler.stats import RunStats
 
 if TYPE_CHECKING:
@@ -51,11 +31,36 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-WAITING, HELD, SKIPPED, INTERRUPTED = "waiting", "held", "skipped", "interrupted"
-
-# Sent by the run records once the run holds its clients' locks, with
-# ``job`` (the JobState) and ``clients`` (the client ids held).
+# Sent by the recorder once the run holds its clients' locks, with ``job`` (the JobState)
+# and ``clients`` (the client ids held).
 CLIENTS_HELD = object()
+
+
+class State(Enum):
+    WAITING = "waiting"  # before the recorder takes the client's lock
+    HELD = "held"  # this run holds the lock and works for the client
+    SKIPPED = "skipped"  # another run holds it
+    INTERRUPTED = "interrupted"  # the run stopped working for it midway (its lock lost, nowhere to store)
+
+
+class Result(StrEnum):
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+
+
+SPOOLED = "rows waiting in the spool"  # followed by the cause: "(lock timeout)", "(disk)"...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: Result
+    reasons: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.name} ({', '.join(self.reasons)})" if self.reasons else str(self.name)
 
 
 @dataclass
@@ -63,7 +68,7 @@ class FailedSync:
     campaign: Campaign | None  # None: a quarantined record, synced for the platform's sake
     fetched_at: datetime
     error: str
-    retryable: bool  # a transient failure: worth another pass
+    retryable: bool  # worth another pass
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,9 @@ class Progress:
 
 @dataclass
 class ClientRun:
-    """One client's run: everything the crawl knows of it."""
-
     client: Client
     listing: Listing
-    # HELD once this run holds the client's lock; SKIPPED when another run does;
-    # INTERRUPTED when the run stopped working for it (its lock lost, nowhere to store).
-    state: str = WAITING
+    state: State = State.WAITING
     interruption: str | None = None
     started_at: datetime | None = None
     last_answer_at: datetime | None = None
@@ -91,7 +92,7 @@ class ClientRun:
     pending: int = 0  # sync requests not settled yet
     passes: int = 1
     syncable: set[str] = field(default_factory=set)  # usable ids listed
-    latest: dict[str, Campaign] = field(default_factory=dict)  # campaigns listed again with other contents
+    latest: dict[str, Campaign] = field(default_factory=dict)  # listed again with other contents
     synced: set[str] = field(default_factory=set)
     failed: dict[str, FailedSync] = field(default_factory=dict)
     resumable: set[str] = field(default_factory=set)  # stored as synced by an interrupted attempt of this run
@@ -99,11 +100,10 @@ class ClientRun:
     stored: set[str] = field(default_factory=set)
     would_store: int = 0  # a dry run: valid campaigns it would have stored
     quarantined: int = 0
-    # Problems (campaign or payload, and reason) quarantined by earlier runs, and how
-    # many quarantines of this run repeat one (ADCRAWLER_QUARANTINE_ALERT=new: not partial).
+    # Problems quarantined by earlier runs, and how many quarantines of this run repeat one.
     known_problems: set[str] = field(default_factory=set)
     quarantined_again: int = 0
-    spooled: dict[str, int] = field(default_factory=dict)  # rows spooled, by cause (lock timeout, disk...)
+    spooled: dict[str, int] = field(default_factory=dict)  # rows spooled, by cause
     auth_failure: str | None = None
     faults: list[str] = field(default_factory=list)  # what the run could not record
     requests_sent: int = 0
@@ -123,88 +123,93 @@ class ClientRun:
         """Listed, syncable, and never synced nor failed: the crawl stopped first."""
         return len(self.syncable - self.synced - self.failed.keys() - self.resumable)
 
-    def progress(self, max_passes: int) -> Progress:
-        more_passes = self.passes < max_passes
-        failed_for_good = sum(1 for f in self.failed.values() if not (f.retryable and more_passes))
-        without_id = self.seen - len(self.syncable)  # quarantined, nothing to sync
-        done = len(self.synced) + len(self.resumable & self.syncable) + without_id + failed_for_good
+    def progress(self) -> Progress:
+        more = self.passes < SYNC_PASSES
+        for_good = sum(1 for f in self.failed.values() if not (f.retryable and more))
+        done = len(self.synced) + len(self.resumable & self.syncable) + self.seen - len(self.syncable) + for_good
         known = self.seen if self.listing_done else max(self.listing.total or 0, self.seen)
-        return Progress(done=min(done, known), known=known, retrying=len(self.failed) - failed_for_good,
-                        listing_done=self.listing_done)
+        return Progress(min(done, known), known, len(self.failed) - for_good, self.listing_done)
 
 
 class RunLedger:
-    def __init__(self, stats: RunStats, page_size: int, max_passes: int, rate_limit: int, rate_window: float,
+    def __init__(self, stats: RunStats, page_size: int, rate_limit: int, rate_window: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), dry_run: bool = False,
-                 max_campaigns: int = 10_000, quarantine_alert: str = "new"):
+                 max_campaigns: int = 10_000):
         self.stats = stats
         self.dry_run = dry_run
         self.page_size = page_size
         self.max_campaigns = max_campaigns
-        self.quarantine_alert = quarantine_alert
-        self.max_passes = max_passes
-        self.rate_limit = rate_limit
-        self.rate_window = rate_window
+        self.rate = (rate_limit, rate_window)
         self.clock = clock
         self.runs: dict[str, ClientRun] = {}
         self.finish_reason: str | None = None
         self.notices: list[str] = []
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> "RunLedger":
+    def from_crawler(cls, crawler: Crawler) -> RunLedger:
         s = crawler.settings
-        ledger = cls(RunStats(crawler), value(s, "ADCRAWLER_PAGE_SIZE"), value(s, "ADCRAWLER_SYNC_PASSES"),
-                     value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW"),
-                     dry_run=value(s, "ADCRAWLER_DRY_RUN"), max_campaigns=value(s, "ADCRAWLER_MAX_CAMPAIGNS"),
-                     quarantine_alert=value(s, "ADCRAWLER_QUARANTINE_ALERT"))
+        ledger = cls(RunStats(crawler), value(s, "ADCRAWLER_PAGE_SIZE"), value(s, "ADCRAWLER_RATE_LIMIT"),
+                     value(s, "ADCRAWLER_RATE_WINDOW") * value(s, "ADCRAWLER_TIME_SCALE"),
+                     dry_run=s.getbool(DRY_RUN), max_campaigns=value(s, "ADCRAWLER_MAX_CAMPAIGNS"))
         crawler.signals.connect(ledger.spider_closed, signal=signals.spider_closed)
         return ledger
 
     @staticmethod
-    def of(crawler: Crawler) -> "RunLedger":
+    def of(crawler: Crawler) -> RunLedger:
         ledger = crawler.get_extension(RunLedger)
         if ledger is None:
             raise RuntimeError("adcrawler.ledger.RunLedger must be enabled in EXTENSIONS")
         return ledger
 
-    # -- the clients of this crawl ------------------------------------------------------
+    # -- the clients of this crawl, and which this run holds ------------------------------
     def open(self, clients: Iterable[Client]) -> None:
         """The clients this crawl was asked to sync (the spider calls this once)."""
         for client in clients:
-            self.runs[client.client_id] = ClientRun(client, Listing(self.page_size, self.max_campaigns))
+            run = self.runs[client.client_id] = ClientRun(client, Listing(self.page_size, self.max_campaigns))
+            if self.dry_run:  # nothing is recorded, so no lock is taken: the run works for every client
+                run.state, run.started_at = State.HELD, self.clock()
 
     def run(self, client: str) -> ClientRun:
         return self.runs[client]
 
     def held(self) -> list[str]:
         """Clients whose lock this run holds: the ones it works for."""
-        return [c for c, run in self.runs.items() if run.state == HELD]
+        return [c for c, run in self.runs.items() if run.state is State.HELD]
 
     def owned(self) -> list[str]:
         """Clients this run took the lock of, held still or interrupted since: the ones it records."""
-        return [c for c, run in self.runs.items() if run.state in (HELD, INTERRUPTED)]
+        return [c for c, run in self.runs.items() if run.state in (State.HELD, State.INTERRUPTED)]
 
     def may_send(self, client: str) -> bool:
-        """Whether a request of ``client`` may go out (unknown clients: yes)."""
         run = self.runs.get(client)
-        return run is None or run.state == HELD
+        return run is None or run.state is State.HELD
 
-    def hold(self, client: str) -> None:
+    def starting(self, client: str) -> datetime:
+        """The recorder is taking the client: its run starts now."""
         run = self.runs[client]
-        run.state, run.started_at = HELD, run.started_at or self.clock()
+        run.started_at = run.started_at or self.clock()
+        return run.started_at
+
+    def hold(self, client: str, known_problems: set[str] | None = None) -> None:
+        run = self.runs[client]
+        run.state, run.started_at = State.HELD, run.started_at or self.clock()
+        run.known_problems = known_problems or set()
 
     def skip(self, client: str) -> None:
         """Another run holds the client: nothing is sent for it."""
-        self.runs[client].state = SKIPPED
+        self.runs[client].state = State.SKIPPED
         self.stats.set("locked", 1, client)
 
+    def resume(self, client: str, done: set[str]) -> None:
+        """Campaigns an interrupted attempt of this run stored as synced: not synced again."""
+        self.runs[client].resumable = done
+
     def interrupt(self, client: str, reason: str) -> None:
-        """Stop working for ``client`` at once (its lock was lost...): nothing more
-        is sent for it, and its outcome is ``interrupted`` with ``reason``."""
+        """Stop working for ``client`` at once: nothing more is sent for it."""
         run = self.runs[client]
-        if run.state != HELD:
+        if run.state is not State.HELD:
             return
-        run.state, run.interruption = INTERRUPTED, reason
+        run.state, run.interruption = State.INTERRUPTED, reason
         self.stats.inc("clients_interrupted", client)
         logger.error("Client %s: %s; nothing more is sent for it", client, reason, extra={"client": client})
 
@@ -216,12 +221,19 @@ class RunLedger:
         return all(self.runs[c].auth_failure for c in self.held())
 
     def notice(self, problem: str) -> None:
-        """Something the run could not do that no client's outcome owns (a metrics
-        push): the last line names it and the exit status is 1."""
+        """Something no client's outcome owns went wrong (a metrics push): named last, exit status 1."""
         if problem not in self.notices:
             self.notices.append(problem)
 
-    # -- what happened to requests and rows ------------------------------------------
+    def fault(self, client: str, reason: str) -> None:
+        """The run could not record something it owes (its run row...): the outcome says so."""
+        run = self.runs[client]
+        if reason not in run.faults:
+            run.faults.append(reason)
+            if run.outcome is not None:
+                self._settle(run)
+
+    # -- requests --------------------------------------------------------------------------
     def sent(self, client: str) -> None:
         if client in self.runs:
             self.runs[client].requests_sent += 1
@@ -229,27 +241,142 @@ class RunLedger:
 
     def answered(self, client: str, latency: float) -> None:
         if client in self.runs:
-            run = self.runs[client]
-            run.last_latency, run.last_answer_at = latency, self.clock()
+            self.runs[client].last_latency, self.runs[client].last_answer_at = latency, self.clock()
         self.stats.set("last_latency_seconds", round(latency, 3), client)
 
+    # -- the listing -------------------------------------------------------------------------
+    def page_read(self, client: str, total: object) -> None:
+        run = self.runs[client]
+        self.stats.inc("list_pages", client)
+        if run.listing.total is None:
+            run.listing.announce(total)
+            if run.listing.total is not None:
+                self.stats.set("campaigns_expected", run.listing.total, client)
+
+    def listed(self, client: str, key: str, digest: str) -> str:
+        """A record listed: ``new``, ``duplicate`` or ``changed`` (listed before with other contents)."""
+        verdict = self.runs[client].listing.admit(key, digest)
+        self.stats.inc({"new": "campaigns_seen", "duplicate": "campaigns_duplicate",
+                        "changed": "campaigns_conflicting"}[verdict], client)
+        return verdict
+
+    def page_done(self, client: str, page: int, received: int, new: int, beyond_before: int, limit: object,
+                  has_more: object) -> int | None:
+        """A page was read: the page to ask for next, or None when the listing is complete."""
+        run = self.runs[client]
+        listing = run.listing
+        if listing.beyond > beyond_before:
+            self.stats.inc("campaigns_beyond_total", client, listing.beyond - beyond_before)
+            logger.warning("Client %s: page %d brings the campaigns listed to %d, beyond the %d announced; all "
+                           "kept (the platform's total is wrong)", client, page, listing.seen, listing.total,
+                           extra={"client": client})
+        after = listing.next_page(page, received, new, limit, has_more)
+        if after is not None:
+            return after
+        if listing.stop_reason:
+            logger.warning("Client %s: listing stopped: %s", client, listing.stop_reason, extra={"client": client})
+        if listing.truncated:
+            self.stats.inc("listings_truncated", client)
+        logger.info("Client %s: list complete, %d campaigns on %d page(s)", client, listing.seen, listing.pages,
+                    extra={"client": client})
+        run.listing_done = True
+        return None
+
+    def list_failed(self, client: str, page: int, reason: str) -> None:
+        run = self.runs[client]
+        run.list_failed += 1
+        run.listing_done = True
+        self.stats.inc("list_failed", client)
+        logger.error("Client %s: gave up on list page %d (%s); campaigns after it are not synced", client, page,
+                     reason, extra={"client": client})
+
+    def to_sync(self, client: str, campaign_id: str, storable: bool = True) -> bool:
+        """A usable id listed: whether to send its sync now (not a duplicate, not stored by an
+        interrupted attempt, not a dry run)."""
+        run = self.runs[client]
+        if campaign_id in run.syncable:  # the same id under another representation on this list
+            self.stats.inc("campaigns_duplicate", client)
+            return False
+        run.syncable.add(campaign_id)
+        if storable and campaign_id in run.resumable:
+            run.resumed += 1
+            self.stats.inc("campaigns_resumed", client)
+            return False
+        if self.dry_run:
+            run.would_store += storable
+            return False
+        return True
+
+    def relisted(self, client: str, campaign: Campaign) -> str:
+        """A campaign listed again with other contents, to be kept instead: ``synced``, ``failed``
+        or ``pending`` (its sync's answer stores it)."""
+        run = self.runs[client]
+        run.latest[campaign.campaign_id] = campaign
+        if campaign.campaign_id in run.synced:
+            return "synced"
+        if campaign.campaign_id in run.failed:
+            failed = run.failed[campaign.campaign_id]
+            run.failed[campaign.campaign_id] = FailedSync(campaign, failed.fetched_at, failed.error, failed.retryable)
+            return "failed"
+        return "pending"
+
     def quarantined(self, client: str, problem: str | None = None) -> None:
-        """A record of ``client`` was quarantined; ``problem`` (``RejectedRecord.problem``) tells
-        whether an earlier run quarantined the same campaign for the same reason."""
+        """A record was quarantined; ``problem`` says whether an earlier run quarantined the same
+        one for the same reason (then it is counted, but does not make the run partial)."""
         self.stats.inc("campaigns_quarantined", client)
         run = self.runs.get(client)
         if run is None:
             return
         run.quarantined += 1
-        if problem is not None and problem in run.known_problems and self.quarantine_alert == "new":
+        if problem is not None and problem in run.known_problems:
             run.quarantined_again += 1
             self.stats.inc("campaigns_quarantined_again", client)
 
+    # -- syncs -----------------------------------------------------------------------------
+    def sync_sent(self, client: str) -> None:
+        self.runs[client].pending += 1
+
+    def synced(self, client: str, campaign_id: str, campaign: Campaign | None) -> Campaign | None:
+        """A sync succeeded; returns the version of the campaign to store (the latest listed)."""
+        run = self.runs[client]
+        run.pending -= 1
+        run.synced.add(campaign_id)
+        self.stats.inc("campaigns_synced", client)
+        if run.failed.pop(campaign_id, None) is not None:
+            self.stats.inc("campaigns_recovered", client)
+        return run.latest.get(campaign_id, campaign)
+
+    def sync_failed(self, client: str, campaign_id: str, failed: FailedSync) -> Campaign | None:
+        """A sync failed for this pass; returns the campaign to store as failed the first time, else None."""
+        run = self.runs[client]
+        run.pending -= 1
+        first = campaign_id not in run.failed
+        campaign = run.latest.get(campaign_id, failed.campaign)
+        run.failed[campaign_id] = FailedSync(campaign, failed.fetched_at, failed.error, failed.retryable)
+        if not first:
+            return None
+        logger.warning("Client %s: sync of %s failed: %s", client, campaign_id, failed.error, extra={"client": client})
+        return campaign
+
+    def next_pass(self, client: str) -> dict[str, FailedSync]:
+        """Once the client's pass is over: the failed syncs to try again, while passes remain."""
+        run = self.runs[client]
+        retry = {cid: f for cid, f in run.failed.items() if f.retryable}
+        if not run.listing_done or run.pending or not retry or run.passes >= SYNC_PASSES \
+                or run.state is not State.HELD:
+            return {}
+        run.passes += 1
+        self.stats.inc("sync_passes", client)
+        logger.info("Client %s: pass %d of %d over %d failed sync(s)", client, run.passes, SYNC_PASSES, len(retry),
+                    extra={"client": client})
+        return retry
+
+    # -- what happened to rows ----------------------------------------------------------------
     def stored(self, item: CampaignItem) -> None:
         """``item`` was written (a campaign stored twice in a run counts once)."""
         run = self.runs.get(item.client_id)
         if run is None or item.campaign_id in run.stored:
-            return  # written again (a failed sync that succeeded on a later pass)
+            return
         run.stored.add(item.campaign_id)
         self.stats.inc("campaigns_stored", item.client_id)
         if item.quality_flags:
@@ -263,29 +390,17 @@ class RunLedger:
             spooled[cause] = spooled.get(cause, 0) + rows
         self.stats.inc("rows_spooled", client, rows, reason=cause.replace(" ", "_"))
 
-    def fault(self, client: str, reason: str) -> None:
-        """The run could not record something it owes (its run row...): the outcome says so."""
-        run = self.runs[client]
-        if reason in run.faults:
-            return
-        run.faults.append(reason)
-        if run.outcome is not None:  # already settled: settle again with the fault
-            self._settle(run)
-
-    # -- the end ------------------------------------------------------------------------
+    # -- the end -----------------------------------------------------------------------------
     def progress(self, client: str) -> Progress:
-        return self.runs[client].progress(self.max_passes)
+        return self.runs[client].progress()
 
     def spider_closed(self, spider: Any, reason: str) -> None:
-        """Settle each client's outcome and timing before the run is recorded.
-
-        Connected after the spider's own handler and before every other
-        extension's (the ledger is first in EXTENSIONS)."""
+        """Settle each client's outcome and timing; connected after the spider's own handler and
+        before every other extension's (the ledger is first in EXTENSIONS)."""
         self.finish_reason = reason
-        now = self.clock()
         for run in self.runs.values():
-            if run.state in (HELD, INTERRUPTED):
-                run.last_answer_at = run.last_answer_at or now
+            if run.state in (State.HELD, State.INTERRUPTED):
+                run.last_answer_at = run.last_answer_at or self.clock()
                 self._close(run)
             self._settle(run)
 
@@ -299,13 +414,13 @@ class RunLedger:
                          extra={"client": client})
         elapsed = (run.last_answer_at - run.started_at).total_seconds() if run.started_at else 0.0
         self.stats.set("elapsed_seconds", round(elapsed, 3), client)
-        self.stats.set("lower_bound_seconds", round(lower_bound_seconds(
-            run.requests_sent, self.rate_limit, self.rate_window, run.last_latency), 3), client)
+        self.stats.set("lower_bound_seconds", round(lower_bound_seconds(run.requests_sent, *self.rate,
+                                                                        run.last_latency), 3), client)
 
     def _settle(self, run: ClientRun) -> None:
         decide = dry_run_outcome if self.dry_run else client_outcome
         run.outcome = decide(run, stopped_early=self.finish_reason != "finished")
-        self.stats.set("outcome", run.outcome.name, run.client_id)
+        self.stats.set("outcome", str(run.outcome.name), run.client_id)
         self.stats.set("outcome_reasons", ", ".join(run.outcome.reasons), run.client_id)
 
     def outcomes(self) -> dict[str, Outcome]:
@@ -320,3 +435,85 @@ class RunLedger:
         if self.notices:
             return False, f"{line}; but {'; '.join(self.notices)}"
         return complete, line
+
+
+# -- outcomes (pure logic) ---------------------------------------------------------------------
+
+def client_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
+    """A client's outcome. ``succeeded``: every announced campaign listed, synced and stored, nothing
+    newly quarantined, spooled or left out; ``partial``: anything between, with reasons; ``failed``:
+    the credentials refused, the token endpoint gone, or no listing at all; ``skipped``: another run
+    holds the client; ``interrupted``: the run stopped working for it midway."""
+    if run.state is State.SKIPPED:
+        return Outcome(Result.SKIPPED, ("another run is syncing this client",))
+    if run.state is State.INTERRUPTED:
+        return Outcome(Result.INTERRUPTED, (str(run.interruption), *run.faults))
+    if run.auth_failure:
+        return Outcome(Result.FAILED, (run.auth_failure, *run.faults))
+    seen, expected = run.seen, run.listing.total
+    if not seen and (run.list_failed or stopped_early or not run.listing.pages):
+        reason = "the campaign list could not be read" if run.list_failed else "stopped before listing"
+        return Outcome(Result.FAILED, (reason, *run.faults))
+    counts = [
+        (run.quarantined - run.quarantined_again, "{} quarantined"),
+        (len(run.failed), "{} sync failed"),
+        (run.not_attempted, "{} not synced before the crawl stopped"),
+        *((count, f"{{}} {SPOOLED} ({cause})") for cause, count in sorted(run.spooled.items())),
+        (run.list_failed, "{} list page(s) unreadable"),
+    ]
+    reasons = [text.format(count) for count, text in counts if count]
+    if expected and seen < expected:
+        reasons.append(f"{expected - seen} of {expected} announced campaigns never listed")
+    if run.listing.truncated:
+        reasons.append(f"listing {run.listing.stop_reason}")
+    unstored = seen - len(run.stored) - run.quarantined - run.resumed - run.not_attempted - sum(run.spooled.values())
+    if unstored > 0:
+        reasons.append(f"{unstored} not stored")
+    reasons.extend(run.faults)
+    if stopped_early and not reasons:
+        reasons.append("the crawl stopped early")
+    return Outcome(Result.PARTIAL if reasons else Result.SUCCEEDED, tuple(reasons))
+
+
+def dry_run_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
+    """Whether the listing could be read, and what the run would have done."""
+    if run.state is State.SKIPPED or run.auth_failure or not run.seen and (
+            run.list_failed or stopped_early or not run.listing.pages):
+        return client_outcome(run, stopped_early)
+    would = f"would store {run.would_store}, quarantine {run.quarantined} and sync {len(run.syncable)} of {run.seen} listed"
+    problems = [f"{run.list_failed} list page(s) unreadable"] if run.list_failed else []
+    if run.listing.total and run.seen < run.listing.total:
+        problems.append(f"{run.listing.total - run.seen} of {run.listing.total} announced campaigns never listed")
+    if run.listing.truncated:
+        problems.append(f"listing {run.listing.stop_reason}")
+    if stopped_early:
+        problems.append("the crawl stopped early")
+    return Outcome(Result.PARTIAL if problems else Result.SUCCEEDED, (would, *problems))
+
+
+def after_replay(outcome: str | None, reasons: str | None, unreadable: int = 0) -> tuple[str, str | None]:
+    """A run's outcome once a replay stored its spooled rows: the spool is no longer a reason,
+    unless ``unreadable`` of its lines could not be read back (kept in quarantine); a run that
+    never recorded its end (still ``running``) is closed as interrupted."""
+    kept = [r for r in (reasons or "").split(", ") if r and SPOOLED not in r]
+    if unreadable:
+        kept.append(f"{unreadable} spooled row(s) unreadable, kept in quarantine")
+    if outcome in (None, "running"):
+        return Result.INTERRUPTED.value, ", ".join(["the run ended before recording its outcome; its spool was "
+                                                    "replayed", *kept])
+    if outcome == Result.PARTIAL and not kept:
+        return Result.SUCCEEDED.value, None
+    return outcome, ", ".join(kept) or None
+
+
+def final_line(outcomes: Mapping[str, Outcome], finish_reason: str) -> tuple[bool, str]:
+    """(complete, the last line a person reads) for a run's outcomes."""
+    incomplete = {c: o for c, o in outcomes.items() if o.name not in (Result.SUCCEEDED, Result.SKIPPED)}
+    skipped = sorted(c for c, o in outcomes.items() if o.name is Result.SKIPPED)
+    described = [f"{c}: {o.describe()}" for c, o in sorted(incomplete.items())]
+    if finish_reason not in ("finished", "auth_failed") or not outcomes:
+        return False, "Sync incomplete: " + "; ".join([f"the crawl ended with reason {finish_reason!r}", *described])
+    if incomplete:
+        return False, "Sync incomplete: " + "; ".join(described)
+    tail = f"; skipped (another run holds them): {', '.join(skipped)}" if skipped else ""
+    return True, f"Sync complete: {len(outcomes) - len(skipped)} client(s) succeeded{tail}"

@@ -1,35 +1,85 @@
-"""Log output: one root handler, secrets redacted, text or JSON from the first line.
+"""Log output: one root handler, text or JSON from the first line, secrets redacted and what the
+platform sends escaped before anything is formatted.
 
-The project's commands call :func:`configure` before Scrapy logs anything, and
-tell Scrapy not to install a root handler of its own, so its start-up lines go
-through ours too. The handler honours Scrapy's ``LOG_ENABLED``, ``LOG_FILE``,
-``LOG_FILE_APPEND``, ``LOG_ENCODING``, ``LOG_FORMAT``, ``LOG_DATEFORMAT`` and
-``LOG_LEVEL`` (scrapyd passes ``LOG_FILE``). With ``ADCRAWLER_LOG_JSON`` each
-line is ``{"time", "level", "logger", "message", "run_id", "client"?,
-"exception"?}``. Redaction runs before formatting, so both formats are covered.
-
-Above DEBUG, the console is for a person: Scrapy's inventory of versions,
-components and overridden settings is left out (:class:`ConsoleFilter`), and
-the stats are dumped to the stats file only, unless ``ADCRAWLER_LOG_STATS``.
-
-Settings: ADCRAWLER_LOG_JSON, ADCRAWLER_LOG_STATS (and the Scrapy settings above).
+The commands call :func:`configure` before Scrapy logs anything and tell Scrapy not to install a
+handler of its own, so its lines go through ours too; the handler honours Scrapy's ``LOG_*``
+settings (scrapyd passes ``LOG_FILE``). Above DEBUG the console is for a person: Scrapy's
+start-up inventory and its stats dump are left out (the stats are in the stats file).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import threading
 from datetime import datetime, timezone
 from typing import Any
 
 from scrapy.settings import BaseSettings
 
-from adcrawler import redaction
 from adcrawler.config import value
 
 _context: dict[str, str | None] = {"run_id": None}
 _handler: logging.Handler | None = None
+
+
+class Secrets:
+    """Every secret read so far (passwords, Basic headers, tokens): registered as soon as it is read."""
+
+    MARK = "[REDACTED]"
+    MIN_LEN = 4  # shorter strings would redact ordinary words
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, *values: str | None) -> None:
+        with self._lock:
+            self._values.update(v for v in values if v and len(v) >= self.MIN_LEN)
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self._values, key=len, reverse=True):  # a secret holding another: whole
+            text = text.replace(secret, self.MARK)
+        return text
+
+
+SECRETS = Secrets()
+# What could end a line, move the cursor or turn text around on a terminal: C0 and C1 controls,
+# line and paragraph separators, bidirectional overrides. Shown escaped (\n, \x1b, \u2028).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escape(text: str) -> str:
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class RedactingFilter(logging.Filter):
+    """A record's arguments escaped (they carry what the platform sent; the template is ours), then
+    its message and traceback redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(escape(str(a)) if isinstance(a, (str, BaseException)) else a for a in record.args)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is still logged, unformatted
+            message = str(record.msg)
+        record.msg, record.args = SECRETS.redact(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = SECRETS.redact(record.exc_text)
+            record.exc_info = None  # formatters would print the unredacted original
+        return True
+
+
+def redact_everywhere() -> None:
+    """Attach the filter to every handler of the root logger (idempotent)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def set_run_id(run_id: str) -> None:
@@ -41,14 +91,10 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "run_id": _context["run_id"],
-        }
-        client = getattr(record, "client", None)
-        if client:
-            data["client"] = client
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            "run_id": _context["run_id"]}
+        if getattr(record, "client", None):
+            data["client"] = record.client
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -57,9 +103,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class ConsoleFilter(logging.Filter):
-    """Leaves out Scrapy's start-up inventory (versions, enabled components,
-    overridden settings): a page of lists before the first line that matters.
-    At DEBUG it is all there."""
+    """Leaves out Scrapy's start-up inventory (versions, components, overridden settings) above DEBUG."""
 
     INVENTORY = ("Versions:", "Enabled addons:", "Enabled extensions:", "Enabled downloader middlewares:",
                  "Enabled spider middlewares:", "Enabled item pipelines:", "Overridden settings:")
@@ -84,15 +128,13 @@ def configure(settings: BaseSettings) -> None:
                                       mode="a" if settings.getbool("LOG_FILE_APPEND") else "w")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    as_json = value(settings, "ADCRAWLER_LOG_JSON")
-    handler.setFormatter(JsonFormatter() if as_json
+    handler.setFormatter(JsonFormatter() if value(settings, "ADCRAWLER_LOG_JSON")
                          else logging.Formatter(settings.get("LOG_FORMAT"), settings.get("LOG_DATEFORMAT")))
     handler.setLevel(settings.get("LOG_LEVEL"))
     if logging.getLevelName(settings.get("LOG_LEVEL")) > logging.DEBUG:
         handler.addFilter(ConsoleFilter())
-        if not value(settings, "ADCRAWLER_LOG_STATS"):
-            settings.set("STATS_DUMP", False, priority="cmdline")  # they are in the stats file
-    handler.addFilter(redaction.RedactingFilter())
+        settings.set("STATS_DUMP", False, priority="cmdline")  # they are in the stats file
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
@@ -110,7 +152,7 @@ def error_line(message: str, settings: BaseSettings | None = None) -> str:
         as_json = settings is not None and value(settings, "ADCRAWLER_LOG_JSON")
     except ValueError:
         as_json = False
-    message = redaction.SECRETS.redact(message)
+    message = SECRETS.redact(message)
     if as_json:
         return json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                            "level": "ERROR", "logger": "adcrawler", "message": message, "run_id": None})
@@ -118,11 +160,9 @@ def error_line(message: str, settings: BaseSettings | None = None) -> str:
 
 
 def log_failure(task: Any) -> None:
-    """Done-callback for a background task: its failure is logged once, with its
-    reason, instead of asyncio's "Task exception was never retrieved"."""
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
+    """Done-callback for a background task: its failure logged once, with its reason, instead of
+    asyncio's "Task exception was never retrieved"."""
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
         logging.getLogger("adcrawler").error("A background task failed: %s: %s", type(exc).__name__, exc,
                                              exc_info=exc)

@@ -1,48 +1,17 @@
 """A scheduler that releases a client's request only when its rate budget admits it.
 
-Every request carrying ``meta["adcrawler_client"]`` waits here, in its
-client's queue (highest priority first, then first come), until that client's
-rolling-window budget (:mod:`adcrawler.ratelimit`) has a free place. So the
-downloader only ever holds requests that are on the wire, and
-``CONCURRENT_REQUESTS`` counts those: a client waiting for its budget never
-takes a place another client could use. Clients are served in the order they
-became ready, one request at a time, so all of them progress from the first
-minute whatever order their lists arrive in.
+Every request of a client waits in its client's queue (highest priority first, then first come)
+until its budget (:mod:`adcrawler.budget`) has a place, so the downloader only holds requests on
+the wire and ``CONCURRENT_REQUESTS`` counts those. Clients are served in the order they became
+ready, one request at a time, so every client progresses from the first minute. A place is held
+from the send until a window after the answer (the platform counts the request in between).
 
-A place is held from the moment the request leaves this scheduler until a
-window after its answer arrived (``request_left_downloader``): the platform
-counts the request somewhere in between, so its window never holds more of our
-requests than ours does.
-
-The budget follows what the platform says of its limits (rate-limit headers,
-read on every answer as its headers arrive, 429s and errors included; see
-:mod:`adcrawler.ratesignals` and :mod:`adcrawler.ratelimit`), up to
-``ADCRAWLER_RATE_LIMIT_CEILING``. Clients that share one platform budget draw
-from one :class:`RollingWindowBudget`: those of one ``budget`` group in the
-client registry from the start, and those whose answers name the same
-partition key (``pk``) from the answer that says so (the places they hold
-move with them). Clients sharing a budget take turns: each is ready again
-behind the others.
-
-Two meta keys, set by the retry middleware, ask for waits:
-
-- ``adcrawler_not_before`` (seconds from now): a backoff; the request sleeps
-  outside the queues and comes back through the engine when due;
-- ``adcrawler_pause`` (seconds): the platform answered 429; the whole client
-  pauses that long and its limit is lowered (see ``RollingWindowBudget``).
-
-A client the run ledger says may no longer send (its lock was lost, see
-:mod:`adcrawler.ledger`) has its waiting requests dropped, never sent.
-
-The engine asks for requests when a download finishes; when only the budget
-can wake a client, a timer hands one of its requests back through
-``engine.crawl()``, the engine's public way in, which also makes it ask again.
-
-Nothing is written to ``JOBDIR``: a resumed run lists again and learns from
-the database what is done (see :mod:`adcrawler.jobdir`). Requests are not
-de-duplicated here: the spider never asks twice for the same campaign.
-
-Settings: ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW, ADCRAWLER_RATE_LIMIT_CEILING, ADCRAWLER_RETRY_AFTER_MAX.
+Every answer's rate-limit headers are read here, once, as they arrive: the budget follows them,
+and the retry policy finds them in ``meta``. Clients that share one platform budget (a registry
+``budget`` group, or a partition key the platform names) draw from one budget and take turns;
+a client that moves takes only its own places. A retry's backoff (``adcrawler_not_before``) waits
+outside the queues; a 429 (``adcrawler_pause``) pauses the whole client. Requests of a client the
+run no longer holds are dropped, never sent. Nothing is written to ``JOBDIR``.
 """
 
 from __future__ import annotations
@@ -59,11 +28,10 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Request, signals
 from scrapy.utils.asyncio import CallLaterResult, call_later
 
-from adcrawler.config import value
+from adcrawler.budget import RollingWindowBudget, read_signals
+from adcrawler.config import scaled, value
 from adcrawler.ledger import RunLedger
-from adcrawler.meta import CLIENT, HELD, NOT_BEFORE, PAUSE, READY, SEQ
-from adcrawler.ratelimit import RollingWindowBudget
-from adcrawler.ratesignals import read_signals
+from adcrawler.retry import CLIENT, NOT_BEFORE, PAUSE, RETRY_AFTER_MAX, SIGNALS, TOKEN_FOR
 from adcrawler.stats import RunStats
 
 if TYPE_CHECKING:
@@ -73,17 +41,23 @@ logger = logging.getLogger(__name__)
 
 Timer = Callable[..., CallLaterResult]  # (delay, function, *args) -> a cancellable call
 TICK = 0.001  # ready times are rounded up to it
+CEILING = 10  # a platform's headers may raise a budget to ten times the configured limit, no further
+LEAST_WINDOW = 1.0  # a stated window shorter than a second cannot be meant (real seconds, scaled)
+HELD = "_adcrawler_held_since"  # set while the request holds a budget place
+SEQ = "_adcrawler_seq"  # arrival order, kept when a request comes back
+READY = "_adcrawler_ready_at"  # when it joined its client's queue
 
 
 class BudgetScheduler:
     def __init__(self, crawler: Crawler, limit: int, window: float, clock: Callable[[], float] = time.monotonic,
                  timer: Timer = call_later, ceiling: int | None = None, wait_cap: float = 300.0,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, least_window: float = 0.0):
         self.crawler = crawler
         self.limit = limit
         self.window = window
         self.ceiling = ceiling
-        self.wait_cap = wait_cap  # the longest wait a platform's signal is believed for
+        self.wait_cap = wait_cap  # the longest time a platform's signal is believed for
+        self.least_window = least_window
         self.wall = wall  # Unix time, for resets given as epochs
         self.clock = clock
         self.timer = timer  # with the clock, injected by tests: waits never depend on real time
@@ -106,9 +80,9 @@ class BudgetScheduler:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "BudgetScheduler":
         s = crawler.settings
-        scheduler = cls(crawler, value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW"),
-                        ceiling=value(s, "ADCRAWLER_RATE_LIMIT_CEILING"),
-                        wait_cap=value(s, "ADCRAWLER_RETRY_AFTER_MAX"))
+        limit = value(s, "ADCRAWLER_RATE_LIMIT")
+        scheduler = cls(crawler, limit, scaled(s, value(s, "ADCRAWLER_RATE_WINDOW")), ceiling=CEILING * limit,
+                        wait_cap=scaled(s, RETRY_AFTER_MAX), least_window=scaled(s, LEAST_WINDOW))
         crawler.signals.connect(scheduler.request_left_downloader, signal=signals.request_left_downloader)
         crawler.signals.connect(scheduler.headers_received, signal=signals.headers_received)
         return scheduler
@@ -204,13 +178,14 @@ class BudgetScheduler:
         return self._members.get(self.shares.get(client, ""), [client])
 
     def headers_received(self, headers: Any, body_length: int, request: Request, spider: Any = None) -> None:
-        """Every answer's rate-limit signals, as its headers arrive (before any middleware)."""
-        client = request.meta.get(CLIENT)
-        if not client or HELD not in request.meta:
+        """Every answer's rate-limit signals, read once as its headers arrive (before any middleware):
+        kept in meta for the retry policy, followed by the budget of an API call."""
+        client = request.meta.get(CLIENT) or request.meta.get(TOKEN_FOR)
+        if not client:
             return
-        # A window shorter than a second of the platform's minute cannot be meant (the configured window
-        # is the platform's minute, however fast its clock runs).
-        said = read_signals(headers.get, self.wall(), self.wait_cap, least=self.window / 60)
+        said = request.meta[SIGNALS] = read_signals(headers.get, self.wall(), self.wait_cap, self.least_window)
+        if HELD not in request.meta:
+            return  # a token request: not budgeted
         for name in said.malformed:
             self.stats.inc("rate_signals_malformed", client, reason=name)
         if said.partition:

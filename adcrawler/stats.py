@@ -1,12 +1,6 @@
-"""Every ``adcrawler/...`` stat key is declared here, and only declared keys can be written.
-
-Each counter exists as a run total (``adcrawler/<name>``) and per client
-(``adcrawler/client/<client_id>/<name>``); a counter may also be split by a
-reason (``<name>/<reason>``). :class:`RunStats` refuses a name that is in
-neither :data:`COUNTERS` nor :data:`FINAL`, so a typo fails the first test that
-reaches it instead of making a new key. The README's stats table is checked
-against both by the tests.
-"""
+"""Every ``adcrawler/...`` stat key, declared once: a run total (``adcrawler/<name>``) and per client
+(``adcrawler/client/<client_id>/<name>``), a counter maybe split by a reason (``<name>/<reason>``).
+:class:`RunStats` refuses an undeclared name, so a typo fails the first test that reaches it."""
 
 from __future__ import annotations
 
@@ -24,7 +18,7 @@ COUNTERS = {
     "flags": "per flag (`flags/<flag>`): campaigns stored with that flag",
     "campaigns_quarantined": "records kept in quarantine: refused by validation or by the database",
     "campaigns_quarantined_again": "quarantined for the reason an earlier run gave (the same campaign or payload): "
-                                   "counted, not alerted on (`ADCRAWLER_QUARANTINE_ALERT=new`)",
+                                   "counted, not alerted on",
     "records_at_parser_limit": "records past a limit of the JSON parser (nesting, digits): read record by record "
                                "and quarantined as sent",
     "campaigns_resumed": "campaigns skipped because an interrupted attempt of this run stored them",
@@ -40,8 +34,7 @@ COUNTERS = {
     "auth_failed": "clients that could not authenticate",
     "clients_interrupted": "clients the run stopped working for midway (lock lost, nowhere to store rows)",
     "metrics_push_failed": "clients whose metrics could not be pushed to the Pushgateway at the end of the run",
-    "metrics_progress_push_failed": "progress pushes (one per running client every `ADCRAWLER_PUSH_INTERVAL`) "
-                                    "that failed",
+    "metrics_progress_push_failed": "progress pushes (one per running client every 30 s) that failed",
     "requests_sent": "API requests sent (list and sync, retries included)",
     "responses": "answers received; per endpoint and status (`responses/<endpoint>_<status>`), retried ones included",
     "retries": "API requests retried, 429s and refused tokens included; per reason (`retries/<reason>`: "
@@ -94,11 +87,8 @@ def key(name: str, client: str | None = None) -> str:
 
 
 class RunStats:
-    """Thin façade over Scrapy's stats collector for our keys.
-
-    Takes the collector or the crawler; a crawler's collector is looked up at
-    each use, since spiders are built before the crawler has one.
-    """
+    """Our keys on Scrapy's stats collector: given the collector, or the crawler (whose collector
+    is looked up at each use: spiders are built before the crawler has one)."""
 
     def __init__(self, source: Any):
         self._source = source
@@ -108,8 +98,7 @@ class RunStats:
         return self._source if hasattr(self._source, "inc_value") else self._source.stats
 
     def inc(self, name: str, client: str | None = None, count: float = 1, reason: str | None = None) -> None:
-        """Add ``count`` to the total and the client's counter (and, with a
-        ``reason``, to ``<name>/<reason>`` as well)."""
+        """Add ``count`` to the total and the client's counter, and to ``<name>/<reason>`` too."""
         _declared(name, COUNTERS)
         for full in (name, f"{name}/{reason}") if reason else (name,):
             self.stats.inc_value(key(full), count)

@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from adcrawler.ratelimit import lower_bound_seconds
+from adcrawler.budget import lower_bound_seconds
 from adcrawler.stats import key
 from bench.fleet import fleet
 from bench.measure import check, crawl, ratios, run_measured, spread
@@ -130,7 +130,7 @@ def fairness() -> dict[str, Any]:
     with MockProcess("--time-scale", str(scale), "--seed", "2", "--quiet", "--campaigns", "30",
                      "--list-503-rate", "0.2", "--list-hang-rate", "0.1") as mock, \
             tempfile.TemporaryDirectory() as tmp:
-        measured, stats = crawl(mock, clients, scale, Path(tmp), settings={"ADCRAWLER_CONCURRENT_REQUESTS": "32"})
+        measured, stats = crawl(mock, clients, scale, Path(tmp), settings={"CONCURRENT_REQUESTS": "32"})
         check(measured, "fairness")
         total_429 = mock.stats()["total_429"]
     return {"clients": 60, "campaigns": 30, "concurrent_requests": 32, **spread(ratios(stats, clients)),
@@ -190,7 +190,7 @@ def shared_budget(headers: bool) -> dict[str, Any]:
             registry.write_text("".join(f'[clients.{c}]\nbudget = "account"\n' for c in clients))
             env["ADCRAWLER_CLIENTS_FILE"] = str(registry)
         cmd, crawl_env = crawl_command(mock.url, ",".join(clients), Path(tmp), scale=scale,
-                                       extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0", **env})
+                                       extra_env=env)
         measured = run_measured(cmd, crawl_env, ROOT, 3600)
         check(measured, "shared budget")
         stats = latest_stats(Path(tmp))

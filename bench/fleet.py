@@ -2,7 +2,7 @@
 
 At time scale 0.2, ``clients`` clients of 100 campaigns go to two scrapyd nodes
 (127.0.0.2 and 127.0.0.3, deploy/scrapyd/run-node, the project's egg) through
-``python -m adcrawler.dispatch --wait``, into one PostgreSQL database:
+``scrapy dispatch --wait``, into one PostgreSQL database:
 
 - fleet: the default shard size (each node runs its share in one job);
 - one process: the same clients in one ``scrapy crawl`` (the memory yardstick);
@@ -92,7 +92,7 @@ def _fleet_run(clients: list[str], shard_size: int | None, tmp: Path, egg: Path,
     registry = write_registry(tmp / "clients.toml", clients)
     with throwaway_database("adcrawler_bench") as url, \
             MockProcess("--time-scale", str(scale), "--seed", str(seed)) as mock:
-        env = node_env(mock.url, url, tmp, registry, scale=scale, ADCRAWLER_PROGRESS_INTERVAL="0")
+        env = node_env(mock.url, url, tmp, registry, scale=scale)
         nodes = start_nodes(HOSTS, tmp, env)
         try:
             for node in nodes:

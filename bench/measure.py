@@ -50,7 +50,7 @@ def crawl(mock: MockProcess, clients: list[str], scale: float, tmp: Path, settin
           timeout: float = 7200, database_url: str = "") -> tuple[Measured, dict[str, Any]]:
     """One crawl of ``clients`` against ``mock``, measured, and its stats file."""
     cmd, env = crawl_command(mock.url, ",".join(clients), tmp, scale=scale, settings=settings,
-                             database_url=database_url, extra_env={"ADCRAWLER_PROGRESS_INTERVAL": "0"})
+                             database_url=database_url)
     measured = run_measured(cmd, env, ROOT, timeout)
     return measured, latest_stats(tmp)
 

@@ -94,7 +94,7 @@ def write_report(r: dict[str, Any], path: Path) -> None:
         lines += [f"## g. The fleet: {g['clients']} clients x {g['campaigns']} campaigns over {g['nodes']} scrapyd "
                   f"nodes, default faults, time scale {g['time_scale']}", "", *_when(r, "fleet"),
                   "Real scrapyd nodes on 127.0.0.2 and .3 (deploy/scrapyd/run-node, the project's egg), one "
-                  "PostgreSQL database, `python -m adcrawler.dispatch all --wait`: with the default shard size, "
+                  "PostgreSQL database, `scrapy dispatch all --wait`: with the default shard size, "
                   "then with `--shard-size 1` (one job per client, as before); and the same clients in one "
                   "`scrapy crawl` as the memory yardstick. Makespan: from the dispatch to the last job's end. "
                   "RSS: the peak of the crawl processes' summed resident memory (sampled every 0.2 s).", "",

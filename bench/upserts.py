@@ -23,9 +23,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
-from adcrawler.items import CampaignItem
+from adcrawler.model import CampaignItem
 from adcrawler.store import open_store
-from adcrawler.store.base import CAMPAIGN_COLUMNS, UPSERT, campaign_row
+from adcrawler.store.writes import CAMPAIGN_COLUMNS, UPSERT, campaign_row
 from harness.pg import throwaway_database
 
 NOW = datetime.now(timezone.utc)
@@ -50,7 +50,7 @@ def timed(work: Callable[[], Any], rows: int) -> float:
 
 
 def bench(url: str, sqlite_path: str, rows: int) -> dict[str, float]:
-    store = open_store(url, sqlite_path)
+    store = open_store(url or f"sqlite:///{sqlite_path}")
     store.migrate()
     out: dict[str, float] = {}
     for size in (50, 500):

@@ -1,5 +1,5 @@
 """Throwaway PostgreSQL databases for the tests and the benchmarks: created on the
-server that ``ADCRAWLER_TEST_PG_DSN`` names (the local one by default), dropped after."""
+server that ``PG_TEST_DSN`` names (the local one by default), dropped after."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-ADMIN_DSN = os.environ.get("ADCRAWLER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_DSN = os.environ.get("PG_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _admin(sql: str, admin_dsn: str) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from adcrawler.stats import key
-from harness.timescale import crawler_env
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = ROOT / "harness" / "clients.toml"  # lets the benchmarks make up clients
@@ -38,24 +37,26 @@ class CrawlResult:
 
 def crawl_command(api_url: str, clients: str, workdir: Path, *, scale: float = 0.01,
                   database_url: str = "", extra_env: dict[str, str] | None = None,
-                  settings: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of a crawl into ``workdir`` (SQLite
-    file, stats, spool) unless ``database_url`` names another database."""
+                  settings: dict[str, str] | None = None, arguments: dict[str, str] | None = None,
+                  ) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a crawl into ``workdir`` (SQLite file, stats, spool),
+    unless ``database_url`` names another database, against a platform whose clock runs ``scale``
+    times the real one."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
-        **crawler_env(scale),
+        "ADCRAWLER_TIME_SCALE": repr(scale),
         "AD_PLATFORM_API_URL": api_url,
         "AD_PLATFORM_EMAIL": DEMO_EMAIL,
         "AD_PLATFORM_PASSWORD": DEMO_PASSWORD,
         "DATABASE_URL": database_url,
-        "ADCRAWLER_SQLITE_PATH": str(workdir / "adcrawler.sqlite3"),
-        "ADCRAWLER_STATS_DIR": str(workdir / "stats"),
-        "ADCRAWLER_SPOOL_DIR": str(workdir / "spool"),
+        "ADCRAWLER_DATA_DIR": str(workdir),  # the SQLite file, stats/ and spool/
         "ADCRAWLER_CLIENTS_FILE": str(REGISTRY),
         **(extra_env or {}),
     }
     cmd = [sys.executable, "-m", "scrapy", "crawl", "campaigns", "-a", f"client={clients}"]
+    for name, value in (arguments or {}).items():
+        cmd += ["-a", f"{name}={value}"]
     for name, value in (settings or {}).items():
         cmd += ["-s", f"{name}={value}"]
     return cmd, env

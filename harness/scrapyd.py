@@ -15,7 +15,6 @@ from pathlib import Path
 import requests
 
 from harness.runner import DEMO_EMAIL, DEMO_PASSWORD, ROOT
-from harness.timescale import crawler_env
 
 USER, PASSWORD = "ops", "node-secret-1"
 BIN = Path(sys.executable).parent
@@ -71,10 +70,10 @@ class NodeProcess:
 def node_env(api_url: str, database_url: str, workdir: Path, registry: Path, scale: float = 0.01,
              **extra: str) -> dict[str, str]:
     """The environment a node passes to its jobs: the simulator, the database, the registry."""
-    env = {**os.environ, **crawler_env(scale), "SCRAPYD_USERNAME": USER, "SCRAPYD_PASSWORD": PASSWORD,
+    env = {**os.environ, "ADCRAWLER_TIME_SCALE": repr(scale), "SCRAPYD_USERNAME": USER, "SCRAPYD_PASSWORD": PASSWORD,
            "PATH": f"{BIN}:{os.environ['PATH']}", "AD_PLATFORM_API_URL": api_url,
            "AD_PLATFORM_EMAIL": DEMO_EMAIL, "AD_PLATFORM_PASSWORD": DEMO_PASSWORD, "DATABASE_URL": database_url,
-           "ADCRAWLER_STATS_DIR": str(workdir / "stats"), "ADCRAWLER_SPOOL_DIR": str(workdir / "spool"),
+           "ADCRAWLER_DATA_DIR": str(workdir),
            "ADCRAWLER_CLIENTS_FILE": str(registry), **extra}
     env.pop("PYTHONPATH", None)  # jobs must run from the deployed egg
     return env
@@ -123,7 +122,7 @@ def dispatch_command(urls: list[str], clients: str, registry: Path, database_url
                      password: str = PASSWORD) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, "SCRAPYD_USERNAME": USER, "SCRAPYD_PASSWORD": password, "DATABASE_URL": database_url,
            "ADCRAWLER_CLIENTS_FILE": str(registry)}
-    return [sys.executable, "-m", "adcrawler.dispatch", "--nodes", ",".join(urls), *args, clients], env
+    return [sys.executable, "-m", "scrapy", "dispatch", "--nodes", ",".join(urls), *args, clients], env
 
 
 def dispatch(urls: list[str], clients: str, registry: Path, database_url: str, *args: str,

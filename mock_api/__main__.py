@@ -1,9 +1,8 @@
 """``python -m mock_api``: serve the simulator until SIGINT or SIGTERM.
 
-The first line on stdout is the base URL (useful with ``--port 0``). Then the
-crawler settings that match ``--time-scale`` (windows, timeouts, backoffs), as
-``NAME=value`` lines a shell or ``.env`` takes; ``--crawler-env FILE`` writes
-them, with ``AD_PLATFORM_API_URL``, to a file as well.
+The first line on stdout is the base URL (useful with ``--port 0``). Then the crawler
+settings that match this simulator (its URL, its time scale and rate limit), as
+``NAME=value`` lines a shell or ``.env`` takes; ``--crawler-env FILE`` writes them to a file too.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ import socket
 import sys
 
 from aiohttp import web
-
-from harness.timescale import crawler_env
 
 from .config import parse_config
 from .server import MockApi
@@ -51,10 +48,10 @@ async def serve(argv: list[str] | None = None) -> None:
         f"accounts {', '.join(sorted(config.accounts))}",
         flush=True,
     )
-    # The crawler's clock must run as fast as this one, or its windows and
-    # timeouts do not match the platform it talks to.
-    settings = {"AD_PLATFORM_API_URL": f"http://{host}:{port}",
-                **crawler_env(config.time_scale, config.rate_limit, config.rate_window)}
+    # The crawler's clock must run as fast as this one, or its windows and timeouts do not
+    # match the platform it talks to.
+    settings = {"AD_PLATFORM_API_URL": f"http://{host}:{port}", "ADCRAWLER_TIME_SCALE": repr(config.time_scale),
+                "ADCRAWLER_RATE_LIMIT": str(config.rate_limit), "ADCRAWLER_RATE_WINDOW": repr(config.rate_window)}
     lines = [f"{name}={value}" for name, value in settings.items()]
     print("mock_api: crawler settings for this simulator (export them, or put them in .env):", flush=True)
     print("\n".join(lines), flush=True)

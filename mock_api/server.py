@@ -42,7 +42,7 @@ from .campaigns import (
     quirks_campaign,
 )
 from .config import FAULTS, MockConfig
-from .ratelimit import Window
+from .window import Window
 
 CAMPAIGN_PATH = re.compile(r"^campaign_([1-9][0-9]{0,8})$")
 QUIRKS_MAX_LIMIT = 10_000  # the inherited server had none; this keeps a typo from eating the memory
@@ -94,6 +94,7 @@ class MockState:
         self.auth_failures = 0
         self.syncs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.sync_calls: dict[str, int] = defaultdict(int)  # sync calls received per client
+        self.sync_tries: dict[tuple[str, str], int] = defaultdict(int)  # per campaign (--sync-fail-first)
         self.held = 0  # sync calls waiting for a release (--hold-syncs)
         self.partition_calls: dict[str, int] = defaultdict(int)  # requests per client (--partitions)
         self.partition_moves = 0
@@ -473,6 +474,10 @@ class MockApi:
             if not match or (int(match.group(1)) > self.config.campaigns and not self.config.endless):
                 self.state.count(client, "sync", 404)
                 return _error(404, "Not Found", "Unknown campaign")
+        self.state.sync_tries[client, campaign_id] += 1
+        if self.state.sync_tries[client, campaign_id] <= self.config.sync_fail_first:
+            self.state.count(client, "sync", 503)
+            return _error(503, "Service temporarily unavailable", "Please retry later")
         await self._hold(client)
         await asyncio.sleep(self.config.scaled(self.config.sync_delay))
         self.state.count(client, "sync", 200)

@@ -4,9 +4,9 @@
     python -m scripts.docs --check  # exit 1 if README.md differs (the tests run this)
 
 Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
-settings (adcrawler.config.SETTINGS), the tables (adcrawler.store.schema.DOCS),
+settings (adcrawler.config.SETTINGS), the tables (adcrawler.store.migrations.DOCS),
 stats (adcrawler.stats), request meta
-keys (adcrawler.meta), metrics (adcrawler.extensions.metrics.METRICS) and the
+keys (adcrawler.retry), metrics (adcrawler.extensions.metrics.METRICS) and the
 simulator's faults (mock_api.config).
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from adcrawler.config import SETTINGS
 from adcrawler.extensions.metrics import METRICS
-from adcrawler.meta import PUBLIC
+from adcrawler.retry import PUBLIC
 from adcrawler.stats import COUNTERS, FINAL
-from adcrawler.store.schema import DOCS
+from adcrawler.store.migrations import DOCS
 from mock_api.config import DEFAULT_FAULTS, ENDPOINTS, FAULTS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -30,9 +30,7 @@ def settings_table() -> str:
     rows = ["| name | default | form | meaning |", "| --- | --- | --- | --- |"]
     for s in SETTINGS:
         default = f"`{s.default}`" if s.default else "empty"
-        scrapy = f" (drives Scrapy's `{s.scrapy}`)" if s.scrapy else ""
-        who = " — read by `python -m adcrawler.dispatch`" if s.command == "dispatch" else ""
-        rows.append(f"| `{s.name}` | {default} | {s.kind.form} | {s.doc}{scrapy}{who} |")
+        rows.append(f"| `{s.name}` | {default} | {s.kind.form} | {s.doc} |")
     return "\n".join(rows)
 
 

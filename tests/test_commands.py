@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from adcrawler.extensions.statsdump import prune
-from adcrawler.store import schema
+from adcrawler.store import LATEST
 from harness.runner import DEMO_EMAIL, DEMO_PASSWORD, REGISTRY, ROOT, run_crawl
 from tests.conftest import QUIET
 
@@ -35,12 +35,12 @@ def test_clients_lists_the_registry_and_never_a_secret():
 
 
 def test_migrate_applies_the_schema_alone_and_says_so(db):
-    env = {"DATABASE_URL": db.url, "ADCRAWLER_SQLITE_PATH": str(db.workdir / "adcrawler.sqlite3")}
+    env = {"DATABASE_URL": db.url, "ADCRAWLER_DATA_DIR": str(db.workdir)}
     first = scrapy("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == f"{db.kind}: schema version 0 -> {schema.LATEST}"
+    assert first.stdout.strip() == f"{db.kind}: schema version 0 -> {LATEST}"
     again = scrapy("migrate", env=env)
-    latest = schema.LATEST
+    latest = LATEST
     assert again.stdout.strip() == f"{db.kind}: schema version {latest}, up to date (latest {latest})"
     assert db.scalar("SELECT COUNT(*) FROM campaigns") == 0  # tables, no data
     broken = scrapy("migrate", env={"DATABASE_URL": "postgresql://nobody:s3cret-pw@127.0.0.1:1/none"})
@@ -52,7 +52,7 @@ def test_runs_shows_a_clients_last_runs_newest_first(quiet_mock, db):
     for _ in range(2):
         result = run_crawl(quiet_mock.url, "demo", db.workdir, database_url=db.url)
         assert result.returncode == 0, result.output[-2000:]
-    env = {"DATABASE_URL": db.url, "ADCRAWLER_SQLITE_PATH": str(db.workdir / "adcrawler.sqlite3")}
+    env = {"DATABASE_URL": db.url, "ADCRAWLER_DATA_DIR": str(db.workdir)}
     proc = scrapy("runs", "demo", "-n", "5", env=env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -67,7 +67,7 @@ def test_runs_shows_a_clients_last_runs_newest_first(quiet_mock, db):
 
 def test_a_dry_run_lists_and_validates_but_writes_and_syncs_nothing(mock_factory, tmp_path):
     mock = mock_factory(*QUIET, "--campaigns", "30", "--malformed", "2")
-    result = run_crawl(mock.url, "demo", tmp_path, settings={"ADCRAWLER_DRY_RUN": "true"})
+    result = run_crawl(mock.url, "demo", tmp_path, arguments={"dry_run": "1"})
     assert result.returncode == 0, result.output[-3000:]
     platform = mock.stats()
     assert "demo" not in platform["syncs"] and "sync" not in platform["requests"]["demo"]
@@ -75,14 +75,9 @@ def test_a_dry_run_lists_and_validates_but_writes_and_syncs_nothing(mock_factory
     assert result.output.splitlines()[-1].endswith(
         "Dry run complete, nothing written and no sync sent: demo: would store 28, quarantine 2 and sync 28 "
         "of 30 listed")  # two of the thirty records are malformed (no usable id)
-    # The spider argument is the same switch.
-    again = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "campaigns", "-a", "client=demo", "-a",
-                            "dry_run=1"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "AD_PLATFORM_API_URL": mock.url, "AD_PLATFORM_EMAIL": DEMO_EMAIL,
-                                "AD_PLATFORM_PASSWORD": DEMO_PASSWORD, "ADCRAWLER_SQLITE_PATH": str(tmp_path / "db"),
-                                "ADCRAWLER_STATS_DIR": str(tmp_path / "stats")})
-    assert again.returncode == 0 and "Dry run complete" in again.stderr
-    assert "demo" not in mock.stats()["syncs"] and not (tmp_path / "db").exists()
+    # The setting of an earlier version is not a silent switch: it is named as retired.
+    retired = run_crawl(mock.url, "demo", tmp_path / "again", extra_env={"ADCRAWLER_DRY_RUN": "true"})
+    assert "ADCRAWLER_DRY_RUN is retired and ignored: use -a dry_run=1" in retired.output
 
 
 def test_the_console_of_a_run_is_a_page_a_person_reads(quiet_mock, tmp_path):
@@ -100,7 +95,7 @@ def test_the_console_of_a_run_is_a_page_a_person_reads(quiet_mock, tmp_path):
     # Everything else is in the stats file, named by time so that a listing is in run order.
     [stats] = (tmp_path / "stats").glob("*.json")
     assert re.fullmatch(r"\d{8}T\d{12}-[0-9a-f]{32}\.json", stats.name)
-    debug = run_crawl(quiet_mock.url, "demo", tmp_path, extra_env={"ADCRAWLER_LOG_STATS": "true"})
+    debug = run_crawl(quiet_mock.url, "demo", tmp_path, extra_env={"LOG_LEVEL": "DEBUG"})
     assert "Dumping Scrapy stats" in debug.output
 
 
@@ -123,15 +118,14 @@ def test_the_simulator_tells_the_crawler_its_clock(tmp_path):
     try:
         url = mock.stdout.readline().strip()
         for _ in range(200):
-            if env_file.exists() and env_file.read_text().count("\n") >= 13:
+            if env_file.exists() and env_file.read_text().count("\n") >= 4:
                 break
             time.sleep(0.05)
         settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-        assert settings["AD_PLATFORM_API_URL"] == url and settings["ADCRAWLER_RATE_WINDOW"] == "0.6"
+        assert settings["AD_PLATFORM_API_URL"] == url and settings["ADCRAWLER_TIME_SCALE"] == "0.01"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ADCRAWLER_", "AD_PLATFORM_"))}
         env.update(settings, AD_PLATFORM_EMAIL=DEMO_EMAIL, AD_PLATFORM_PASSWORD=DEMO_PASSWORD,
-                   ADCRAWLER_SQLITE_PATH=str(tmp_path / "db.sqlite3"), ADCRAWLER_STATS_DIR=str(tmp_path / "stats"),
-                   ADCRAWLER_CLIENTS_FILE=str(REGISTRY))
+                   ADCRAWLER_DATA_DIR=str(tmp_path), ADCRAWLER_CLIENTS_FILE=str(REGISTRY))
         crawl = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "campaigns", "-a", "client=demo"], cwd=ROOT,
                                env=env, capture_output=True, text=True, timeout=120)
     finally:
@@ -148,4 +142,4 @@ def test_crawl_help_names_the_spiders_arguments():
     proc = scrapy("crawl", "-h")
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
-    assert "-a client=...: a client's slug from the registry" in text and "-a dry_run=...: 1: list and validate" in text
+    assert "-a client=...: a client (its slug or its client id)" in text and "-a dry_run=...: 1: list and validate" in text

@@ -116,9 +116,6 @@ def test_records_past_the_parsers_limits_are_quarantined_alone_and_alerted_once(
     assert db.scalar("SELECT COUNT(*) FROM rejected_records") == 4
     assert db.rows("SELECT outcome, records_rejected FROM sync_runs ORDER BY started_at") == [
         ("partial", 2), ("succeeded", 2)]
-    # An operator who wants every quarantine alerted says so.
-    third = _crawl(mock, db, settings={"ADCRAWLER_QUARANTINE_ALERT": "every"})
-    assert third.returncode == 1 and third.stat("outcome", CLIENT) == "partial"
 
 
 def test_odd_numbers_and_dates_are_treated_alike_by_both_backends(mock_factory, db):

@@ -7,9 +7,9 @@ import re
 
 from adcrawler.config import SETTINGS
 from adcrawler.extensions.metrics import METRICS
-from adcrawler.meta import PUBLIC
+from adcrawler.retry import PUBLIC
 from adcrawler.stats import COUNTERS, FINAL
-from adcrawler.store.schema import DOCS
+from adcrawler.store.migrations import DOCS
 from harness.runner import ROOT
 from scripts import docs
 

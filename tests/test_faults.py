@@ -31,7 +31,7 @@ def test_fault_matrix(mock_factory, db, endpoint, fault):
     mock = mock_factory("--time-scale", "0.01", "--quiet", "--seed", "33", "--campaigns", "12",
                         "--max-page-size", "5", f"--{endpoint}-{fault}-rate", rate)
     result = run_crawl(mock.url, "acme", db.workdir, database_url=db.url, timeout=180,
-                       extra_env={"ADCRAWLER_LOG_LEVEL": "DEBUG"})
+                       extra_env={"LOG_LEVEL": "DEBUG"})
     platform = mock.stats()
     answered = platform["requests"].get(CLIENT, {}).get(endpoint, {})
     if refused:
@@ -56,7 +56,7 @@ def test_fault_matrix(mock_factory, db, endpoint, fault):
 def test_a_platform_that_is_not_there_fails_the_client_with_the_reason(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: every connection is refused
     # A timeout long enough to see the refusal (Twisted reports it after a few tenths of a second).
-    result = run_crawl(url, "acme", tmp_path, timeout=120, extra_env={"ADCRAWLER_TIMEOUT_AUTH": "5"})
+    result = run_crawl(url, "acme", tmp_path, timeout=120, extra_env={"ADCRAWLER_TIMEOUT_AUTH": "500"})  # 5 s at 0.01
     assert result.returncode == 1
     assert "acme-corp: failed (token endpoint unavailable (DownloadConnectionRefusedError) after 7 attempts)" \
         in last_line(result)
@@ -65,12 +65,11 @@ def test_a_platform_that_is_not_there_fails_the_client_with_the_reason(tmp_path)
 
 def test_a_platform_that_comes_back_is_used_as_soon_as_it_answers(tmp_path):
     port = free_port()
-    crawl = start_crawl(f"http://127.0.0.1:{port}", "acme", tmp_path,
-                        extra_env={"ADCRAWLER_RETRY_BACKOFF_BASE": "0.5", "ADCRAWLER_RETRY_BACKOFF_MAX": "2",
-                                   "ADCRAWLER_TIMEOUT_AUTH": "5"})
+    # At time scale 0.1 the token request's backoffs (0.05 s to 3 s) outlast the simulator's start.
+    crawl = start_crawl(f"http://127.0.0.1:{port}", "acme", tmp_path, scale=0.1)
     try:
-        early = read_until(crawl, "token request failed", 60)  # refused meanwhile; the token request backs off
-        with MockProcess("--time-scale", "0.01", "--quiet", "--campaigns", "10", port=port) as mock:
+        early = read_until(crawl, "Token request failed", 60)  # refused meanwhile; the token request backs off
+        with MockProcess("--time-scale", "0.1", "--quiet", "--campaigns", "10", port=port) as mock:
             out, _ = crawl.communicate(timeout=120)
             out = early + out
             syncs = mock.stats()["syncs"].get(CLIENT, {})
@@ -78,7 +77,7 @@ def test_a_platform_that_comes_back_is_used_as_soon_as_it_answers(tmp_path):
         if crawl.poll() is None:
             crawl.kill()
     assert crawl.returncode == 0, out[-3000:]
-    assert "token request failed (DownloadConnectionRefusedError)" in out
+    assert "Token request failed (DownloadConnectionRefusedError" in out
     assert len(syncs) == 10
 
 
@@ -86,7 +85,7 @@ def test_a_gzipped_429_body_is_read_for_its_wait(mock_factory, tmp_path):
     # The inherited platform says how long to wait in the body only; gzip it.
     mock = mock_factory("--quirks", "--gzip", "--time-scale", "0.01", "--campaigns", "30", "--sync-429-rate", "0.3",
                         "--seed", "5")
-    result = run_crawl(mock.url, "acme", tmp_path, extra_env={"ADCRAWLER_LOG_LEVEL": "DEBUG"})
+    result = run_crawl(mock.url, "acme", tmp_path, extra_env={"LOG_LEVEL": "DEBUG"})
     assert result.returncode == 0, result.output[-3000:]
     waits = [line for line in result.output.splitlines() if "pausing the client for" in line]
     assert waits and all("pausing the client for 0.60s" in line for line in waits)  # retry_after 60 x 0.01

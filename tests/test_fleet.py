@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from adcrawler.clients import Registry
-from adcrawler.dispatch import assign
+from adcrawler.registry import Registry
+from adcrawler.commands.dispatch import assign
 from adcrawler.store import open_store
 from harness.runner import ROOT
 from harness.scrapyd import (

@@ -13,10 +13,10 @@ from scrapy.settings import Settings
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
+from adcrawler.auth import TOKEN_SERIAL, AuthenticationFailed, BearerTokenMiddleware
+from adcrawler.budget import read_signals
 from adcrawler.ledger import RunLedger
-from adcrawler.meta import ATTEMPTS, CLIENT, ENDPOINT, NOT_BEFORE, PAUSE, TOKEN_SERIAL, VERDICT
-from adcrawler.middlewares.auth import AuthenticationFailed, BearerTokenMiddleware
-from adcrawler.middlewares.retry import RetryMiddleware
+from adcrawler.retry import ATTEMPTS, CLIENT, ENDPOINT, NOT_BEFORE, PAUSE, SIGNALS, VERDICT, RetryMiddleware
 from adcrawler.scheduler import BudgetScheduler
 from adcrawler.spiders.campaigns import CampaignsSpider
 from tests.conftest import Clock
@@ -27,11 +27,10 @@ API = "http://127.0.0.1:9"
 def make_crawler(**overrides):
     settings = Settings()
     settings.setmodule("adcrawler.settings")
-    values = {**settings.copy_to_dict(), "TWISTED_REACTOR_ENABLED": False, "AD_PLATFORM_API_URL": API,
-              "ADCRAWLER_RETRY_BACKOFF_BASE": 0.001, "ADCRAWLER_RETRY_BACKOFF_MAX": 0.002, **overrides}
+    values = {**settings.copy_to_dict(), "TWISTED_REACTOR_ENABLED": False, "AD_PLATFORM_API_URL": API, **overrides}
     crawler = get_crawler(CampaignsSpider, values)
     crawler.spider = crawler._create_spider(client="acme,globex")
-    ledger = RunLedger.of(crawler)
+    ledger = crawler.spider.ledger = RunLedger.of(crawler)
     ledger.open(crawler.spider.clients)
     for client in ledger.runs:
         ledger.hold(client)  # as the run records do once the locks are taken
@@ -43,6 +42,8 @@ def api_request(client="acme-corp", path="/api/campaigns", endpoint="list", prio
 
 
 def json_response(request, status, body=None, headers=None) -> Response:
+    """An answer, its headers read as the scheduler reads them when they arrive."""
+    request.meta[SIGNALS] = read_signals(Headers(headers or {}).get, 0.0)
     return TextResponse(request.url, status=status, body=json.dumps(body or {}).encode(),
                         headers=headers or {}, request=request)
 
@@ -66,13 +67,13 @@ class FakeEngine:
     async def download_async(self, request):
         await self.middleware.process_request(request)  # the downloader chain passes through it
         self.requests.append(request.copy())
-        self.middleware.process_response(request, None)
         status, body, headers = self.answers.pop(0) if self.answers else (
             200, {"access_token": f"tok-{len(self.requests)}", "token_type": "Bearer", "expires_in": 3600}, {})
         if isinstance(status, type):
+            self.middleware.process_exception(request, status())
             raise status()
         await asyncio.sleep(0.001)
-        return json_response(request, status, body, headers)
+        return self.middleware.process_response(request, json_response(request, status, body, headers))
 
     async def close_spider_async(self, reason):
         self.closed.append(reason)
@@ -255,7 +256,7 @@ def test_503_is_retried_after_a_backoff_that_the_scheduler_keeps():
     mw = build_from_crawler(RetryMiddleware, crawler)
     req = api_request()
     retry = mw.process_response(req, json_response(req, 503))
-    assert isinstance(retry, Request) and retry.meta["retry_times"] == 1 and 0 < retry.meta[NOT_BEFORE] <= 0.002
+    assert isinstance(retry, Request) and retry.meta["retry_times"] == 1 and 0.5 <= retry.meta[NOT_BEFORE] <= 1
     assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/http_503") == 1
     assert crawler.stats.get_value("retry/count") == 1
     told = mw.process_response(req, json_response(req, 503, headers={"Retry-After": "7"}))
@@ -265,10 +266,10 @@ def test_503_is_retried_after_a_backoff_that_the_scheduler_keeps():
 
 
 def test_timeouts_are_retried_until_retry_times_then_left_to_the_errback():
-    crawler = make_crawler(ADCRAWLER_RETRY_TIMES=2)
+    crawler = make_crawler()
     mw = build_from_crawler(RetryMiddleware, crawler)
     req = api_request()
-    for _ in range(2):
+    for _ in range(6):
         req = mw.process_exception(req, DownloadTimeoutError())
         assert isinstance(req, Request)
     assert mw.process_exception(req, DownloadTimeoutError()) is None
@@ -276,27 +277,28 @@ def test_timeouts_are_retried_until_retry_times_then_left_to_the_errback():
 
 
 def test_429_asks_the_scheduler_to_pause_the_client_then_gives_up():
-    crawler = make_crawler(ADCRAWLER_RATE_429_RETRIES=2)
+    crawler = make_crawler()
     mw = build_from_crawler(RetryMiddleware, crawler)
     req = api_request()
-    for attempt in (1, 2):
+    for attempt in range(1, 6):
         req = mw.process_response(req, json_response(req, 429, {"retry_after": 60}))
         assert req.meta[ATTEMPTS] == {"rate_limited": attempt} and req.meta[PAUSE] == 60
     final = json_response(req, 429)
     assert mw.process_response(req, final) is final
-    assert crawler.stats.get_value("adcrawler/client/acme-corp/responses_429") == 3
+    assert crawler.stats.get_value("adcrawler/client/acme-corp/responses_429") == 6
     # Counted as retries like any other, under Scrapy's names too.
-    assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/http_429") == 2
-    assert crawler.stats.get_value("retry/count") == 2 and crawler.stats.get_value("retry/max_reached") == 1
+    assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/http_429") == 5
+    assert crawler.stats.get_value("retry/count") == 5 and crawler.stats.get_value("retry/max_reached") == 1
     assert req.meta[VERDICT].reason == "http_429"  # left for the errback and the extra passes
 
 
-def test_a_200_that_is_not_json_is_retried():
+def test_a_200_that_is_not_json_is_retried_from_the_callback():
     crawler = make_crawler()
-    mw = build_from_crawler(RetryMiddleware, crawler)
     req = api_request()
     page = TextResponse(req.url, status=200, body=b"<html>Bad gateway</html>", request=req)
-    assert isinstance(mw.process_response(req, page), Request)
+    crawler.spider.ledger.hold("acme-corp")
+    [again] = list(crawler.spider.parse_list(page, client="acme-corp", page=1))
+    assert isinstance(again, Request) and 0.5 <= again.meta[NOT_BEFORE] <= 1
     assert crawler.stats.get_value("adcrawler/client/acme-corp/retries/invalid_json") == 1
 
 
@@ -305,7 +307,7 @@ def test_a_200_that_is_not_json_is_retried():
 def token_setup(monkeypatch, answers=(), **overrides):
     monkeypatch.setenv("AD_PLATFORM_EMAIL", "admin@mixoads.com")
     monkeypatch.setenv("AD_PLATFORM_PASSWORD", "pw-for-tests")
-    crawler = make_crawler(**overrides)
+    crawler = make_crawler(ADCRAWLER_TIME_SCALE=0.001, **overrides)  # backoffs of a millisecond
     mw = build_from_crawler(BearerTokenMiddleware, crawler)
     crawler.engine = FakeEngine(answers=answers, middleware=mw)
     crawler._engine = crawler.engine
@@ -353,25 +355,24 @@ def test_wrong_credentials_fail_the_client_at_once(monkeypatch):
 
 
 def test_a_token_endpoint_that_never_recovers_fails_the_client_after_its_retries(monkeypatch):
-    crawler, mw, engine = token_setup(monkeypatch, [(503, {}, {})] * 10, ADCRAWLER_RETRY_TIMES=3)
+    crawler, mw, engine = token_setup(monkeypatch, [(503, {}, {})] * 10)
 
     async def scenario():
-        with pytest.raises(AuthenticationFailed, match=r"token endpoint unavailable \(http_503\) after 4 attempts"):
+        with pytest.raises(AuthenticationFailed, match=r"token endpoint unavailable \(http_503\) after 7 attempts"):
             await mw.process_request(api_request())
 
     asyncio.run(scenario())
-    assert len(engine.requests) == 4
+    assert len(engine.requests) == 7
 
 
 def test_a_refused_token_is_dropped_and_the_request_sent_again_with_a_new_one(monkeypatch):
     crawler, tokens, engine = token_setup(monkeypatch)
     retry_mw = build_from_crawler(RetryMiddleware, crawler)
-    crawler.get_downloader_middleware = lambda cls: tokens
     req = api_request()
     asyncio.run(tokens.process_request(req))
-    tokens.process_response(req, None)
+    refused = tokens.process_response(req, json_response(req, 401, {"error": "Token expired"}))
     assert b"Authorization" not in req.headers  # never copied into a retry
-    again = retry_mw.process_response(req, json_response(req, 401, {"error": "Token expired"}))
+    again = retry_mw.process_response(req, refused)
     assert isinstance(again, Request)
     asyncio.run(tokens.process_request(again))
     assert again.headers["Authorization"] == b"Bearer tok-2"

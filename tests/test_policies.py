@@ -9,16 +9,15 @@ from email.utils import format_datetime
 
 import pytest
 
-from adcrawler.answers import NOT_JSON, Verdict, decide_exception, decide_response, json_body
-from adcrawler.backoff import backoff_delay, parse_retry_after
-from adcrawler.clients import Client
+from adcrawler.budget import parse_retry_after
+from adcrawler.retry import NOT_JSON, Decision, RetryPolicy, Verdict, backoff_delay, judge, judge_exception, json_body
+from adcrawler.registry import Client
 from adcrawler.extensions.progress import eta_seconds
-from adcrawler.ledger import HELD, SKIPPED, ClientRun, FailedSync
-from adcrawler.outcome import Outcome, client_outcome, final_line
-from adcrawler.pagination import Listing
-from adcrawler.ratelimit import RollingWindowBudget, lower_bound_seconds
-from adcrawler.ratesignals import Signals, read_signals, reset_delta
-from adcrawler.tokens import Token
+from adcrawler.ledger import ClientRun, FailedSync, Outcome, Result, State, client_outcome, final_line
+from adcrawler.listing import Listing
+from adcrawler.budget import RollingWindowBudget, lower_bound_seconds
+from adcrawler.budget import Signals, read_signals, reset_delta
+from adcrawler.auth import Token
 from tests.conftest import Clock
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -401,16 +400,13 @@ def test_duplicates_across_pages_count_once():
 
 # -- the verdict on an answer -------------------------------------------------
 
-CODES = frozenset({500, 502, 503, 504, 408})
-
-
 def _decide(endpoint, status, body=b"{}", header=None):
-    return decide_response(endpoint, status, header, body, CODES, NOW, 300)
+    said = read_signals(lambda name: header.encode() if header and name == "Retry-After" else None, NOW)
+    return judge(endpoint, status, said, body)
 
 
 def test_every_answer_has_one_verdict():
-    assert _decide("list", 200).verdict is Verdict.OK
-    assert _decide("list", 200, b"<html>").verdict is Verdict.RETRY
+    assert _decide("list", 200).verdict is Verdict.OK  # its body is its reader's to judge
     assert _decide("sync", 503).reason == "http_503" and _decide("sync", 503).verdict is Verdict.RETRY
     assert _decide("sync", 401).verdict is Verdict.REAUTH
     assert _decide("auth", 401).verdict is Verdict.REFUSED and _decide("auth", 403).verdict is Verdict.REFUSED
@@ -421,7 +417,7 @@ def test_every_answer_has_one_verdict():
 def test_retry_after_is_honoured_on_503_as_on_429():
     assert _decide("sync", 503, header="7").wait == 7
     assert _decide("sync", 429, b'{"retry_after": 60}').wait == 60  # body only: the inherited platform
-    assert _decide("sync", 503, b'{"retry_after": 4}').wait == 4
+    assert _decide("sync", 429, b'{"retry_after": 60}', header="5").wait == 5  # the header wins
     assert _decide("sync", 503).wait is None  # nothing said: the caller backs off
 
 
@@ -429,9 +425,9 @@ def test_exceptions_are_transient_or_not():
     from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
     from twisted.internet.error import ConnectionLost
 
-    assert decide_exception(DownloadTimeoutError()).verdict is Verdict.RETRY
-    assert decide_exception(ConnectionLost()).verdict is Verdict.RETRY
-    assert decide_exception(IgnoreRequest()).verdict is Verdict.FATAL
+    assert judge_exception(DownloadTimeoutError()).verdict is Verdict.RETRY
+    assert judge_exception(ConnectionLost()).verdict is Verdict.RETRY
+    assert judge_exception(IgnoreRequest()).verdict is Verdict.FATAL
     assert json_body(b"\xff\xfe") is NOT_JSON and json_body(b"[1]") == [1]
 
 
@@ -439,8 +435,8 @@ def test_exceptions_are_transient_or_not():
 
 def _outcome(stopped_early=False, seen=0, expected=None, stored=0, failed=0, not_attempted=0, pages=1, **state):
     """A client's run in the ledger with these counts, and its outcome."""
-    listing = Listing(100, total=expected, pages=pages, keys={f"id:campaign_{n}" for n in range(seen)})
-    state.setdefault("state", HELD)
+    listing = Listing(100, total=expected, pages=pages, keys={f"id:campaign_{n}": "" for n in range(seen)})
+    state.setdefault("state", State.HELD)
     run = ClientRun(Client("acme", "acme-corp"), listing, stored={f"campaign_{n}" for n in range(stored)},
                     failed={f"failed_{n}": FailedSync(None, T0, "HTTP 503", False) for n in range(failed)},
                     syncable={f"listed_{n}" for n in range(not_attempted)}, **state)
@@ -449,13 +445,13 @@ def _outcome(stopped_early=False, seen=0, expected=None, stored=0, failed=0, not
 
 def test_an_outcome_names_its_reasons():
     full = dict(seen=100, expected=100, stored=100)
-    assert _outcome(**full) == Outcome("succeeded")
+    assert _outcome(**full) == Outcome(Result.SUCCEEDED)
     partial = _outcome(**{**full, "seen": 97, "stored": 95, "quarantined": 2, "failed": 1})
-    assert partial == Outcome("partial",
+    assert partial == Outcome(Result.PARTIAL,
                               ("2 quarantined", "1 sync failed", "3 of 100 announced campaigns never listed"))
     assert _outcome(auth_failure="credentials refused").describe() == "failed (credentials refused)"
     assert _outcome(list_failed=1).describe() == "failed (the campaign list could not be read)"
-    assert _outcome(state=SKIPPED).name == "skipped"
+    assert _outcome(state=State.SKIPPED).name == "skipped"
     assert _outcome(True, **{**full, "stored": 60, "not_attempted": 40}).reasons == (
         "40 not synced before the crawl stopped",)
     assert _outcome(**full, faults=["the run record could not be written"]).describe() == (
@@ -464,13 +460,13 @@ def test_an_outcome_names_its_reasons():
 
 
 def test_the_final_line_says_what_to_do_about_each_client():
-    ok, line = final_line({"a": Outcome("succeeded"), "b": Outcome("skipped")}, "finished")
+    ok, line = final_line({"a": Outcome(Result.SUCCEEDED), "b": Outcome(Result.SKIPPED)}, "finished")
     assert ok and line == "Sync complete: 1 client(s) succeeded; skipped (another run holds them): b"
-    ok, line = final_line({"acme": Outcome("partial", ("2 quarantined", "1 sync failed")),
-                           "globex": Outcome("failed", ("credentials refused",))}, "finished")
+    ok, line = final_line({"acme": Outcome(Result.PARTIAL, ("2 quarantined", "1 sync failed")),
+                           "globex": Outcome(Result.FAILED, ("credentials refused",))}, "finished")
     assert not ok and line == ("Sync incomplete: acme: partial (2 quarantined, 1 sync failed); "
                                "globex: failed (credentials refused)")
-    assert not final_line({"a": Outcome("succeeded")}, "shutdown")[0]
+    assert not final_line({"a": Outcome(Result.SUCCEEDED)}, "shutdown")[0]
 
 
 def test_eta_is_never_zero_while_work_remains():
@@ -481,38 +477,30 @@ def test_eta_is_never_zero_while_work_remains():
 
 # -- the retry policy ------------------------------------------------------------
 
-def _policy(**limits):
-    from adcrawler.retrying import KINDS, RetryPolicy
-
-    return RetryPolicy(limits={**dict.fromkeys(KINDS, 2), **limits},
-                       backoff={**dict.fromkeys(KINDS, (1.0, 8.0)), "database": (0.5, 0.5)})
-
-
 def test_each_kind_of_retry_has_its_own_limit_and_wait():
-    from adcrawler.answers import Decision
-
-    policy = _policy(rate_limited=1)
+    policy = RetryPolicy(backoff=(1.0, 8.0), wait_cap=300)
     transient, told = Decision(Verdict.RETRY, "http_503"), Decision(Verdict.RETRY, "http_503", wait=7)
     assert 0.5 <= policy.delay("sync", transient, 1) <= 1 and 1 <= policy.delay("sync", transient, 2) <= 2
-    assert policy.delay("sync", transient, 3) is None  # out of retries
-    assert policy.delay("sync", transient, 3, limit=5) is not None  # a request's own max_retry_times
+    assert 4 <= policy.delay("sync", transient, 6) <= 8  # capped
+    assert policy.delay("sync", transient, 7) is None  # out of retries
+    assert policy.delay("sync", transient, 7, limit=9) is not None  # a request's own max_retry_times
     assert policy.delay("list", told, 1) == 7  # the platform's word wins over the backoff
+    assert policy.delay("list", Decision(Verdict.RETRY, "http_503", wait=9000), 1) == 300  # within the cap
     limited = Decision(Verdict.RATE_LIMITED, "http_429", wait=60)
-    assert policy.delay("sync", limited, 1) == 60 and policy.delay("sync", limited, 2) is None
-    assert policy.delay("sync", Decision(Verdict.REAUTH, "http_401"), 1) == 0  # a new token is all it needs
+    assert policy.delay("sync", limited, 5) == 60 and policy.delay("sync", limited, 6) is None
+    assert policy.delay("sync", Decision(Verdict.REAUTH, "http_401"), 2) == 0  # a new token is all it needs
+    assert policy.delay("sync", Decision(Verdict.REAUTH, "http_401"), 3) is None
     assert policy.delay("sync", Decision(Verdict.FATAL, "http_404"), 1) is None
     # The token request: 5xx and 429 retried, a refusal never.
     assert policy.delay("auth", limited, 1) == 60
     assert policy.delay("auth", Decision(Verdict.REFUSED, "http_401"), 1) is None
-    # The database: its own backoff.
-    assert 0.25 <= policy.delay("database", Decision(Verdict.RETRY, "OperationalError"), 2) <= 0.5
-    assert policy.delay("database", Decision(Verdict.RETRY, "OperationalError"), 3) is None
+    # The database: transient faults only, five times.
+    assert policy.delay("database", Decision(Verdict.RETRY, "OperationalError"), 5) is not None
+    assert policy.delay("database", Decision(Verdict.RETRY, "OperationalError"), 6) is None
 
 
 def test_another_pass_is_worth_it_only_for_a_verdict_that_was_worth_a_retry():
-    from adcrawler.answers import Decision
-
-    policy = _policy()
+    policy = RetryPolicy()
     assert policy.worth_another_pass("sync", Decision(Verdict.RETRY, "DownloadTimeoutError"))
     assert policy.worth_another_pass("sync", Decision(Verdict.RATE_LIMITED, "http_429"))
     assert not policy.worth_another_pass("sync", Decision(Verdict.FATAL, "http_404"))
@@ -529,8 +517,7 @@ def _ledger():
     from adcrawler.stats import RunStats
 
     stats = MemoryStatsCollector(get_crawler())
-    ledger = RunLedger(RunStats(stats), page_size=100, max_passes=3, rate_limit=10, rate_window=60,
-                       clock=lambda: T0)
+    ledger = RunLedger(RunStats(stats), page_size=100, rate_limit=10, rate_window=60, clock=lambda: T0)
     ledger.open([Client("acme", "acme-corp"), Client("globex", "globex")])
     return ledger, stats
 
@@ -540,12 +527,11 @@ def test_the_ledger_knows_which_clients_the_run_holds_and_settles_their_outcomes
     ledger.hold("acme-corp")
     ledger.skip("globex")
     assert ledger.held() == ["acme-corp"]
-    run = ledger.run("acme-corp")
-    run.listing.announce(1)
-    run.listing.admit("id:campaign_1")
-    run.listing.pages, run.listing_done = 1, True
+    ledger.page_read("acme-corp", 1)
+    assert ledger.listed("acme-corp", "id:campaign_1", "digest") == "new"
+    assert ledger.page_done("acme-corp", 1, 1, 1, 0, 100, False) is None
     ledger.spider_closed(None, "finished")
-    assert ledger.outcomes()["acme-corp"] == Outcome("partial", ("1 not stored",))
+    assert ledger.outcomes()["acme-corp"] == Outcome(Result.PARTIAL, ("1 not stored",))
     assert ledger.outcomes()["globex"].name == "skipped"
     assert stats.get_value("adcrawler/client/globex/locked") == 1
     # A run record that cannot be written is the run's fault: the outcome and last line say so.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.runner import ROOT, latest_stats, run_crawl, start_crawl
-from tests.conftest import SCALE, assert_run_counts_match_rows, wait_for
+from tests.conftest import SCALE, assert_run_counts_match_rows, read_until, wait_for
 from tests.db import Db
 
 
@@ -22,7 +22,7 @@ def _synced(mock, client="demo") -> int:
 
 
 # Held runs wait for the simulator's release: a sync timeout that cannot fire first.
-HELD = {"ADCRAWLER_TIMEOUT_SYNC": "60"}
+HELD = {"ADCRAWLER_TIMEOUT_SYNC": "6000"}  # 60 s at time scale 0.01
 
 
 def test_a_client_locked_by_another_run_is_skipped_and_the_others_go_on(mock_factory, db):
@@ -75,7 +75,7 @@ def test_killed_run_resumes_without_resyncing(mock_factory, tmp_path, sig):
     if sig == signal.SIGKILL:  # no process left to close its row
         assert db.rows("SELECT outcome FROM sync_runs") == [("running",)]
 
-    second = run_crawl(mock.url, "demo", tmp_path, settings=settings, extra_env={"ADCRAWLER_LOG_LEVEL": "DEBUG"})
+    second = run_crawl(mock.url, "demo", tmp_path, settings=settings, extra_env={"LOG_LEVEL": "DEBUG"})
     # (Debug logs, without the per-response lines, say why if this ever fails.)
     assert second.returncode == 0, "\n".join(line for line in second.output.splitlines()
                                              if "DEBUG: Crawled" not in line and "DEBUG: Scraped" not in line)[-12000:]
@@ -110,7 +110,7 @@ def test_a_quiet_spell_does_not_keep_synced_rows_in_memory(mock_factory, tmp_pat
     # that lasts until the test ends it, far below the batch size.
     mock = mock_factory("--time-scale", "0.05", "--quiet", "--campaigns", "15", "--hold-syncs", "9")
     crawl = start_crawl(mock.url, "demo", tmp_path, scale=0.05,
-                        extra_env={"ADCRAWLER_DB_BATCH_SIZE": "1000", "ADCRAWLER_DB_FLUSH_INTERVAL": "0.25", **HELD})
+                        extra_env=HELD)  # the flush interval at time scale 0.05: 0.25 s
     try:
         wait_for(mock.held, 30, "the first window's syncs")
         wait_for(lambda: db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 9, 30,
@@ -146,33 +146,28 @@ def test_postgres_outage_mid_run_loses_nothing(mock_factory, pg_url, tmp_path):
         pytest.skip("needs the local PostgreSQL cluster's control command")
     db = Db(tmp_path, pg_url)
     mock = mock_factory("--time-scale", SCALE, "--seed", "8", "--sync-hang-rate", "0", "--hold-syncs", "20")
-    # Small batches written often, and few quick retries, so the outage hits
-    # writes and outlasts the retries: the spool path is exercised too.
-    env = {"ADCRAWLER_DB_BATCH_SIZE": "5", "ADCRAWLER_DB_RETRIES": "2", "ADCRAWLER_DB_RETRY_BACKOFF_BASE": "0.2",
-           "ADCRAWLER_DB_RETRY_BACKOFF_MAX": "0.5", "ADCRAWLER_LOCK_CHECK_INTERVAL": "0.1"}
-    crawl = start_crawl(mock.url, "demo", tmp_path, database_url=pg_url, extra_env={**env, **HELD})
+    crawl = start_crawl(mock.url, "demo", tmp_path, database_url=pg_url, extra_env=HELD)
     try:
         wait_for(mock.held, 60, "a fifth of the campaigns, then a held sync")
         _pg_ctl("stop")
-        mock.release()  # the rest of the run meets the outage
-        time.sleep(3)
+        mock.release()  # the rest of the run meets the outage, which lasts until a batch is spooled
+        early = read_until(crawl, "Could not write a batch", 120)
     finally:
         _pg_ctl("start")
     wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True).returncode == 0,
               60, "PostgreSQL to accept connections again")
     out, _ = crawl.communicate(timeout=180)
+    out = early + out
     stats = latest_stats(tmp_path)
     assert stats.get("adcrawler/db_retries", 0) > 0, out[-3000:]
     # The outage ended the session that held the client's lock: the run stopped
     # working for it (another run could have taken it) and says so.
     assert crawl.returncode == 1 and "demo: interrupted (its lock was lost" in out.splitlines()[-1], out[-3000:]
-    if stats.get("adcrawler/rows_spooled", 0):
-        assert "python -m adcrawler.replay" in out
-        files = sorted((tmp_path / "spool").glob("*.jsonl"))
-        env_replay = {**os.environ, "DATABASE_URL": pg_url}
-        replay = subprocess.run([sys.executable, "-m", "adcrawler.replay", *map(str, files)], cwd=ROOT,
-                                env=env_replay, capture_output=True, text=True, timeout=60)
-        assert replay.returncode == 0, replay.stderr
+    assert stats["adcrawler/rows_spooled"] > 0 and "replay them with: scrapy replay" in out
+    files = sorted((tmp_path / "spool").glob("*.jsonl"))
+    replay = subprocess.run([sys.executable, "-m", "scrapy", "replay", *map(str, files)], cwd=ROOT,
+                            env={**os.environ, "DATABASE_URL": pg_url}, capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 0, replay.stderr
     # Nothing fetched is lost: every campaign the platform synced for the run is stored as synced.
     synced = {r[0] for r in db.rows("SELECT campaign_id FROM campaigns WHERE sync_status = 'synced'")}
     assert synced == set(mock.stats()["syncs"]["demo"]), out[-4000:]
@@ -243,8 +238,7 @@ def test_a_full_disk_under_the_job_directory_and_the_database_loses_nothing(mock
     mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "60", "--hold-syncs", "10")
     crawl = start_crawl(mock.url, "demo", tmp_path, database_url=f"sqlite:///{small_disk}/db.sqlite3",
                         settings={"JOBDIR": str(small_disk / "job")},
-                        extra_env={**HELD, "ADCRAWLER_DB_RETRIES": "1", "ADCRAWLER_DB_RETRY_BACKOFF_BASE": "0.05",
-                                   "ADCRAWLER_DB_BATCH_SIZE": "5"})
+                        extra_env=HELD)
     try:
         wait_for(mock.held, 30, "the first syncs, then a held one")
         wait_for(lambda: (small_disk / "job" / "adcrawler-journal.jsonl").exists(), 30, "the journal")

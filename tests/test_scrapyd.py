@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import shutil
@@ -11,10 +12,11 @@ import sys
 import zipfile
 
 import pytest
+from scrapy.settings import Settings
 import requests
 
-from adcrawler.clients import Client, Registry
-from adcrawler.dispatch import arguments, assign, rank, shards
+from adcrawler.registry import Client, Registry
+from adcrawler.commands.dispatch import Command, assign, rank, shards
 from harness.runner import DEMO_PASSWORD, REGISTRY, ROOT
 from harness.scrapyd import BIN, PASSWORD, USER, node_env, start_nodes
 
@@ -108,11 +110,14 @@ def test_the_systemd_units_verify_and_start_a_dispatch_the_dispatcher_accepts(tm
     units = ROOT / "deploy/systemd"
     service = (units / "adcrawler-dispatch.service").read_text()
     command = shlex.split(next(line for line in service.splitlines() if line.startswith("ExecStart="))[10:])
-    assert command[1:3] == ["-m", "adcrawler.dispatch"]
-    args = arguments().parse_args(command[3:])
-    assert args.clients == "all" and args.wait  # the exit status tells systemd whether every client succeeded
+    assert command[0].endswith("/scrapy") and command[1] == "dispatch"
+    parser, command_object = argparse.ArgumentParser(), Command()
+    command_object.settings = Settings()
+    command_object.add_options(parser)
+    args, clients = parser.parse_known_args(command[2:])
+    assert clients == ["all"] and args.wait  # the exit status tells systemd whether every client succeeded
     (tmp_path / "dispatch.env").write_text("SCRAPYD_USERNAME=ops\n")
-    local = service.replace("/srv/adcrawler/.venv/bin/python", sys.executable).replace(
+    local = service.replace("/srv/adcrawler/.venv/bin/scrapy", str(BIN / "scrapy")).replace(
         "/srv/adcrawler", str(ROOT)).replace("/etc/adcrawler/dispatch.env", str(tmp_path / "dispatch.env"))
     (tmp_path / "adcrawler-dispatch.service").write_text(local)
     shutil.copy(units / "adcrawler-dispatch.timer", tmp_path)

@@ -11,9 +11,9 @@ from decimal import Decimal
 
 import pytest
 
-from adcrawler.items import CampaignItem, RejectedRecord
-from adcrawler.spool import append_spool
-from adcrawler.store import StoreError, open_store, schema
+from adcrawler.model import CampaignItem, RejectedRecord
+from adcrawler.disk import append_spool
+from adcrawler.store import StoreError, migrations, open_store
 from harness.runner import ROOT
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -36,7 +36,7 @@ def rejected(payload: str = '{"id": "campaign_; DROP", "clicks": -5}', reason: s
 
 @pytest.fixture
 def store(db):
-    s = open_store(db.url, str(db.workdir / "adcrawler.sqlite3"))
+    s = open_store(db.url, str(db.workdir))
     s.migrate()
     yield s
     s.close()
@@ -126,8 +126,8 @@ def _table_columns(db, table: str) -> set[str]:
 
 
 def test_the_migrated_tables_hold_exactly_the_declared_fields(store, db):
-    """A field declared in adcrawler.items without its migration (or the reverse) fails here."""
-    from adcrawler.store.base import CAMPAIGN_COLUMNS, METRICS_COLUMNS
+    """A field declared in adcrawler.model without its migration (or the reverse) fails here."""
+    from adcrawler.store.writes import CAMPAIGN_COLUMNS, METRICS_COLUMNS
 
     assert _table_columns(db, "campaigns") == set(CAMPAIGN_COLUMNS)
     assert _table_columns(db, "campaign_metrics") == set(METRICS_COLUMNS)
@@ -140,55 +140,67 @@ def test_the_migrated_tables_hold_exactly_the_declared_fields(store, db):
 
 
 def test_migrations_are_versioned_and_idempotent(store, db):
-    assert store.migrate() == schema.LATEST
-    assert db.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v, _ in schema.MIGRATIONS]
+    assert store.migrate() == migrations.LATEST
+    assert db.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v, _ in migrations.MIGRATIONS]
 
 
 MIGRATE = """
-import sys, time
+import sys
 from adcrawler.store import open_store
-time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
-store = open_store(sys.argv[1], sys.argv[2])
-print(store.migrate())
+sys.stdin.readline()  # the test's go: it holds the migration lock now
+store = open_store(sys.argv[1])
+print("saw", store.version(), flush=True)
+print(store.migrate(), flush=True)
 store.close()
 """
 
 
+def _hold_migrations(backend: str, url: str):
+    """A connection holding what a migration takes (PostgreSQL's advisory lock, SQLite's write lock)."""
+    if backend == "postgresql":
+        import psycopg2
+
+        conn = psycopg2.connect(url)
+        conn.cursor().execute("SELECT pg_advisory_xact_lock(hashtextextended('adcrawler:migrate', 0))")
+        return conn
+    import sqlite3
+
+    conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN EXCLUSIVE")
+    return conn
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_four_processes_migrate_a_fresh_database_together(tmp_path, request, backend):
-    """Several jobs starting at once on a new database: every one of them starts, each migration runs once."""
-    import time
-
-    for attempt in range(4):
-        if backend == "postgresql":
-            url = request.getfixturevalue("pg_url") if attempt == 0 else _fresh_pg_database(request)
-            path = str(tmp_path / "unused.sqlite3")
-        else:
-            url, path = "", str(tmp_path / f"fresh{attempt}.sqlite3")
-        start = time.time() + 1.5  # all four past their imports, then go together
-        procs = [subprocess.Popen([sys.executable, "-c", MIGRATE, url, path, str(start)], cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
-        results = [p.communicate(timeout=120) for p in procs]
-        assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in results]
-        assert [out.strip() for out, _ in results] == [str(schema.LATEST)] * 4
-        check = open_store(url, path)
-        cur = check.conn.cursor()
-        cur.execute("SELECT version FROM schema_version ORDER BY version")
-        assert [row[0] for row in cur.fetchall()] == [v for v, _ in schema.MIGRATIONS]
-        check.close()
-
-
-def _fresh_pg_database(request) -> str:
-    """Another throwaway database for one round (dropped with the fixture's)."""
-    from harness.pg import create_database, drop_database
-
-    name, url = create_database()
-    request.addfinalizer(lambda: drop_database(name))
-    return url
+    """Four jobs start on a new database together: each finds it behind, waits for the one that
+    migrates, and starts; each migration runs once. The race is made, not hoped for: the test holds
+    the migration lock until all four have found the schema behind."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path}/fresh.sqlite3"
+    holder = _hold_migrations(backend, url)
+    procs = [subprocess.Popen([sys.executable, "-c", MIGRATE, url], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        seen = [proc.stdout.readline().strip() for proc in procs]  # each past its read, now waiting for the lock
+        assert seen == ["saw 0"] * 4, seen
+    finally:
+        holder.rollback() if backend == "postgresql" else holder.execute("ROLLBACK")
+        holder.close()
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in results]
+    assert [out.strip() for out, _ in results] == [str(migrations.LATEST)] * 4
+    check = open_store(url)
+    cur = check.conn.cursor()
+    cur.execute("SELECT version FROM schema_version ORDER BY version")
+    assert [row[0] for row in cur.fetchall()] == [v for v, _ in migrations.MIGRATIONS]  # each applied once
+    check.close()
 
 
 def test_an_older_database_upgrades_in_place(db):
-    old = open_store(db.url, str(db.workdir / "adcrawler.sqlite3"))
+    old = open_store(db.url, str(db.workdir))
     try:
         assert old.migrate(target=1) == 1
         cur = old.conn.cursor()
@@ -198,10 +210,10 @@ def test_an_older_database_upgrades_in_place(db):
                     "conversions, created_at, sync_status, fetched_at, updated_at) VALUES ('acme', 'campaign_1', "
                     "'Campaign 1', 'active', 1, 1, 1, 1, '2026-01-01', 'synced', '2026-01-01', '2026-01-01')")
         old.conn.commit()
-        assert old.migrate() == schema.LATEST
+        assert old.migrate() == migrations.LATEST
         assert db.rows("SELECT reason FROM rejected_records") == [("old",)]
         assert db.rows("SELECT campaign_id, raw, quality_flags FROM campaigns") == [("campaign_1", None, None)]
-        assert db.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v, _ in schema.MIGRATIONS]
+        assert db.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v, _ in migrations.MIGRATIONS]
         old.write_batch("r1", [item(1, clicks=99)])
         assert db.scalar("SELECT clicks FROM campaigns") == 99
         bad = RejectedRecord(client_id="acme", campaign_id=None, reason="x", payload='{"clicks": -5}', seen_at=T0)
@@ -213,7 +225,7 @@ def test_an_older_database_upgrades_in_place(db):
 
 
 def test_version_3_flags_become_json_arrays_and_the_schema_documents_itself(db):
-    old = open_store(db.url, str(db.workdir / "adcrawler.sqlite3"))
+    old = open_store(db.url, str(db.workdir))
     try:
         assert old.migrate(target=3) == 3 and old.version() == 3
         cur = old.conn.cursor()
@@ -223,7 +235,7 @@ def test_version_3_flags_become_json_arrays_and_the_schema_documents_itself(db):
                         f"'campaign_{n}', 'C', 'active', 1, 1, 1, 1, '2026-01-01', 'synced', '2026-01-01', "
                         "'2026-01-01', %s)".replace("%s", "?" if db.kind == "sqlite" else "%s"), (flags,))
         old.conn.commit()
-        assert old.migrate() == schema.LATEST
+        assert old.migrate() == migrations.LATEST
     finally:
         old.close()
     flags = dict(db.rows("SELECT campaign_id, quality_flags FROM campaigns"))
@@ -231,15 +243,15 @@ def test_version_3_flags_become_json_arrays_and_the_schema_documents_itself(db):
     assert flags["campaign_2"] is None
     assert db.scalar("SELECT COUNT(*) FROM schema_version WHERE applied_at IS NULL") == 0
     # Every table and column is documented, and nothing else.
-    for table, (_, columns) in schema.DOCS.items():
+    for table, (_, columns) in migrations.DOCS.items():
         assert _table_columns(db, table) == set(columns), table
     if db.kind == "postgresql":
         described = db.rows("SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
                             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
                             "AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped "
                             "AND col_description(c.oid, a.attnum) IS NOT NULL")
-        assert set(described) == {(t, c) for t, (_, columns) in schema.DOCS.items() for c in columns}
-        assert db.scalar("SELECT obj_description('campaigns'::regclass)") == schema.DOCS["campaigns"][0]
+        assert set(described) == {(t, c) for t, (_, columns) in migrations.DOCS.items() for c in columns}
+        assert db.scalar("SELECT obj_description('campaigns'::regclass)") == migrations.DOCS["campaigns"][0]
 
 
 def test_a_newer_schema_is_refused(store, db):
@@ -251,8 +263,7 @@ def test_a_newer_schema_is_refused(store, db):
 
 
 def test_client_lock_is_exclusive_and_released_on_close(db):
-    path = str(db.workdir / "adcrawler.sqlite3")
-    a, b = open_store(db.url, path), open_store(db.url, path)
+    a, b = open_store(db.url, str(db.workdir)), open_store(db.url, str(db.workdir))
     try:
         assert a.try_lock("acme") and not b.try_lock("acme") and b.try_lock("globex")
         a.close()
@@ -263,8 +274,8 @@ def test_client_lock_is_exclusive_and_released_on_close(db):
 
 
 def _replay(db, *files):
-    env = {**os.environ, "DATABASE_URL": db.url, "ADCRAWLER_SQLITE_PATH": str(db.workdir / "adcrawler.sqlite3")}
-    return subprocess.run([sys.executable, "-m", "adcrawler.replay", *map(str, files)], cwd=ROOT, env=env,
+    env = {**os.environ, "DATABASE_URL": db.url, "ADCRAWLER_DATA_DIR": str(db.workdir)}
+    return subprocess.run([sys.executable, "-m", "scrapy", "replay", *map(str, files)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -292,11 +303,15 @@ def test_replay_is_idempotent(db, tmp_path):
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE run_id = 'run9'") == 2
     missing = _replay(db, tmp_path / "nope.jsonl")
     assert missing.returncode == 2 and "no such file" in missing.stderr
+    # The command line of an earlier version says what replaced it.
+    old = subprocess.run([sys.executable, "-m", "adcrawler.replay", str(copy)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert old.returncode == 2 and "is now `scrapy replay`" in old.stderr
 
 
 def test_replay_quarantines_what_it_cannot_load_and_loads_the_rest(db, tmp_path):
     bad_value = REFUSED[db.kind][1]  # a value the item's declaration admits and the database refuses
-    store = open_store(db.url, str(db.workdir / "adcrawler.sqlite3"))
+    store = open_store(db.url, str(db.workdir))
     store.migrate()
     store.start_run("run7", "acme", T0)
     store.record_run(_run_row("run7", "partial", "4 rows waiting in the spool (lock timeout)"))
@@ -318,13 +333,13 @@ def test_replay_quarantines_what_it_cannot_load_and_loads_the_rest(db, tmp_path)
 
 def test_bad_database_url_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="DATABASE_URL"):
-        open_store("mysql://x", str(tmp_path / "x.db"))
+        open_store("mysql://x", str(tmp_path))
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot open SQLite database"):
-        open_store("", str(blocker / "x.db"))
+        open_store("", str(blocker))
     with pytest.raises(StoreError, match="cannot connect") as err:
-        open_store("postgresql://nobody:hunter22@127.0.0.1:1/none", str(tmp_path / "x.db"))
+        open_store("postgresql://nobody:hunter22@127.0.0.1:1/none", str(tmp_path))
     assert "hunter22" not in str(err.value)
 
 
@@ -392,7 +407,7 @@ def test_earlier_quarantines_are_known_by_campaign_and_reason(store, db):
 
 
 def test_a_replay_closes_the_run_it_completes(db, tmp_path):
-    store = open_store(db.url, str(db.workdir / "adcrawler.sqlite3"))
+    store = open_store(db.url, str(db.workdir))
     store.migrate()
     store.start_run("run5", "acme", T0)
     store.start_run("run6", "acme", T0)  # run5 is now interrupted; run6 records a partial run

@@ -97,7 +97,7 @@ def test_a_redirect_within_the_platform_is_followed(mock_factory, tmp_path, endp
 # -- a lock is a lease -------------------------------------------------------------------
 
 # Held runs wait for the simulator's release: a sync timeout that cannot fire first.
-HELD = {"ADCRAWLER_TIMEOUT_SYNC": "60"}
+HELD = {"ADCRAWLER_TIMEOUT_SYNC": "6000"}  # 60 s at time scale 0.01
 
 
 def _lose_lock(db) -> None:
@@ -115,7 +115,7 @@ def _lose_lock(db) -> None:
 
 def test_a_lost_lock_interrupts_its_run_and_only_one_run_succeeds(mock_factory, db):
     mock = mock_factory(*QUIET, "--campaigns", "60", "--hold-syncs", "10")
-    env = {**HELD, "ADCRAWLER_LOCK_CHECK_INTERVAL": "0.1"}
+    env = HELD  # the locks are checked every 0.05 s at time scale 0.01
     first = start_crawl(mock.url, "demo", db.workdir, database_url=db.url, extra_env=env)
     try:
         wait_for(mock.held, 30, "the first run to be held after ten syncs")
@@ -183,15 +183,14 @@ def _lock_campaigns(db):
 
 def test_a_locked_table_is_a_bounded_fault_and_sigterm_ends_the_run_at_once(mock_factory, db):
     mock = mock_factory(*QUIET, "--campaigns", "30", "--hold-syncs", "5")
-    env = {**HELD, "ADCRAWLER_DB_LOCK_TIMEOUT": "0.3", "ADCRAWLER_DB_BATCH_SIZE": "5",
-           "ADCRAWLER_DB_RETRY_BACKOFF_BASE": "30", "ADCRAWLER_DB_RETRY_BACKOFF_MAX": "30"}
+    env = HELD
     crawl = start_crawl(mock.url, "demo", db.workdir, database_url=db.url, extra_env=env)
     blocker = None
     try:
         wait_for(mock.held, 30, "the run to be held")
         blocker = _lock_campaigns(db)
         mock.release()
-        early = read_until(crawl, "Database write failed", 30)  # a lock wait that ended: retry in 15-30 s
+        early = read_until(crawl, "Database write failed", 30)  # a lock wait that ended (1 s here): retried
         crawl.send_signal(signal.SIGTERM)
         began = time.monotonic()
         out, _ = crawl.communicate(timeout=60)
@@ -204,7 +203,7 @@ def test_a_locked_table_is_a_bounded_fault_and_sigterm_ends_the_run_at_once(mock
             blocker.close()
     out = early + out
     assert crawl.returncode == 1 and "Traceback" not in out, out[-3000:]
-    # Not the 30 s backoff, nor a wait for the lock: stopped without another try (bounded for a loaded machine).
+    # No more tries once stopping: one lock wait per write left (a second each; bounded for a loaded machine).
     assert stopped_in < 15, out[-3000:]
     assert "rows waiting in the spool (lock timeout)" in out.splitlines()[-1]  # the cause, named
     spooled = sum(len(f.read_text().splitlines()) for f in (db.workdir / "spool").glob("*.jsonl"))
@@ -217,7 +216,7 @@ def test_a_locked_table_is_a_bounded_fault_and_sigterm_ends_the_run_at_once(mock
 def _refuse_run_completion(db):
     from adcrawler.store import open_store
 
-    open_store(db.url, str(db.workdir / "adcrawler.sqlite3")).migrate()
+    open_store(db.url, str(db.workdir)).migrate()
     if db.kind == "postgresql":
         import psycopg2
 
@@ -275,7 +274,7 @@ def _deny_campaign_writes(pg_url: str) -> None:
     conn.close()
 
 
-FAST_DB_RETRY = {"ADCRAWLER_DB_RETRIES": "1", "ADCRAWLER_DB_RETRY_BACKOFF_BASE": "0.05"}
+FAST_DB_RETRY: dict[str, str] = {}  # the retries' backoffs at time scale 0.01: milliseconds
 
 
 @pytest.mark.postgres
@@ -296,11 +295,12 @@ def test_permission_denied_is_a_fault_that_spools_not_a_quarantine(mock_factory,
 def test_with_the_database_and_the_spool_both_failing_the_run_stops_fetching_and_says_so(mock_factory, pg_url,
                                                                                          tmp_path):
     _deny_campaign_writes(pg_url)
-    spool = tmp_path / "spool-is-a-file"
+    spool = tmp_path / "data" / "spool"
+    spool.parent.mkdir()
     spool.write_text("")  # the spool cannot be a directory
     mock = mock_factory(*QUIET, "--campaigns", "100")
     result = run_crawl(mock.url, "demo", tmp_path, database_url=pg_url,
-                       extra_env={**FAST_DB_RETRY, "ADCRAWLER_SPOOL_DIR": str(spool), "ADCRAWLER_DB_BATCH_SIZE": "5"})
+                       extra_env={**FAST_DB_RETRY, "ADCRAWLER_DATA_DIR": str(spool.parent)})
     assert result.returncode == 1
     assert "Traceback" not in result.output and "never retrieved" not in result.output
     assert re.search(r"demo: interrupted \(the database and the spool are both unavailable, "
@@ -335,12 +335,12 @@ def test_a_slug_not_in_the_registry_and_an_unknown_argument_are_errors():
     proc = _crawl_cli("-a", "client=nosuch")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("adcrawler: client 'nosuch' is not in the registry adcrawler/clients.toml "
-                                   "(known: acme, demo, globex); add it there, or name another registry with "
+                                   "(known: acme (acme-corp), demo, globex); add it there, or name another registry with "
                                    "ADCRAWLER_CLIENTS_FILE")
     proc = _crawl_cli("-a", "client=demo", "-a", "bogus=1")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("adcrawler: unknown spider argument(s) bogus: campaigns takes "
-                                   "-a client=<slug>, -a client=a,b or -a client=all, and -a dry_run=1")
+                                   "-a client=<name>, -a client=a,b or -a client=all, and -a dry_run=1")
 
 
 # -- what the platform sends never writes a log line of its own ----------------------------

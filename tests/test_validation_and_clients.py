@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adcrawler.clients import Client, ClientConfigError, Registry
-from adcrawler.items import RejectedRecord
-from adcrawler.listpage import NOT_JSON, Page, read_page
-from adcrawler.redaction import MARK, RedactingFilter, Secrets
-from adcrawler.validation import Campaign, InvalidRecord, record_key, validate_campaign
+from adcrawler.registry import Client, ClientConfigError, Registry
+from adcrawler.model import RejectedRecord
+from adcrawler.listing import NOT_JSON, Page, read_page
+from adcrawler.logs import RedactingFilter, Secrets
+from adcrawler.model import Campaign, InvalidRecord, record_key, validate_campaign
 from mock_api.campaigns import (
     IMPLAUSIBLE,
     MALFORMED,
@@ -201,8 +201,11 @@ def test_registry_maps_slugs_and_defaults(tmp_path):
     registry = Registry.load(path)
     assert [c.client_id for c in registry.select("all")] == ["acme-corp", "b"]
     # A slug the registry does not list is a typo until the registry says otherwise.
-    with pytest.raises(ClientConfigError, match=r"client 'other' is not in the registry .* \(known: acme, b\)"):
+    with pytest.raises(ClientConfigError,
+                       match=r"client 'other' is not in the registry .* \(known: acme \(acme-corp\), b\)"):
         registry.select("acme, other")
+    # Either name of a client selects it: its slug, or the platform's client id.
+    assert registry.select("acme-corp") == registry.select("acme") == [registry.clients["acme"]]
     path.write_text("allow_unregistered = true\n" + path.read_text())
     acme, other = Registry.load(path).select("acme, other")
     assert acme == Client("acme", "acme-corp", "ACME_EMAIL", "ACME_PASSWORD")
@@ -238,7 +241,8 @@ def test_missing_credentials_name_the_variables(monkeypatch):
 def test_redacting_filter_rewrites_message_args_and_traceback():
     import logging
 
-    secrets = Secrets()
+    from adcrawler.logs import SECRETS as secrets
+
     secrets.add("hunter22", "abc")  # too short to redact safely
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "login %s failed", ("hunter22",), None)
     try:
@@ -247,6 +251,6 @@ def test_redacting_filter_rewrites_message_args_and_traceback():
         import sys
 
         record.exc_info = sys.exc_info()
-    RedactingFilter(secrets).filter(record)
+    RedactingFilter().filter(record)
     text = logging.Formatter().format(record)
-    assert "hunter22" not in text and MARK in text and "abc" not in secrets.redact("xyz")
+    assert "hunter22" not in text and Secrets.MARK in text and "abc" not in secrets.redact("xyz")

@@ -1,9 +1,8 @@
-"""Project commands: ``crawl`` (checked settings, true exit status), ``settings``,
-and the operator's ``clients``, ``runs`` and ``migrate``.
+"""Project commands: ``crawl`` (checked settings, a true exit status) and the operator's ``clients``,
+``runs``, ``migrate``, ``replay`` and ``dispatch``.
 
-Both check every setting before anything starts: a bad value prints one line
-naming it and exits with status 2, and values given with ``-s`` under our
-names drive Scrapy's own settings too (see :mod:`adcrawler.config`).
+Every command checks its settings before anything starts: a bad value prints one line naming it
+and exits 2; a retired or misspelt name is warned about.
 """
 
 from __future__ import annotations
@@ -13,67 +12,58 @@ import logging
 import os
 import resource
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from scrapy.settings import BaseSettings
 
-from adcrawler import logs, redaction
-from adcrawler.config import EXIT_CONFIG, ConfigError, resolve
-from adcrawler.files import PRIVATE_UMASK
-
-if TYPE_CHECKING:
-    from adcrawler.store import Store
+from adcrawler import logs
+from adcrawler.config import BY_NAME, EXIT_CONFIG, ConfigError, resolve, value
+from adcrawler.disk import PRIVATE_UMASK
+from adcrawler.registry import ClientConfigError, Registry
+from adcrawler.store import Store, StoreError, first_line, open_store
 
 logger = logging.getLogger("adcrawler")
 
 
-def prepare(settings: BaseSettings, log: bool = True) -> None:
-    """Check and resolve ``settings``, set up logging; exit 2 with one line on a bad value."""
+def prepare(settings: BaseSettings, log: bool = True, names: Iterable[str] = BY_NAME) -> None:
+    """Check the settings ``names``, set up logging; exit 2 with one line on a bad value."""
     try:
-        warnings = resolve(settings)
+        warnings = resolve(settings, names)
     except ConfigError as exc:
         fail(str(exc), settings)
-    _register_secrets(settings)
+    try:  # a password inside DATABASE_URL must never reach a log line
+        logs.SECRETS.add(urlsplit(settings.get("DATABASE_URL") or "").password)
+    except ValueError:
+        pass
     os.umask(PRIVATE_UMASK)  # data files we create are private to this user
-    _raise_open_files_limit()
+    # A thousand requests on the wire need more descriptors than many shells allow (1024).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     if log:
         logs.configure(settings)
-        for warning in warnings:
+    for warning in warnings:
+        if log:
             logger.warning("%s", warning)
+        else:
+            print(f"adcrawler: warning: {warning}", file=sys.stderr)
 
 
 def fail(message: str, settings: BaseSettings | None = None) -> None:
+    """One line (JSON when the logs are), also in a scrapyd job's log file; exit status 2."""
     line = logs.error_line(message, settings)
     print(line, file=sys.stderr, flush=True)
     log_file = settings.get("LOG_FILE") if settings is not None else None
-    if log_file:  # a scrapyd job: its log is where scrapyd and ScrapydWeb show what happened
+    if log_file:  # a scrapyd job: its log is where scrapyd shows what happened
         try:
             with open(log_file, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
         except OSError:
             pass  # stderr has it
     sys.exit(EXIT_CONFIG)
-
-
-def _raise_open_files_limit() -> None:
-    """A thousand requests on the wire need more descriptors than many shells allow (1024)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
-def _register_secrets(settings: BaseSettings) -> None:
-    """A password inside DATABASE_URL must never reach a log line (Scrapy logs overridden settings)."""
-    from urllib.parse import urlsplit
-
-    url = settings.get("DATABASE_URL") or ""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    redaction.SECRETS.add(password)
 
 
 def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
@@ -84,31 +74,34 @@ def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
 
 
 class OperatorCommand:
-    """For a command that runs no crawl: checked settings, no log lines, a plain
-    answer on stdout. A mixin (``class Command(OperatorCommand, ScrapyCommand)``):
-    Scrapy takes every ScrapyCommand subclass in this package for a command."""
+    """For a command that runs no crawl: checked settings, no log lines, a plain answer on stdout.
+    A mixin (``class Command(OperatorCommand, ScrapyCommand)``): Scrapy takes every ScrapyCommand
+    subclass in this package for a command."""
 
     requires_project = True
     requires_crawler_process = False
     default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
+    reads: ClassVar[tuple[str, ...]] = ("DATABASE_URL", "ADCRAWLER_DATA_DIR", "ADCRAWLER_CLIENTS_FILE")
 
     settings: Any
     exitcode: int
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)  # type: ignore[misc]
-        assert self.settings is not None
-        prepare(self.settings, log=False)
+        prepare(self.settings, log=False, names=self.reads)
+
+    def registry(self) -> Registry:
+        try:
+            return Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None)
+        except ClientConfigError as exc:
+            fail(str(exc), self.settings)
+            raise  # not reached: fail exits
 
     def with_store(self, what: str, work: Callable[[Store], Any]) -> Any:
-        """``work(store)`` on the database the settings name; on failure one line
-        (never a traceback: the URL may hold a password), exit status 1, None."""
-        from adcrawler.config import value
-        from adcrawler.store import StoreError, first_line, open_store, waits_of
-
-        s = self.settings
+        """``work(store)`` on the database the settings name; on failure one line (never a
+        traceback: the URL may hold a password), exit status 1, None."""
         try:
-            store = open_store(value(s, "DATABASE_URL"), value(s, "ADCRAWLER_SQLITE_PATH"), waits_of(s))
+            store = open_store(value(self.settings, "DATABASE_URL"), value(self.settings, "ADCRAWLER_DATA_DIR"))
             try:
                 return work(store)
             finally:

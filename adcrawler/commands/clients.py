@@ -1,10 +1,5 @@
-"""``scrapy clients``: the clients of the registry, with where their credentials live.
-
-Prints one line per client: slug, platform client id, the names of the two
-credential variables and whether both are set. Never a credential's value.
-
-Settings: ADCRAWLER_CLIENTS_FILE.
-"""
+"""``scrapy clients``: the registry's clients, both their names, and whether their credential
+variables are set (never a credential's value)."""
 
 from __future__ import annotations
 
@@ -14,10 +9,7 @@ import os
 from decouple import UndefinedValueError, config
 from scrapy.commands import ScrapyCommand
 
-from adcrawler.clients import ClientConfigError, Registry
-from adcrawler.config import value
-
-from . import OperatorCommand, fail, table
+from . import OperatorCommand, table
 
 
 class Command(OperatorCommand, ScrapyCommand):
@@ -25,11 +17,7 @@ class Command(OperatorCommand, ScrapyCommand):
         return "List the registered clients and whether their credentials are set (never the values)"
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        assert self.settings is not None
-        try:
-            registry = Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None)
-        except ClientConfigError as exc:
-            fail(str(exc), self.settings)
+        registry = self.registry()
         rows = [(c.slug, c.client_id, c.email_env, c.password_env,
                  "yes" if _is_set(c.email_env) and _is_set(c.password_env) else "no")
                 for c in registry.clients.values()]

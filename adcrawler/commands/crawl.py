@@ -1,11 +1,10 @@
 """``scrapy crawl``, with checked settings and an exit status that tells the truth.
 
-Before anything starts, every setting, the client registry, ``-a client=``
-(a slug must be in the registry) and the other spider arguments are checked,
-and the job directory is claimed: a bad one prints one line naming it and exits 2. After the crawl,
-the exit status is 0 only when the spider finished normally and every client
-either succeeded or was skipped because another run holds it; otherwise 1. The
-last log line names each incomplete client's outcome and reasons.
+Before anything starts, the settings, the client registry, ``-a client=`` and the other spider
+arguments are checked and the job directory is claimed: a bad one prints one line naming it and
+exits 2. After the crawl the exit status is 0 only when the spider finished and every client
+succeeded or was skipped (another run holds it), 2 when the schema is behind and this role may not
+migrate it, else 1; the last line names each incomplete client's outcome and reasons.
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ import logging
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
-from adcrawler import jobdir
-from adcrawler.clients import ClientConfigError, Registry
-from adcrawler.config import EXIT_CONFIG, value
+from adcrawler import disk
+from adcrawler.config import DRY_RUN, EXIT_CONFIG, value
+from adcrawler.extensions.recorder import JOB, NODE
 from adcrawler.ledger import RunLedger
-from adcrawler.pipelines.store import SCHEMA_BEHIND
+from adcrawler.pipelines import SCHEMA_BEHIND
+from adcrawler.registry import ClientConfigError, Registry
 from adcrawler.spiders.campaigns import CampaignsSpider
 from adcrawler.stats import key
 
@@ -34,24 +34,25 @@ class Command(ScrapyCrawl):
     def long_desc(self) -> str:
         arguments = "; ".join(f"-a {name}=...: {doc}" for name, doc in CampaignsSpider.arguments.items()
                               if not name.startswith("_"))
-        return (f"Run a spider. The campaigns spider takes {arguments}. Every setting of the README's table "
-                "can be given with -s NAME=value.")
+        return f"Run a spider. The campaigns spider takes {arguments}. Every setting can be given with -s NAME=value."
+
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)
         assert self.settings is not None
-        if "dry_run" in opts.spargs:  # a spider argument that every component must know: a setting
-            self.settings.set("ADCRAWLER_DRY_RUN", opts.spargs["dry_run"], priority="cmdline")
+        # Spider arguments every component must know: settings of their own.
+        for argument, setting in (("dry_run", DRY_RUN), ("_job", JOB), ("node", NODE)):
+            if argument in opts.spargs:
+                self.settings.set(setting, opts.spargs[argument], priority="cmdline")
         prepare(self.settings)
         try:
             unknown = sorted(set(opts.spargs) - set(CampaignsSpider.arguments))
             if unknown:
                 raise ClientConfigError(f"unknown spider argument(s) {', '.join(unknown)}: campaigns takes "
-                                        "-a client=<slug>, -a client=a,b or -a client=all, and -a dry_run=1")
-            registry = Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None)
-            registry.select(opts.spargs.get("client", ""))
+                                        "-a client=<name>, -a client=a,b or -a client=all, and -a dry_run=1")
+            Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None).select(opts.spargs.get("client", ""))
             if self.settings.get("JOBDIR"):
-                jobdir.claim(self.settings["JOBDIR"])
-        except (ClientConfigError, jobdir.JobDirInUse) as exc:
+                disk.claim(self.settings["JOBDIR"])
+        except (ClientConfigError, disk.JobDirInUse) as exc:
             fail(str(exc), self.settings)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
@@ -73,31 +74,28 @@ class Command(ScrapyCrawl):
 
 
 def tune_gc() -> None:
-    """Garbage collection tuned for a crawl.
-
-    A crawl keeps its queued requests and per-client state alive for its whole
-    length. With CPython's default thresholds the collector scans them again in
-    dozens of full collections per run: 13 % of the CPU with 200 clients
-    (bench figure in the note of issue 11). The objects alive at start-up are
-    frozen out of collection and young collections happen a tenth as often;
-    full collections become rare. A crawl is a finite process, and the few
-    reference cycles it makes are still collected."""
+    """A crawl keeps its queued requests and per-client state alive for its whole length; with
+    CPython's default thresholds the collector scans them again and again (13 % of the CPU with
+    200 clients, bench d). What lives at start-up is frozen out of collection, and young
+    collections happen a tenth as often: a crawl is a finite process."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(7_000, 100, 1_000)
 
 
 def summary(ledger: RunLedger, stats: dict) -> str:
-    """A table of the run, one row per client, like the demo's summary."""
+    """A table of the run, one row per client."""
     rows = []
     for client, run in sorted(ledger.runs.items()):
-        g = lambda name, c=client: stats.get(key(name, c), 0)  # noqa: E731
+        def g(name: str, c: str = client) -> float:
+            return stats.get(key(name, c), 0)
+
         bound = g("lower_bound_seconds")
         took = f"{g('elapsed_seconds'):.1f}s" + (f" ({g('elapsed_seconds') / bound:.2f}x)" if bound else "")
         stored = run.would_store if ledger.dry_run else len(run.stored)
         synced = len(run.syncable) if ledger.dry_run else len(run.synced)
-        rows.append((client, run.outcome.name if run.outcome else "-", run.seen, stored, synced, len(run.failed),
-                     run.quarantined, run.requests_sent, g("responses_429"), took))
+        rows.append((run.client.name, run.outcome.name if run.outcome else "-", run.seen, stored, synced,
+                     len(run.failed), run.quarantined, run.requests_sent, g("responses_429"), took))
     header = ("client", "outcome", "listed", "would store" if ledger.dry_run else "stored",
               "would sync" if ledger.dry_run else "synced", "sync failed", "quarantined", "requests", "429s",
               "time (x lower bound)")
@@ -105,8 +103,7 @@ def summary(ledger: RunLedger, stats: dict) -> str:
 
 
 def exit_status(ledger: RunLedger) -> int:
-    """0 when the run finished and every client succeeded (or was skipped), 2 when the schema is
-    behind and this role may not migrate it, else 1; logs the last line."""
+    """Logs the last line; returns the exit status."""
     complete, line = ledger.final_line()
     (logger.info if complete else logger.error)("%s", line)
     if ledger.finish_reason == SCHEMA_BEHIND:

@@ -1,12 +1,6 @@
-"""``scrapy migrate``: bring the database's schema up to date, and nothing else.
-
-Applies the migrations the database lacks (serialised, like a crawl's start)
-and prints the version before and after. Exit status 1 when the database cannot
-be used, with one line saying why.
-
-Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH, ADCRAWLER_DB_STATEMENT_TIMEOUT,
-ADCRAWLER_DB_LOCK_TIMEOUT.
-"""
+"""``scrapy migrate``: apply the migrations the database lacks (the step a database's owner runs
+when the crawl's role may not), and print the version before and after; exit 1 with one line
+when the database cannot be used."""
 
 from __future__ import annotations
 
@@ -14,7 +8,7 @@ import argparse
 
 from scrapy.commands import ScrapyCommand
 
-from adcrawler.store import Store, schema
+from adcrawler.store import LATEST, Store
 
 from . import OperatorCommand
 
@@ -32,6 +26,6 @@ class Command(OperatorCommand, ScrapyCommand):
             return
         dialect, before, after = done
         if before == after:
-            print(f"{dialect}: schema version {after}, up to date (latest {schema.LATEST})")
+            print(f"{dialect}: schema version {after}, up to date (latest {LATEST})")
         else:
             print(f"{dialect}: schema version {before} -> {after}")

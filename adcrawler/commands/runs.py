@@ -5,8 +5,6 @@ campaigns seen, synced and failed, rows inserted and updated, records
 quarantined, the run id, and what ran it (a scrapyd job on its node with its egg
 version, or a host and process id). Without CLIENT: the last runs of every client.
 Exit status 1 when the database cannot be used.
-
-Settings: DATABASE_URL, ADCRAWLER_SQLITE_PATH.
 """
 
 from __future__ import annotations

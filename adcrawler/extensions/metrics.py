@@ -1,32 +1,12 @@
-"""Prometheus metrics per client, through prometheus-client with a private registry.
+"""Prometheus metrics per client, read from the run's stats at each collection (what Prometheus
+sees is what the stats file says), through prometheus-client with a private registry.
 
-The metrics are read from the run's stats at each collection (one source of
-truth: what Prometheus sees is what the stats file says). Two ways out:
-
-- pull: an HTTP endpoint on ``ADCRAWLER_METRICS_HOST:ADCRAWLER_METRICS_PORT``
-  for long runs (port 0 = off; a busy port is a warning, not a crash);
-- push: one group per client (``job``, ``client``) on the Pushgateway at
-  ``ADCRAWLER_PUSHGATEWAY_URL`` (empty = off), for scrapyd batch jobs: every
-  ``ADCRAWLER_PUSH_INTERVAL`` while the run goes on (in progress: 1), and at its
-  end. A job holds hundreds of clients: pushes go ``ADCRAWLER_PUSH_CONCURRENCY``
-  at a time, each bounded by ``ADCRAWLER_PUSH_TIMEOUT``, and those at the end by
-  ``ADCRAWLER_PUSH_DEADLINE`` in all, so a Pushgateway that never answers delays
-  the end of a run by that much, not by a timeout per client. A failed push is
-  logged and counted (``metrics_push_failed`` per client at the end, which makes
-  the exit status 1; ``metrics_progress_push_failed`` while running).
-
-Every series in :data:`METRICS` is in every push, zeros included, and a push
-*replaces* the client's group (HTTP PUT): nothing from an earlier run
-survives, so a run without 429s shows 0 where the last one had some. The time of
-the last successful run comes from the database, so it survives failed runs.
-Counters count one run: the pushed value is the last run's total, and
-dashboards and alerts read it as such (never ``increase()`` across runs).
-A client skipped because another run holds it pushes nothing: the group
-belongs to the run that is doing the work.
-
-Settings: ADCRAWLER_METRICS_HOST, ADCRAWLER_METRICS_PORT, ADCRAWLER_PUSHGATEWAY_URL,
-ADCRAWLER_PUSHGATEWAY_JOB, ADCRAWLER_PUSH_INTERVAL, ADCRAWLER_PUSH_TIMEOUT,
-ADCRAWLER_PUSH_DEADLINE, ADCRAWLER_PUSH_CONCURRENCY, ADCRAWLER_SYNC_MAX_AGE.
+Two ways out: a pull endpoint on 127.0.0.1:``ADCRAWLER_METRICS_PORT`` for long runs, and pushes to
+``ADCRAWLER_PUSHGATEWAY_URL``, one group per client, while the run goes on (in progress: 1) and at
+its end, for scrapyd batch jobs. A job holds hundreds of clients: pushes go a few at a time, each
+bounded, those at the end bounded in all. Every series is in every push, zeros included, and a push
+replaces the client's group, so nothing of an earlier run survives; the last success comes from the
+database at the start. A skipped client pushes nothing: its group belongs to the run doing the work.
 """
 
 from __future__ import annotations
@@ -47,10 +27,9 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import run_in_thread, sleep
 
-from adcrawler.config import value
-from adcrawler.ledger import RunLedger
+from adcrawler.config import DRY_RUN, scaled, value
+from adcrawler.ledger import Result, RunLedger
 from adcrawler.logs import log_failure
-from adcrawler.outcome import OUTCOMES
 from adcrawler.stats import RunStats, client_stats, clients_in
 
 if TYPE_CHECKING:
@@ -65,10 +44,10 @@ ROW_OPERATIONS = ("inserted", "updated", "unchanged", "quarantined", "spooled")
 
 @dataclass(frozen=True)
 class PushPolicy:
-    interval: float = 30.0  # progress pushes while running (0: only at the end)
-    timeout: float = 2.0  # one push
-    deadline: float = 5.0  # all the pushes at the end together
-    concurrency: int = 8
+    interval: float = 30.0  # progress pushes while running, real seconds (scaled, at least a second)
+    timeout: float = 2.0  # one push: a Pushgateway answers in milliseconds
+    deadline: float = 5.0  # all the pushes at the end together: how long they may delay the end
+    concurrency: int = 8  # pushes at once
 
 
 @dataclass(frozen=True)
@@ -98,7 +77,7 @@ METRICS = [
     Metric("adcrawler_run_duration_seconds", "gauge", "Seconds the client's sync took"),
     Metric("adcrawler_run_lower_bound_seconds", "gauge", "Least time the rate limit allowed for the requests sent"),
     Metric("adcrawler_run_outcome", "gauge", "1 for the outcome of the client's run, 0 for the others",
-           ("outcome",), OUTCOMES),
+           ("outcome",), tuple(r.value for r in Result)),
     Metric("adcrawler_run_in_progress", "gauge", "1 while a run of the client is going on"),
     Metric("adcrawler_run_start_timestamp_seconds", "gauge", "When the run started"),
     Metric("adcrawler_run_end_timestamp_seconds", "gauge", "When the run ended (0 while it runs)"),
@@ -190,15 +169,13 @@ class PrometheusMetrics:
     def from_crawler(cls, crawler: Crawler) -> "PrometheusMetrics":
         s = crawler.settings
         port, pushgateway = value(s, "ADCRAWLER_METRICS_PORT"), value(s, "ADCRAWLER_PUSHGATEWAY_URL")
-        if value(s, "ADCRAWLER_DRY_RUN"):
+        if s.getbool(DRY_RUN):
             pushgateway = ""  # a dry run's figures are not a run's
         if not port and not pushgateway:
             raise NotConfigured
-        policy = PushPolicy(value(s, "ADCRAWLER_PUSH_INTERVAL"), value(s, "ADCRAWLER_PUSH_TIMEOUT"),
-                            value(s, "ADCRAWLER_PUSH_DEADLINE"), value(s, "ADCRAWLER_PUSH_CONCURRENCY"))
-        ext = cls(crawler, value(s, "ADCRAWLER_METRICS_HOST"), port, pushgateway,
-                  value(s, "ADCRAWLER_PUSHGATEWAY_JOB"), value(s, "ADCRAWLER_RATE_LIMIT"),
-                  value(s, "ADCRAWLER_RATE_WINDOW"), policy, value(s, "ADCRAWLER_SYNC_MAX_AGE"))
+        policy = PushPolicy(interval=scaled(s, PushPolicy.interval, 1.0))
+        ext = cls(crawler, "127.0.0.1", port, pushgateway, "adcrawler", value(s, "ADCRAWLER_RATE_LIMIT"),
+                  scaled(s, value(s, "ADCRAWLER_RATE_WINDOW")), policy, value(s, "ADCRAWLER_SYNC_MAX_AGE"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         # After the spider and the run records (see EXTENSIONS in settings.py).
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)

@@ -1,22 +1,10 @@
-"""One progress line for the whole run every ``ADCRAWLER_PROGRESS_INTERVAL`` seconds.
-
-Scrapy's LogStats, in the terms an operator cares about::
+"""One progress line for the whole run every :data:`INTERVAL` (and one per client at DEBUG)::
 
     Progress: 1/3 clients done, 145/300 campaigns done (140 synced, 5 quarantined), 12 retries, 0 429s, ETA 330s
 
-and, at DEBUG, one line per client::
-
-    Progress demo: 45/100 done (43 synced, 2 quarantined), 3 retrying, 12 retries, 0 429s, ETA 330s
-
-Progress counts campaigns against the work actually known: the campaigns
-listed, or the announced total while the listing goes on, so it never reads
-``108/100``. The ETA comes from the rate budget, not from the past rate: the
-campaigns left (failed ones waiting for another pass included), times the
-requests a campaign has needed so far, spread over the client's budget of
-ADCRAWLER_RATE_LIMIT requests per ADCRAWLER_RATE_WINDOW; while work remains it
-is at least one request's worth, never 0 s.
-
-Settings: ADCRAWLER_PROGRESS_INTERVAL, ADCRAWLER_RATE_LIMIT, ADCRAWLER_RATE_WINDOW.
+Campaigns are counted against the work known (listed, or announced while the listing goes on);
+the ETA comes from the rate budget: the campaigns left, times the requests each has needed so
+far, spread over the client's budget; while work remains it is never 0 s.
 """
 
 from __future__ import annotations
@@ -26,10 +14,9 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
-from adcrawler.config import value
+from adcrawler.config import scaled, value
 from adcrawler.ledger import RunLedger
 from adcrawler.stats import RunStats
 
@@ -37,6 +24,8 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
+
+INTERVAL = 30.0  # seconds between progress lines at the real clock (scaled, at least a second)
 
 
 def eta_seconds(remaining: int, settled: int, requests_sent: int, limit: int, window: float) -> float:
@@ -65,10 +54,8 @@ class Progress:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "Progress":
         s = crawler.settings
-        interval = value(s, "ADCRAWLER_PROGRESS_INTERVAL")
-        if interval == 0:
-            raise NotConfigured
-        ext = cls(crawler, interval, value(s, "ADCRAWLER_RATE_LIMIT"), value(s, "ADCRAWLER_RATE_WINDOW"))
+        ext = cls(crawler, scaled(s, INTERVAL, 1.0), value(s, "ADCRAWLER_RATE_LIMIT"),
+                  scaled(s, value(s, "ADCRAWLER_RATE_WINDOW")))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext

@@ -1,15 +1,10 @@
-"""Writes the run's stats as one JSON file per run.
+"""The run's stats as one JSON file per run: ``<data dir>/stats/<start time>-<run id>.json``.
 
-Written when the engine stops, after every ``spider_closed`` handler (run
-records, metrics pushes) has run. Path:
-``ADCRAWLER_STATS_DIR/<start time>-<run id>.json`` (empty setting = off), so
-files sort by time; a resumed run keeps its run id, so each attempt gets its
-own file. Files older than ``ADCRAWLER_STATS_KEEP_DAYS`` are removed. The file holds
-Scrapy's stats and ours (``adcrawler/...``, listed in the README), with dates in
-ISO 8601. The same stats, as they stood when the run was recorded, go into the
-run's ``sync_runs`` rows.
-
-Settings: ADCRAWLER_STATS_DIR, ADCRAWLER_STATS_KEEP_DAYS.
+Written when the engine stops, after everything that closes with the spider (run records, metrics
+pushes), so the file holds the run's last word. Files older than ``ADCRAWLER_KEEP_DAYS`` go. A
+SIGTERM while the spider is closing stops Scrapy's engine without waiting for that close: waiting
+for it here (the engine waits for this handler) keeps its last writes, its spool and its run
+records from being cut off.
 """
 
 from __future__ import annotations
@@ -19,14 +14,14 @@ import logging
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
-from scrapy.utils.asyncio import run_in_thread
+from scrapy.utils.asyncio import run_in_thread, sleep
 
-from adcrawler.config import value
-from adcrawler.files import write_private
+from adcrawler.config import DRY_RUN, value
+from adcrawler.disk import write_private
 from adcrawler.stats import key
 
 if TYPE_CHECKING:
@@ -34,47 +29,46 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
-def _jsonable(obj: Any) -> Any:
-    return obj.isoformat() if isinstance(obj, datetime) else str(obj)
+# The longest a close already going on is waited for: a batch's last try (a statement's 30 s
+# bound) and the run records after it.
+CLOSE_WAIT = 60.0
 
 
 def prune(directory: Path, keep_days: float, now: float) -> list[Path]:
     """Remove the stats files older than ``keep_days`` (0: keep all); returns them."""
-    if not keep_days:
-        return []
-    old = [p for p in directory.glob("*.json") if now - p.stat().st_mtime > keep_days * 86400]
+    old = [p for p in directory.glob("*.json") if keep_days and now - p.stat().st_mtime > keep_days * 86400]
     for path in old:
         path.unlink(missing_ok=True)
     return old
 
 
 class StatsDump:
-    def __init__(self, crawler: Crawler, directory: Path, keep_days: float = 30):
+    def __init__(self, crawler: Crawler, directory: Path, keep_days: float = 0):
         self.crawler = crawler
         self.directory = directory
         self.keep_days = keep_days
         self.path: Path | None = None
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> "StatsDump":
-        directory = value(crawler.settings, "ADCRAWLER_STATS_DIR")
-        if not directory or value(crawler.settings, "ADCRAWLER_DRY_RUN"):
+    def from_crawler(cls, crawler: Crawler) -> StatsDump:
+        s = crawler.settings
+        if s.getbool(DRY_RUN):
             raise NotConfigured
-        ext = cls(crawler, Path(directory), value(crawler.settings, "ADCRAWLER_STATS_KEEP_DAYS"))
-        # Once everything that closes with the spider is done (run records,
-        # metrics pushes): the file holds the run's last word, finish_time included.
+        ext = cls(crawler, Path(value(s, "ADCRAWLER_DATA_DIR"), "stats"), value(s, "ADCRAWLER_KEEP_DAYS"))
         crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
         return ext
 
     async def engine_stopped(self) -> None:
+        end = time.monotonic() + CLOSE_WAIT
+        while self.crawler.engine.spider is not None and time.monotonic() < end:
+            await sleep(0.1)
         stats = dict(self.crawler.stats.get_stats())
-        run_id = stats.get(key("run_id"), "run")
         started = stats.get("start_time") or datetime.now()
         # Named by time first: a directory listing is in the order runs started.
-        self.path = self.directory / f"{started:%Y%m%dT%H%M%S%f}-{run_id}.json"
-        await run_in_thread(write_private, self.path,
-                            json.dumps(stats, default=_jsonable, indent=2, sort_keys=True))
+        self.path = self.directory / f"{started:%Y%m%dT%H%M%S%f}-{stats.get(key('run_id'), 'run')}.json"
+        text = json.dumps(stats, default=lambda o: o.isoformat() if isinstance(o, datetime) else str(o), indent=2,
+                          sort_keys=True)
+        await run_in_thread(write_private, self.path, text)
         logger.info("Run stats written to %s", self.path)
         removed = await run_in_thread(prune, self.directory, self.keep_days, time.time())
         if removed:

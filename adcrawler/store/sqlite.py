@@ -12,9 +12,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adcrawler.files import private_dir
+from adcrawler.disk import private_dir
 
-from .base import Store, StoreError, Waits, first_line
+from . import Store
+from .connection import StoreError, Waits, first_line
 
 # SQLite limits the parameters of one statement; stay well below it.
 _MAX_PARAMS = 30_000
@@ -121,6 +122,9 @@ class SqliteStore(Store):
         for fh in self._locks.values():
             fh.close()  # closing the file releases its lock
         self._locks.clear()
+
+    def drop(self) -> None:
+        super().drop()  # the locks are files, not the connection's: they stay
 
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", "?")

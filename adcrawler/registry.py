@@ -1,22 +1,9 @@
-"""The client registry: which clients exist and where their credentials live.
+"""The client registry: which clients exist, under which two names, and where their credentials live.
 
-``adcrawler/clients.toml`` (shipped inside the package, so a scrapyd egg has
-it; another file can be named with ``ADCRAWLER_CLIENTS_FILE``) maps a slug to the
-platform's ``X-Client-ID`` and to the *names* of the environment variables that
-hold the client's credentials; secrets themselves never live in the file::
-
-    [clients.acme]
-    client_id = "acme-corp"          # default: the slug
-    email_env = "ACME_EMAIL"         # default: AD_PLATFORM_EMAIL
-    password_env = "ACME_PASSWORD"   # default: AD_PLATFORM_PASSWORD
-    budget = "acme-account"          # clients of one budget group share one rate budget
-
-A slug that is not in the registry is an error (a typo must not create a
-client), unless the registry says ``allow_unregistered = true`` at its top:
-then such a slug is its own client id and uses the default credential
-variables. The packaged registry does not allow it. ``all`` means every client
-in the registry; ``shard:...`` a set of them as the dispatcher sends it to a
-scrapyd job (a bitmap over the registry, which must be the same on both sides).
+``adcrawler/clients.toml`` (inside the package, so a scrapyd egg has it; another file with
+``ADCRAWLER_CLIENTS_FILE``) maps a slug to the platform's client id and to the *names* of the
+environment variables holding the client's credentials, never the secrets. A client is named
+by its slug or its client id, wherever a person types one; an unknown name is an error.
 """
 
 from __future__ import annotations
@@ -37,10 +24,11 @@ SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Client ids become stat keys and metric labels: no slashes, no spaces.
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 SHARD = "shard:"  # -a client=shard:...: a set of clients as the dispatcher sends it (Registry.shard)
+PACKAGED = "adcrawler/clients.toml"
 
 
 class ClientConfigError(ValueError):
-    """The registry or the -a client argument is wrong; the message says how."""
+    """The registry or a client name is wrong; the message says how."""
 
 
 @dataclass(frozen=True)
@@ -51,46 +39,46 @@ class Client:
     password_env: str = "AD_PLATFORM_PASSWORD"
     budget: str | None = None  # a group of clients the platform counts against one budget
 
+    @property
+    def name(self) -> str:
+        """Both names, as a person reads them."""
+        return self.slug if self.slug == self.client_id else f"{self.slug} ({self.client_id})"
+
     def credentials(self) -> tuple[str, str]:
         """Read (email, password) from the environment or ``.env``."""
         try:
             return config(self.email_env), config(self.password_env)
         except UndefinedValueError:
-            raise ClientConfigError(
-                f"client {self.slug!r}: set {self.email_env} and {self.password_env} "
-                "in the environment or .env"
-            ) from None
+            raise ClientConfigError(f"client {self.slug!r}: set {self.email_env} and {self.password_env} "
+                                    "in the environment or .env") from None
 
 
 @dataclass
 class Registry:
     clients: dict[str, Client] = field(default_factory=dict)
     allow_unregistered: bool = False
-    path: str = "adcrawler/clients.toml"
+    path: str = PACKAGED
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Registry":
+    def load(cls, path: str | Path | None = None) -> Registry:
         """Read ``path``, or the packaged registry when no path is given."""
         if path:
-            path = Path(path)
-            if not path.exists():
+            if not Path(path).exists():
                 raise ClientConfigError(f"client registry {path} does not exist (ADCRAWLER_CLIENTS_FILE)")
-            text = path.read_text()
+            text = Path(path).read_text()
         else:
-            path = "adcrawler/clients.toml"
-            text = resources.files("adcrawler").joinpath("clients.toml").read_text()
+            path, text = PACKAGED, resources.files("adcrawler").joinpath("clients.toml").read_text()
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ClientConfigError(f"{path}: not valid TOML: {exc}") from None
-        unknown_keys = set(data) - {"clients", "allow_unregistered"}
-        if unknown_keys:
-            raise ClientConfigError(f"{path}: unknown keys {sorted(unknown_keys)} (expected [clients.<slug>] "
-                                    "tables and allow_unregistered)")
+        if set(data) - {"clients", "allow_unregistered"}:
+            raise ClientConfigError(f"{path}: unknown keys {sorted(set(data) - {'clients', 'allow_unregistered'})}"
+                                    " (expected [clients.<slug>] tables and allow_unregistered)")
         allow = data.get("allow_unregistered", False)
         if not isinstance(allow, bool):
             raise ClientConfigError(f"{path}: allow_unregistered must be true or false")
-        clients = {}
+        clients: dict[str, Client] = {}
         for slug, entry in (data.get("clients") or {}).items():
             if not SLUG.match(slug) or not isinstance(entry, dict):
                 raise ClientConfigError(f"{path}: bad client entry {slug!r}")
@@ -100,9 +88,45 @@ class Registry:
             client_id = str(entry.get("client_id", slug))
             if not CLIENT_ID.match(client_id):
                 raise ClientConfigError(f"{path}: client {slug!r} has an invalid client_id")
-            clients[slug] = Client(slug=slug, client_id=client_id,
-                                   **{k: str(entry[k]) for k in ("email_env", "password_env", "budget") if k in entry})
+            clients[slug] = Client(slug, client_id, **{k: str(entry[k]) for k in ("email_env", "password_env",
+                                                                                  "budget") if k in entry})
+        ids = [c.client_id for c in clients.values()]
+        if len(set(ids)) != len(ids):
+            raise ClientConfigError(f"{path}: two slugs map to the same client id")
         return cls(clients, allow, str(path))
+
+    def find(self, name: str) -> Client:
+        """The client a slug or a client id names; ClientConfigError lists the known names."""
+        if name in self.clients:
+            return self.clients[name]
+        for client in self.clients.values():
+            if client.client_id == name:
+                return client
+        if self.allow_unregistered and SLUG.match(name):
+            return Client(name, name)
+        known = ", ".join(c.name for c in sorted(self.clients.values(), key=lambda c: c.slug)) or "none"
+        raise ClientConfigError(f"client {name!r} is not in the registry {self.path} (known: {known}); "
+                                "add it there, or name another registry with ADCRAWLER_CLIENTS_FILE")
+
+    def select(self, argument: str) -> list[Client]:
+        """Resolve ``-a client=...``: a name (slug or client id), a comma-separated list, ``all``, or a shard."""
+        argument = (argument or "").strip()
+        if not argument:
+            raise ClientConfigError("no client given: use -a client=<name>, -a client=a,b or -a client=all")
+        if argument.startswith(SHARD):
+            chosen = self._unshard(argument)
+            if not chosen:
+                raise ClientConfigError("the shard holds no client")
+            return chosen
+        if argument == "all":
+            if not self.clients:
+                raise ClientConfigError("-a client=all needs clients in the registry file")
+            return list(self.clients.values())
+        found: dict[str, Client] = {}
+        for name in (n.strip() for n in argument.split(",")):
+            client = self.find(name)
+            found[client.client_id] = client
+        return list(found.values())
 
     def digest(self) -> str:
         """Names everything that decides what each client is (slug, client id, credential variables,
@@ -113,11 +137,10 @@ class Registry:
 
     def shard(self, slugs: Iterable[str]) -> str:
         """``-a client=`` for many clients, compactly: ``shard:<digest>:<bits>``, one bit per registry
-        client (sorted by slug), compressed. 400 of 1,000 clients take ~200 characters, not 4 KB."""
+        client (sorted by slug), compressed."""
         chosen = set(slugs)
-        unknown = chosen - set(self.clients)
-        if unknown:
-            raise ClientConfigError(f"a shard holds registry clients only, not {sorted(unknown)[:3]}")
+        if chosen - set(self.clients):
+            raise ClientConfigError(f"a shard holds registry clients only, not {sorted(chosen - set(self.clients))[:3]}")
         order = sorted(self.clients)
         bits = bytearray((len(order) + 7) // 8)
         for i, slug in enumerate(order):
@@ -140,31 +163,3 @@ class Registry:
         if len(bits) != (len(order) + 7) // 8:
             raise ClientConfigError("the shard argument is damaged (its size does not fit the registry)")
         return [self.clients[slug] for i, slug in enumerate(order) if bits[i // 8] >> (i % 8) & 1]
-
-    def select(self, argument: str) -> list[Client]:
-        """Resolve ``-a client=...``: one slug, a comma-separated list, ``all``, or a shard."""
-        argument = (argument or "").strip()
-        if not argument:
-            raise ClientConfigError("no client given: use -a client=<slug>, -a client=a,b or -a client=all")
-        if argument.startswith(SHARD):
-            chosen_clients = self._unshard(argument)
-            if not chosen_clients:
-                raise ClientConfigError("the shard holds no client")
-            return chosen_clients
-        if argument == "all":
-            if not self.clients:
-                raise ClientConfigError("-a client=all needs clients in the registry file")
-            return list(self.clients.values())
-        chosen: dict[str, Client] = {}
-        for slug in (s.strip() for s in argument.split(",")):
-            if not SLUG.match(slug):
-                raise ClientConfigError(f"invalid client slug {slug!r}")
-            if slug not in self.clients and not self.allow_unregistered:
-                known = ", ".join(sorted(self.clients)) or "none"
-                raise ClientConfigError(f"client {slug!r} is not in the registry {self.path} (known: {known}); "
-                                        "add it there, or name another registry with ADCRAWLER_CLIENTS_FILE")
-            chosen[slug] = self.clients.get(slug) or Client(slug=slug, client_id=slug)
-        ids = [c.client_id for c in chosen.values()]
-        if len(set(ids)) != len(ids):
-            raise ClientConfigError("two slugs map to the same client id")
-        return list(chosen.values())

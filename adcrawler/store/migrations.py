@@ -1,18 +1,16 @@
-"""The database schema, as numbered migrations shared by SQLite and PostgreSQL, and what it means.
+"""The schema: numbered migrations shared by SQLite and PostgreSQL, what each table and column holds,
+and applying the migrations a database lacks.
 
-``{ts}``, ``{money}``, ``{json}``, ``{bigint}`` and ``{id}`` are filled with each
-backend's types; a statement that differs between backends is a dict by
-dialect (a dialect it does not name skips it). A database records the versions applied in ``schema_version`` (with
-``applied_at``); ``migrate`` applies the missing ones in order, one process at a
-time, so an older database upgrades in place. Never edit a released
-migration: add the next one.
-
-:data:`DOCS` says what every table and column holds: PostgreSQL gets it as
-``COMMENT ON`` whenever a migration runs, the README's table reference is
-generated from it, and a test holds it to the migrated tables.
+``{ts}``, ``{money}``, ``{json}``, ``{bigint}`` and ``{id}`` are filled with each backend's types; a
+statement that differs between backends is a dict by dialect. Never edit a released migration: add
+the next one. :data:`DOCS` becomes PostgreSQL's ``COMMENT ON`` and the reference's table of tables.
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from .connection import Connection, SchemaBehind, StoreError, first_line
 
 TYPES = {
     "sqlite": {"ts": "TEXT", "money": "NUMERIC", "json": "TEXT", "bigint": "INTEGER",
@@ -306,3 +304,51 @@ def comments(dialect: str) -> list[str]:
         out.append(f"COMMENT ON TABLE {table} IS {quoted(doc)}")
         out += [f"COMMENT ON COLUMN {table}.{column} IS {quoted(text)}" for column, text in columns.items()]
     return out
+
+
+class Migrations(Connection):
+    def migrate(self, target: int = LATEST) -> int:
+        """Apply the migrations this database lacks, up to ``target``; returns the version now in force.
+
+        Serialised: several processes starting together on a fresh database
+        apply each migration once (PostgreSQL advisory lock, SQLite exclusive
+        transaction); the others then find it applied. A schema already up to date
+        is only read: a role that may read and write rows, and nothing more, crawls.
+        """
+        current = self.version()
+        if current == target:
+            return current
+        try:
+            return self._migrate(target)
+        except self.no_privilege as exc:
+            raise SchemaBehind(f"the database schema is at version {current} and this code needs {target}, "
+                               f"but this database role may not change the schema ({first_line(exc)}): run "
+                               "`scrapy migrate` as the database's owner") from None
+
+    def _migrate(self, target: int) -> int:
+        with self._transaction("migrate") as cur:
+            self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+            self._execute(cur, "SELECT MAX(version) FROM schema_version")
+            current = cur.fetchone()[0] or 0
+            if current > LATEST:
+                raise StoreError(f"database schema version {current} is newer than this code ({LATEST})")
+            for version in range(current + 1, target + 1):
+                for statement in statements(self.dialect, version):
+                    self._execute(cur, statement)
+                self._execute(cur, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            if target > current and target >= 3:  # applied_at exists from version 3 on
+                self._execute(cur, "UPDATE schema_version SET applied_at = %s WHERE version > %s",
+                              (datetime.now(timezone.utc), current))
+            if target > current and target == LATEST:
+                for statement in comments(self.dialect):
+                    self._execute(cur, statement)
+        return max(current, target)
+
+    def version(self) -> int:
+        """The schema version this database is at (0: none yet)."""
+        try:
+            with self._transaction("read") as cur:
+                self._execute(cur, "SELECT MAX(version) FROM schema_version")
+                return cur.fetchone()[0] or 0
+        except Exception:  # noqa: BLE001 - no schema_version table: a new database (a dead one fails next)
+            return 0

@@ -1,34 +1,13 @@
-"""Spread clients over scrapyd nodes: each node runs its share in a few jobs of many clients.
+"""``scrapy dispatch CLIENTS``: spread clients over scrapyd nodes, each node running its share in a
+few jobs of many clients.
 
-    python -m adcrawler.dispatch [--nodes URL,URL] [--shard-size N] [--wait] [--dry-run] CLIENTS
-
-``CLIENTS`` is a slug, a comma-separated list or ``all`` (the registry). One crawl
-process holds hundreds of clients near their rate bound, so a job holds a shard of
-clients, not one (``--shard-size``, ADCRAWLER_SHARD_SIZE: at most that many per job).
-
-- Each client goes to one node chosen by rendezvous hashing of (client, node): the
-  same client lands on the same node run after run (its logs and history stay in
-  one place), adding a node moves only the clients that now rank it first, and a
-  node that does not answer gives its clients to their next node. Clients of one
-  budget group (registry key ``budget``) hash as one and stay in one job: one
-  process must hold a budget it shares.
-- A client already pending or running anywhere is not scheduled again: pending
-  jobs are read from scrapyd (their shard argument), running ones from the
-  database (``sync_runs`` rows still ``running`` whose job is alive on a node).
-  If two dispatchers race, the per-client lock in the database is the last
-  word: the second job records the client ``skipped`` and sends nothing for it.
-- The shard travels as one compact argument (``-a client=shard:...``, see
-  :meth:`adcrawler.clients.Registry.shard`), with the node's name and the egg
-  version the job is pinned to; the run records all three.
-- ``--wait`` waits for the jobs to end and exits 0 only when every client it
-  scheduled ended succeeded (or skipped: another run holds it); otherwise it
-  names each client that did not and its job's log, and exits 1. This is the
-  mode for cron or a systemd timer (deploy/systemd).
-
-Environment: ADCRAWLER_SCRAPYD_NODES (comma-separated URLs), SCRAPYD_USERNAME and
-SCRAPYD_PASSWORD (HTTP basic auth, required), ADCRAWLER_SCRAPYD_PROJECT,
-ADCRAWLER_SHARD_SIZE, DATABASE_URL (the fleet's database), ADCRAWLER_CLIENTS_FILE
-(the same registry as the nodes').
+Each client goes to one node by rendezvous hashing of (client, node): the same node run after run,
+and a node that does not answer gives its clients to their next node; a budget group hashes as one
+and stays in one job. A client already pending or running anywhere is not scheduled again (pending
+jobs from scrapyd, running ones from ``sync_runs``); the per-client lock is the last word. A shard
+travels as one compact argument (``-a client=shard:...``). ``--wait`` waits for the jobs and exits 0
+only when every client scheduled succeeded (or is held by another run), else names each client that
+did not and its job's log: the mode for cron and the systemd timer.
 """
 
 from __future__ import annotations
@@ -38,22 +17,29 @@ import hashlib
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import requests
 from decouple import config
+from scrapy.commands import ScrapyCommand
 from scrapyd_client.exceptions import ErrorResponse, MalformedResponse
 from scrapyd_client.pyclient import HEADERS, ScrapydClient, _process_response
 
-from adcrawler.clients import Client, ClientConfigError, Registry
-from adcrawler.config import EXIT_CONFIG, ConfigError, environment_values, parse
-from adcrawler.outcome import SKIPPED, SUCCEEDED
-from adcrawler.store import Store, StoreError, Waits, first_line, open_store
+from adcrawler.config import EXIT_CONFIG, ConfigError, parse, value
+from adcrawler.ledger import Result
+from adcrawler.registry import Client, ClientConfigError, Registry
+from adcrawler.store import Store, StoreError, first_line, open_store
+
+from . import OperatorCommand
 
 SPIDER = "campaigns"
+PROJECT = "adcrawler"  # the scrapyd project, as scrapy.cfg deploys it
+SHARD_SIZE = 250  # clients per job: one process holds hundreds near their bound (bench g)
 RUNNING = "running"  # a sync_runs row whose run has not recorded its end
+SUCCEEDED, SKIPPED = Result.SUCCEEDED.value, Result.SKIPPED.value
 
 
 class CredentialsRefused(Exception):
@@ -276,42 +262,40 @@ def report(fleet: Fleet, jobs: list[Job], store: Store, logs: dict[str, str]) ->
     return status
 
 
-def open_fleet_store(env: dict[str, str], err: Callable[[str], None]) -> Store | None:
+class Command(OperatorCommand, ScrapyCommand):
+    reads = ("DATABASE_URL", "ADCRAWLER_DATA_DIR", "ADCRAWLER_CLIENTS_FILE", "ADCRAWLER_SCRAPYD_NODES")
+
+    def syntax(self) -> str:
+        return "CLIENTS [--wait] [--nodes URL,URL] [--shard-size N] [--dry-run]"
+
+    def short_desc(self) -> str:
+        return "Spread clients over scrapyd nodes, in a few jobs of many clients per node"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("--nodes", default=None, help="comma-separated scrapyd URLs (ADCRAWLER_SCRAPYD_NODES)")
+        parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="most clients in one job")
+        parser.add_argument("--wait", action="store_true",
+                            help="wait for the jobs to end; exit 0 only if every client succeeded")
+        parser.add_argument("--wait-limit", type=float, default=24 * 3600, help="seconds --wait waits at most")
+        parser.add_argument("--poll", type=float, default=5.0, help="seconds between --wait's looks at the nodes")
+        parser.add_argument("--dry-run", action="store_true", help="print the plan, schedule nothing")
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        self.exitcode = dispatch_command(self.settings, args, opts)
+
+
+def dispatch_command(settings: Any, args: list[str], opts: argparse.Namespace) -> int:
+    s = settings
     try:
-        store = open_store(parse("DATABASE_URL", env["DATABASE_URL"]),
-                           parse("ADCRAWLER_SQLITE_PATH", env["ADCRAWLER_SQLITE_PATH"]), Waits(), "adcrawler-dispatch")
-        store.migrate()
-        return store
-    except Exception as exc:  # noqa: BLE001 - any driver or setting error: said, not raised
-        err(f"database unavailable ({first_line(exc)}): running jobs are not known here; the per-client "
-            "lock still keeps a client from running twice")
-        return None
-
-
-def arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m adcrawler.dispatch", description=__doc__.splitlines()[0])
-    parser.add_argument("clients", help="a slug, a comma-separated list, or all")
-    parser.add_argument("--nodes", default=None, help="comma-separated scrapyd URLs (ADCRAWLER_SCRAPYD_NODES)")
-    parser.add_argument("--shard-size", type=int, default=None,
-                        help="most clients in one job (ADCRAWLER_SHARD_SIZE)")
-    parser.add_argument("--wait", action="store_true",
-                        help="wait for the jobs to end; exit 0 only if every client succeeded")
-    parser.add_argument("--wait-limit", type=float, default=24 * 3600, help="seconds --wait waits at most")
-    parser.add_argument("--poll", type=float, default=5.0, help="seconds between --wait's looks at the nodes")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, schedule nothing")
-    return parser
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    args = arguments().parse_args(list(argv) if argv is not None else None)
-    env = environment_values()
-    try:
-        urls = parse("ADCRAWLER_SCRAPYD_NODES", args.nodes or env["ADCRAWLER_SCRAPYD_NODES"])
-        project = parse("ADCRAWLER_SCRAPYD_PROJECT", env["ADCRAWLER_SCRAPYD_PROJECT"])
-        shard_size = parse("ADCRAWLER_SHARD_SIZE", str(args.shard_size or env["ADCRAWLER_SHARD_SIZE"]))
-        registry = Registry.load(parse("ADCRAWLER_CLIENTS_FILE", env["ADCRAWLER_CLIENTS_FILE"]) or None)
-        clients = registry.select(args.clients)
-        if registry.allow_unregistered and any(c.slug not in registry.clients for c in clients):
+        if len(args) != 1:
+            raise ConfigError("give the clients to sync: a name, a comma-separated list, or all")
+        urls = parse("ADCRAWLER_SCRAPYD_NODES", opts.nodes) if opts.nodes else value(s, "ADCRAWLER_SCRAPYD_NODES")
+        if opts.shard_size < 1:
+            raise ConfigError(f"--shard-size {opts.shard_size}: expected a whole number > 0")
+        registry = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None)
+        clients = registry.select(args[0])
+        if any(c.slug not in registry.clients for c in clients):
             raise ClientConfigError("dispatch sends registry clients only: add the client to the registry")
     except (ConfigError, ClientConfigError) as exc:
         print(f"dispatch: {exc}", file=sys.stderr)
@@ -321,17 +305,17 @@ def main(argv: Iterable[str] | None = None) -> int:
     if not username or not password:
         print("dispatch: set SCRAPYD_USERNAME and SCRAPYD_PASSWORD", file=sys.stderr)
         return EXIT_CONFIG
-    fleet = Fleet({url.rstrip("/"): Node(url, username, password) for url in urls}, project, registry)
-    store = None if args.dry_run else open_fleet_store(env, fleet.err)
+    fleet = Fleet({url.rstrip("/"): Node(url, username, password) for url in urls}, PROJECT, registry)
+    store = None if opts.dry_run else open_fleet_store(s, fleet.err)
     try:
-        jobs, status = dispatch(fleet, clients, shard_size, store, args.dry_run)
-        if not args.wait or args.dry_run:
+        jobs, status = dispatch(fleet, clients, opts.shard_size, store, opts.dry_run)
+        if not opts.wait or opts.dry_run:
             return status
-        logs = wait(fleet, jobs, args.poll, args.wait_limit)
+        logs = wait(fleet, jobs, opts.poll, opts.wait_limit)
         try:
             if store is None:
                 raise StoreError("not connected")
-            store.reconnect()  # hours may have passed: a fresh session
+            store.drop()  # hours may have passed: a fresh session
             return max(status, report(fleet, jobs, store, logs))
         except Exception as exc:  # noqa: BLE001 - any driver error: said, and the status says it
             fleet.err(f"database unavailable ({first_line(exc)}): how the runs ended is not known")
@@ -341,5 +325,12 @@ def main(argv: Iterable[str] | None = None) -> int:
             store.close()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def open_fleet_store(settings: Any, err: Callable[[str], None]) -> Store | None:
+    try:
+        store = open_store(value(settings, "DATABASE_URL"), value(settings, "ADCRAWLER_DATA_DIR"))
+        store.migrate()
+        return store
+    except Exception as exc:  # noqa: BLE001 - any driver or setting error: said, not raised
+        err(f"database unavailable ({first_line(exc)}): running jobs are not known here; the per-client "
+            "lock still keeps a client from running twice")
+        return None

@@ -1,54 +1,192 @@
-"""Rolling-window request budget for one client, or for clients sharing one (pure logic, injected clock).
+"""A client's rate budget, and what a platform says of its limits (pure logic, injected clock).
 
-The platform admits ``limit`` requests per rolling ``window`` seconds and
-counts a request when it arrives. Until it says more, we cannot see arrival
-times, so a request holds its place from the moment it is admitted until
-``window`` seconds after it *finished*: its arrival lies somewhere in between,
-so the platform's window can never hold more of our requests than ours does.
-The price is one request latency per window, a few percent with 2 s sync calls
-against a 60 s window; in exchange no clock skew, queueing delay or network
-latency can cause a 429.
+The platform admits ``limit`` requests per rolling ``window`` and counts a request when it
+arrives, which we cannot see: until it says more, a request holds its place from its send until
+a window after its answer, so the platform's window never holds more of ours than ours does.
 
-When the platform states its limits (:mod:`adcrawler.ratesignals`), the budget
-follows what it says (:meth:`observe`):
-
-- its policies replace the configured one: a lower limit at once, a higher one
-  up to ``ceiling`` (per the configured window, scaled to the policy's); every
-  policy holds (50 per minute *and* 1,000 per hour);
-- a place is held from the moment the request is sent (plus a margin of 1 % of
-  the window), not from its answer: the platform's counts confirm ours, so the
-  next request goes when the window frees, not one latency later;
-- sends are spaced by a little more than a typical answer's latency
-  (:attr:`spacing`), so an answer, and the limit it states, comes back between
-  two sends: a limit lowered mid-run is read before the next request, not
-  after a burst of them. Only the last, partial window of a run pays for it
-  (up to one latency per request in it). Without signals, bursts are kept:
-  spacing would cost every run that much (bench a: 1.075 against 1.057 x the
-  bound, same seeds) to save the second 429 of an unannounced drop;
-- what the last answer says remains is not exceeded before a newer answer or
-  its reset (clients of one account learn late that they share a budget, and
-  the platform counts the others' requests too); remaining 0 with a reset:
-  nothing is sent before the reset; ``Retry-After`` likewise.
-
-A 429 means our idea of the limit was wrong. The client pauses for what the
-platform asked. Without signals the limit is halved (at most once per window)
-and probed back up after ``probe_windows`` quiet windows, half the way to the
-configured limit each time; a probe that meets a 429 returns to the last limit
-that held and waits twice as long before the next, so a temporary squeeze does
-not cost the rest of the run and a lasting one costs a 429 per ever rarer
-probe. With signals the limit is the platform's: a 429 widens the margin
-instead (a platform whose resets come a little early).
+What the platform says (:func:`read_signals`, read tolerantly: a field that cannot be read is
+named in ``malformed`` and ignored) is followed (:meth:`RollingWindowBudget.observe`): the IETF
+``RateLimit-Policy``/``RateLimit`` fields, the earlier drafts' and vendors' ``RateLimit-*`` and
+``X-RateLimit-*`` (a reset told apart by magnitude: epoch ms, epoch s or a delta), and
+``Retry-After``. Its policies replace the configured one (a higher one up to a ceiling), a place
+is then held from the send, sends are spaced by a typical answer's latency so that a lowered limit
+is read before the next send, and what the last answer says remains is not exceeded. A 429 pauses
+the client; without signals it also halves the limit, probed back up after quiet windows.
+Every stated time (window, reset, Retry-After) is bounded by one cap.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timezone
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import Any
 
-from adcrawler.ratesignals import Signals
+import http_sfv
+
+def _seconds(value: Any) -> float | None:
+    """A number of seconds >= 0 (inf is capped by the caller), or None for anything else."""
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None  # NaN compares false
+
+
+def parse_retry_after(header: str | bytes | None, body: Any, now: float, cap: float) -> float | None:
+    """Seconds the platform asked us to wait, at most ``cap``: the Retry-After header (seconds or an
+    HTTP date, ``now`` being Unix time), else a JSON body's ``retry_after``; None when neither says."""
+    if isinstance(header, bytes):
+        header = header.decode("latin-1", "replace")
+    wait = _seconds(header)
+    if wait is None and header and header.strip():
+        try:
+            when = parsedate_to_datetime(header.strip())
+            wait = max(0.0, when.replace(tzinfo=when.tzinfo or timezone.utc).timestamp() - now)
+        except (TypeError, ValueError, IndexError):
+            pass
+    if wait is None and isinstance(body, dict):
+        wait = _seconds(body.get("retry_after"))
+    return None if wait is None else min(wait, cap)
+
+
+@dataclass(frozen=True)
+class Signals:
+    # The platform's policies: (requests, window in seconds or None for the configured window).
+    policies: tuple[tuple[int, float | None], ...] = ()
+    remaining: int | None = None
+    reset: float | None = None  # seconds from now until (part of) the quota returns
+    partition: str | None = None  # the budget this answer speaks of, when the platform names it
+    retry_after: float | None = None
+    malformed: tuple[str, ...] = field(default=())
+
+    @property
+    def said(self) -> bool:
+        return bool(self.policies) or self.remaining is not None or self.reset is not None
+
+
+def read_signals(get: Callable[[str], str | bytes | None], now: float, cap: float = math.inf,
+                 least: float = 0.0) -> Signals:
+    """The signals of one answer; ``get(name)`` returns a header's value or None; ``now``: Unix time
+    (epoch resets, HTTP dates); ``cap``: the longest time believed (a window, a reset, a
+    Retry-After); ``least``: the shortest window believed (a shorter one is malformed)."""
+    malformed: list[str] = []
+
+    def text(name: str) -> str | None:
+        value = get(name)
+        return value.decode("latin-1") if isinstance(value, bytes) else value
+
+    found = (_ietf(text("RateLimit-Policy"), text("RateLimit"), malformed, cap, least)
+             or _older("RateLimit-", text, now, malformed) or _older("X-RateLimit-", text, now, malformed)
+             or _shopify(text("X-Shopify-Shop-Api-Call-Limit"), malformed))
+    retry_after = text("Retry-After")
+    if retry_after is not None:
+        found["retry_after"] = parse_retry_after(retry_after, None, now, cap)
+        if found["retry_after"] is None:
+            malformed.append("Retry-After")
+    if isinstance(found.get("reset"), float):
+        found["reset"] = min(max(0.0, found["reset"]), cap)
+    return Signals(**found, malformed=tuple(malformed))
+
+
+def _number(value: object) -> float | None:
+    """A non-negative number of a Structured Field: an Integer, or a Decimal (``w=0.6``)."""
+    return _seconds(value) if isinstance(value, (int, float, Decimal)) else None
+
+
+def _items(header: str | None, name: str, malformed: list[str]) -> list[Any]:
+    """The members of a Structured Field list (RFC 9651), or none when it cannot be read."""
+    if header is None:
+        return []
+    items = http_sfv.List()
+    try:
+        items.parse(header.encode("latin-1"))
+    except ValueError:
+        malformed.append(name)
+        return []
+    return list(items)
+
+
+def _ietf(policy: str | None, state: str | None, malformed: list[str], cap: float,
+          least: float) -> dict[str, Any]:
+    """draft-ietf-httpapi-ratelimit-headers: every policy (``q`` per ``w``, ``pk``), and of the
+    states (``r`` remaining, ``t`` until a reset) the one closest to running out."""
+    policies, partitions = [], set()
+    for item in _items(policy, "RateLimit-Policy", malformed):
+        quota, window, pk = _number(item.params.get("q")), _number(item.params.get("w")), item.params.get("pk")
+        if not quota or (window is not None and window < max(least, 1e-9)):  # q=0, or w too short to mean it
+            malformed.append("RateLimit-Policy")
+            policies, partitions = [], set()
+            break
+        if window is not None and window > cap:  # the same rate over the longest time believed
+            quota, window = max(1.0, math.floor(quota * cap / window)), cap
+        policies.append((int(quota), window))
+        if isinstance(pk, bytes):
+            partitions.add(base64.b64encode(pk).decode())
+    states = []
+    for item in _items(state, "RateLimit", malformed):
+        remaining = _number(item.params.get("r"))
+        if remaining is None:  # r is required
+            malformed.append("RateLimit")
+            states = []
+            break
+        states.append((int(remaining), _number(item.params.get("t"))))
+    found: dict[str, Any] = {"policies": tuple(policies)} if policies else {}
+    if len(partitions) == 1:
+        found["partition"] = partitions.pop()
+    if states:
+        found["remaining"], reset = min(states, key=lambda s: s[0])
+        if reset is not None:
+            found["reset"] = reset
+    return found
+
+
+def _older(prefix: str, text: Callable[[str], str | None], now: float, malformed: list[str]) -> dict[str, Any]:
+    """The earlier drafts' ``RateLimit-*`` and the vendors' ``X-RateLimit-*``: a limit of the
+    configured window, what remains, and a reset told apart by magnitude."""
+    found: dict[str, Any] = {}
+    for part in ("Limit", "Remaining", "Reset"):
+        raw = text(prefix + part)
+        if raw is None:
+            continue
+        # A limit may carry the earlier drafts' policies after a comma ("100, 100;w=60").
+        number = _seconds(raw.split(",")[0].strip())
+        if number is None or math.isinf(number):
+            malformed.append(prefix + part)
+        elif part == "Reset":
+            found["reset"] = reset_delta(number, now)
+        elif part == "Limit":
+            found["policies"] = ((int(number), None),)
+        else:
+            found["remaining"] = int(number)
+    return found
+
+
+def _shopify(header: str | None, malformed: list[str]) -> dict[str, Any]:
+    """Shopify's ``X-Shopify-Shop-Api-Call-Limit: used/capacity`` (a leaky bucket, read per the
+    configured window): capacity is the limit, and what is not used remains."""
+    if header is None:
+        return {}
+    used, _, capacity = header.partition("/")
+    if not (used.strip().isdigit() and capacity.strip().isdigit() and int(capacity) > 0):
+        malformed.append("X-Shopify-Shop-Api-Call-Limit")
+        return {}
+    return {"policies": ((int(capacity), None),), "remaining": max(0, int(capacity) - int(used))}
+
+
+def reset_delta(value: float, now: float) -> float:
+    """Seconds from ``now`` until a reset given as a delta, epoch seconds (GitHub, X: >= 1e9) or
+    epoch milliseconds (>= 1e12)."""
+    if value >= 1e12:
+        return value / 1000.0 - now
+    return value - now if value >= 1e9 else value
+
 
 @dataclass(frozen=True)
 class Places:

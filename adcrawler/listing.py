@@ -1,25 +1,18 @@
-"""A list page read record by record, so that one hostile record cannot take its page down (pure logic).
+"""One client's campaign list, page by page: reading a page record by record, and when to stop (pure logic).
 
-``json.loads`` reads a page whole: a record nested deeper than the parser's
-recursion limit, or a number with more digits than Python converts (4,300),
-fails the whole page, and every good record on it with it. :func:`read_page`
-reads the top-level object with the standard decoder one value at a time
-(``JSONDecoder.raw_decode``, the C scanner) and each element of ``data`` on its
-own. An element that hits a limit of the parser is skipped by a scanner that
-keeps no stack and becomes an :class:`Entry` with the reason and, when it has
-one, the ``id`` found at its top level (so the campaign can still be synced and
-its quarantine row names it). A body that is not JSON at all (a syntax error,
-bytes that are not text) is :data:`NOT_JSON`, a transient fault the caller
-retries.
-
-Every entry keeps its text exactly as sent (``raw``), and numbers with a
-fraction are decoded as :class:`~decimal.Decimal`, so nothing is rounded
-before validation decides.
+A page is read one record at a time (:func:`read_page`), so that a record past a limit of the JSON
+parser (nesting, digits) costs that record, not its page; every record keeps its text as sent and
+fractions are decoded as :class:`~decimal.Decimal`. Pagination cannot be trusted (``has_more`` may stay
+true past the end, ``limit`` may be capped silently, ``total`` may be wrong, the list may shift), so
+:class:`Listing` believes what it sees: every distinct record is kept, no page is asked for past an
+announced total, and the listing ends at an empty, short or repeated page, ``has_more`` false, or
+``max_campaigns`` records (``truncated``: the client is partial).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -169,3 +162,74 @@ def scan(text: str, i: int) -> tuple[int, Any]:
                 found = None
         if depth == 0:
             return i, found
+
+
+@dataclass
+class Listing:
+    page_size: int  # the limit we ask for
+    max_campaigns: int = 10_000  # the bound on one client's listing (ADCRAWLER_MAX_CAMPAIGNS)
+    total: int | None = None  # what the platform announced
+    applied: int | None = None  # the page size the platform applied (known after the first full page)
+    pages: int = 0
+    beyond: int = 0  # records kept beyond the announced total
+    keys: dict[str, str] = field(default_factory=dict)  # record key -> its content's digest
+    stop_reason: str | None = None  # why the listing ended, when it is not the normal end
+    truncated: bool = False  # stopped by max_campaigns with more to list
+
+    def admit(self, key: str, digest: str = "") -> str:
+        """``new``, ``duplicate`` (seen on an earlier page, the same content) or ``changed``
+        (seen before with other contents: the list shifted while it was read); a new record
+        beyond the announced total is counted in ``beyond``."""
+        if key in self.keys:
+            if self.keys[key] == digest:
+                return "duplicate"
+            self.keys[key] = digest
+            return "changed"
+        self.keys[key] = digest
+        if self.total is not None and len(self.keys) > self.total:
+            self.beyond += 1
+        return "new"
+
+    def announce(self, total: object) -> None:
+        """Take the page's ``total`` when it is a usable count (the first one wins)."""
+        if self.total is None and isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+            self.total = total
+
+    def next_page(self, page: int, received: int, new: int, limit: object, has_more: object) -> int | None:
+        """After ``page`` brought ``received`` records of which ``new`` were new:
+        the page to ask for next, or None when the listing is complete."""
+        self.pages += 1
+        total = self.total
+        more_said = has_more is True or (total is not None and len(self.keys) < total)
+        if self.applied is None and received:
+            echoed = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+            size = min(self.page_size, echoed) if echoed else self.page_size
+            self.applied = received if received < size and more_said else size
+        applied = max(self.applied or self.page_size, received)
+        if received == 0 or has_more is False:
+            return None
+        if len(self.keys) >= self.max_campaigns:
+            self.truncated = True
+            self.stop_reason = f"stopped at {self.max_campaigns} campaigns (ADCRAWLER_MAX_CAMPAIGNS)"
+            return None
+        if total is not None:
+            if len(self.keys) >= total or page * applied >= total:
+                return None
+            if self.pages >= math.ceil(total / applied) + 2:
+                self.stop_reason = f"gave up after {self.pages} pages"
+                return None
+        if new == 0:
+            self.stop_reason = f"page {page} brought no new campaign"
+            return None
+        if received < applied and total is None:
+            return None
+        return page + 1
+
+    @property
+    def seen(self) -> int:
+        return len(self.keys)
+
+    @property
+    def missing(self) -> int:
+        """Announced campaigns never listed."""
+        return max(0, (self.total or 0) - len(self.keys))

@@ -1,0 +1,182 @@
+"""The run's life in the database: its id, one lock per client, one ``sync_runs`` row per client.
+
+When the spider opens, each client's lock is taken (a PostgreSQL advisory lock, or a file lock
+beside the SQLite file; both released if the process dies): a client another run holds is
+``skipped`` with a row naming that run; runs of the client that never finished are marked
+``interrupted``; this run's row is written as ``running``, with the process that runs it. A lock
+is a lease: it is checked while the run goes on, and a client whose lock was lost is interrupted.
+When the spider closes, each row is completed with the outcome the ledger settled and the stats.
+The run id comes from the job directory when there is one (an interrupted run resumes under it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.asyncio import sleep
+
+from adcrawler import logs
+from adcrawler.config import DRY_RUN, scaled, value
+from adcrawler.disk import JobState
+from adcrawler.ledger import CLIENTS_HELD, Result, RunLedger
+from adcrawler.stats import PREFIX, RunStats, key
+from adcrawler.store import Database, RunOrigin, Store, first_line
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+LOCK_CHECK_INTERVAL = 5.0  # how often the locks are checked, real seconds (scaled)
+# Set by the crawl command from scrapyd's spider arguments: which job and node run this.
+JOB, NODE = "adcrawler_job", "adcrawler_node"
+
+
+class RunRecorder:
+    def __init__(self, crawler: Crawler, jobdir: str | None, origin: RunOrigin,
+                 check_interval: float = LOCK_CHECK_INTERVAL):
+        self.crawler = crawler
+        self.origin = origin
+        self.check_interval = check_interval
+        self.job = JobState.load(jobdir)
+        self.stats = RunStats(crawler)
+        self.stats.set("run_id", self.job.run_id)
+        logs.set_run_id(self.job.run_id)
+        self.store: Store | None = None
+        self.heartbeat: asyncio.Task | None = None
+        self.last_success: dict[str, float] = {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> RunRecorder:
+        s = crawler.settings
+        if s.getbool(DRY_RUN):
+            raise NotConfigured  # a dry run is not a run: nothing recorded, no lock
+        job = s.get(JOB)
+        origin = RunOrigin(job_id=job, node=s.get(NODE) or socket.gethostname(),
+                           egg_version=os.environ.get("SCRAPYD_EGG_VERSION") if job else None, pid=os.getpid())
+        ext = cls(crawler, s.get("JOBDIR") or None, origin, scaled(s, LOCK_CHECK_INTERVAL, 0.05))
+        crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
+        return ext
+
+    # Extensions of the same crawler, looked up at use (they are built together).
+    @property
+    def ledger(self) -> RunLedger:
+        return RunLedger.of(self.crawler)
+
+    @property
+    def database(self) -> Database:
+        return Database.of(self.crawler)
+
+    async def spider_opened(self, spider: Any) -> None:
+        try:
+            self.store = await self.database.open()
+        except Exception:  # noqa: BLE001 - the pipeline has said why, and closed the spider
+            return
+        call, run_id = self.database.call, self.job.run_id
+        if self.job.resumed:
+            logger.info("Resuming run %s from the job directory", run_id)
+        for client in list(self.ledger.runs):
+            if not await call(self.store.try_lock, client):
+                self.ledger.skip(client)
+                try:
+                    holder = await call(self.store.record_skipped, run_id, client, datetime.now(timezone.utc),
+                                        self.origin)
+                except Exception as exc:  # noqa: BLE001 - the skip is logged all the same
+                    holder = f"another run holds the client (not recorded: {first_line(exc)})"
+                logger.warning("Client %s skipped: %s", client, holder, extra={"client": client})
+                continue
+            try:
+                stale = await call(self.store.start_run, run_id, client, self.ledger.starting(client), self.origin)
+                last = await call(self.store.last_success, client)
+                problems = await call(self.store.known_problems, client, run_id)
+            except Exception as exc:  # noqa: BLE001 - a run that cannot be recorded is not started
+                logger.error("Client %s: its run cannot be recorded (%s: %s); not synced", client,
+                             type(exc).__name__, first_line(exc), extra={"client": client})
+                self.ledger.fault(client, "the run record could not be written")
+                continue
+            self.ledger.hold(client, problems)
+            for stale_id, started in stale:
+                logger.warning("Client %s: run %s (started %s) never finished: the process ended first; recorded "
+                               "as interrupted", client, stale_id, started, extra={"client": client})
+            if last is not None:  # in the stats from the start: every progress push carries it
+                self.last_success[client] = last.timestamp()
+                self.stats.set("last_success_timestamp", self.last_success[client], client)
+        if not self.ledger.held():
+            return  # a process that holds no client leaves the job directory alone
+        self._save_job("running")
+        self.heartbeat = asyncio.ensure_future(self._check_locks())
+        self.heartbeat.add_done_callback(logs.log_failure)
+        await self.crawler.signals.send_catch_log_async(signal=CLIENTS_HELD, job=self.job, clients=self.ledger.held())
+
+    async def _check_locks(self) -> None:
+        """A client whose lock was lost is interrupted at once (another run may be syncing it now)."""
+        while True:
+            await sleep(self.check_interval)
+            for client in await self.database.call(self.store.locks_lost):
+                self.ledger.interrupt(client, "its lock was lost: another run may be syncing it")
+
+    async def spider_closed(self, spider: Any, reason: str) -> None:
+        # Before the first await: the metrics push, whose handler starts after this one, reads it.
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+        now = time.time()
+        for client in self.ledger.owned():
+            if self.ledger.run(client).outcome.name is Result.SUCCEEDED:
+                self.last_success[client] = now
+            if client in self.last_success:
+                self.stats.set("last_success_timestamp", self.last_success[client], client)
+        if self.store is None:
+            return
+        all_stats = dict(self.crawler.stats.get_stats())
+        for client in self.ledger.owned():
+            await self._record(client, reason, all_stats)
+        await self.database.close()  # releases the locks
+        if self.ledger.owned():
+            # A job directory whose run ended starts a new run next time; a stopped one resumes.
+            self._save_job("running" if reason == "shutdown" else "finished")
+
+    def _save_job(self, state: str) -> None:
+        try:
+            self.job.save(state)
+        except OSError as exc:  # a full disk: the run goes on, but the directory cannot say where it is
+            logger.error("The job directory cannot be written (%s): this run cannot be resumed from it, and "
+                         "the next crawl with it may take it for this run", exc.strerror or exc)
+            self.ledger.notice("the job directory could not be written")
+
+    async def _record(self, client: str, reason: str, all_stats: dict[str, Any]) -> None:
+        row = self._row(client, reason, all_stats)
+        for attempt in (1, 2):  # a connection lost during the run: the second goes on a new one
+            try:
+                await self.database.call(self.store.record_run, row)
+                return
+            except Exception as exc:  # noqa: BLE001 - said in the outcome, never a traceback
+                if attempt == 2:
+                    logger.error("Could not record the run of client %s: %s: %s", client, type(exc).__name__,
+                                 first_line(exc), extra={"client": client})
+                    self.ledger.fault(client, "the run record could not be written")
+
+    def _row(self, client: str, reason: str, all_stats: dict[str, Any]) -> dict[str, Any]:
+        run, own, any_client = self.ledger.run(client), key("", client), f"{PREFIX}/client/"
+        limit, window = self.ledger.rate
+        return {
+            "run_id": self.job.run_id, "client_id": client, "started_at": run.started_at,
+            "finished_at": run.last_answer_at, "outcome": str(run.outcome.name),
+            "outcome_reasons": ", ".join(run.outcome.reasons) or None,
+            # The stored counts (synced, rows inserted...) are counted from the run's rows by the
+            # store, so a resumed or replayed run is counted right.
+            "finish_reason": reason, "campaigns_seen": run.seen, "retries": self.stats.get("retries", client),
+            "responses_429": self.stats.get("responses_429", client),
+            "token_refreshes": self.stats.get("token_refreshes", client),
+            "rate_limit": self.stats.get("rate_limit_effective", client) or limit,
+            "rate_window": self.stats.get("rate_window_effective", client) or window,
+            "stats": {k: v for k, v in all_stats.items() if not k.startswith(any_client) or k.startswith(own)},
+        }

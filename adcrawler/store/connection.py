@@ -1,0 +1,123 @@
+"""A database connection of either backend: transactions, bounded waits, and what its errors mean.
+
+Statements are written with ``%s`` placeholders and a ``{values}`` slot for multi-row inserts;
+each backend renders them its own way. Values are always parameters, never spliced into the SQL.
+Every call is blocking: the crawler runs it off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class StoreError(Exception):
+    """The database cannot be used (bad URL, schema newer than this code...)."""
+
+
+class SchemaBehind(StoreError):
+    """The schema is older than this code and this role may not bring it up to date."""
+
+
+@dataclass(frozen=True)
+class Waits:
+    """Bounds on every wait of a statement: ``statement`` seconds in all, of which at most ``lock``
+    waiting for another session's lock (SQLite: its busy timeout)."""
+
+    statement: float = 30.0
+    lock: float = 5.0
+
+
+def first_line(exc: BaseException) -> str:
+    """A driver error's first line: the cause, without the query or connection details after it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Connection:
+    dialect = ""
+    # "The database is unreachable right now, try again".
+    transient: tuple[type[BaseException], ...] = ()
+    # "The database refuses these rows for their content": found and quarantined. Anything
+    # else is a fault of the database (permission, connection, timeout, disk): retried, then spooled.
+    refusal: tuple[type[BaseException], ...] = ()
+    # "This role may not do that" (create a table, for one).
+    no_privilege: tuple[type[BaseException], ...] = ()
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+
+    # -- backend hooks ------------------------------------------------------------------
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def cause(self, exc: BaseException) -> str:
+        """What kept a batch out: ``lock timeout``, ``statement timeout``, ``permission``, ``disk``
+        or ``connection`` (the rest)."""
+        return "connection"
+
+    def _begin(self, cur: Any, kind: str) -> None:
+        """Start a transaction of ``kind``: ``read``, ``write`` or ``migrate`` (one process at a time)."""
+
+    def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _value(self, value: Any) -> Any:
+        return value
+
+    def _timestamp(self, value: Any) -> datetime | None:
+        return value
+
+    def try_lock(self, client: str) -> bool:
+        """Take the client's lock for as long as this connection is open; False if another run holds it."""
+        raise NotImplementedError
+
+    def locks_lost(self) -> list[str]:
+        """Clients whose lock this connection held and no longer holds (forgotten: never taken again)."""
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------
+    def _execute(self, cur: Any, sql: str, params: tuple | list = ()) -> None:
+        cur.execute(self._sql(sql), [self._value(v) for v in params])
+
+    @contextmanager
+    def _transaction(self, kind: str = "write") -> Iterator[Any]:
+        """A cursor in one transaction: committed on success, rolled back on any error."""
+        if self.conn is not None and getattr(self.conn, "closed", False):  # closed by the server
+            self.drop()
+        if self.conn is None:  # lost earlier; raises the backend's transient error while down
+            self.connect()
+        cur = self.conn.cursor()
+        try:
+            self._begin(cur, kind)
+            yield cur
+            self.conn.commit()
+        except BaseException:
+            try:
+                self.conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection itself may be gone: the next call reconnects
+                self.drop()
+            raise
+        finally:
+            try:
+                cur.close()
+            except Exception:  # noqa: BLE001 - a cursor of a lost connection: nothing to close
+                pass
+
+    def drop(self) -> None:
+        """Forget a connection that is gone; the next call opens a new one."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - already closed by the server or the network
+                pass
+
+    def close(self) -> None:
+        self.drop()

@@ -1,0 +1,205 @@
+"""Campaign writes: batched, parameterized upserts of the current state, its history row, and the quarantine.
+
+Every column of ``campaigns`` and ``campaign_metrics`` derives from the declarations in
+:mod:`adcrawler.model`. A row is rewritten only when something in it changed; a batch the database
+refuses for its content is halved until the refused rows stand alone, and those are quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from itemadapter import ItemAdapter
+
+from adcrawler.model import CampaignItem, RejectedRecord, columns
+
+from .connection import Connection, StoreError, first_line
+
+# Every column of ``campaigns`` and ``campaign_metrics`` derives from the
+# declarations in adcrawler.model; ``updated_at`` is the store's own.
+FIELDS = columns(CampaignItem)
+KEY = tuple(sorted((name for name, c in FIELDS.items() if c.key), key=lambda name: FIELDS[name].key))
+CAMPAIGN_COLUMNS = (*FIELDS, "updated_at")
+COLUMN_TYPES = {**{name: c.type for name, c in FIELDS.items()}, "updated_at": "ts"}
+# A row is unchanged, and not rewritten, when all of these are equal.
+COMPARED = tuple(name for name, c in FIELDS.items() if c.compared and not c.key)
+# A failed sync keeps the time of the last successful one.
+_NEW = {"synced_at": "COALESCE(excluded.synced_at, campaigns.synced_at)"}
+
+UPSERT = (
+    f"INSERT INTO campaigns ({', '.join(CAMPAIGN_COLUMNS)}) VALUES {{values}} "
+    f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = {_NEW.get(c, f'excluded.{c}')}" for c in CAMPAIGN_COLUMNS if c not in KEY)
+    + " WHERE "
+    + " OR ".join(f"campaigns.{c} IS DISTINCT FROM {_NEW.get(c, f'excluded.{c}')}" for c in COMPARED)
+    + f" RETURNING {', '.join(KEY)}"
+)
+# The history row: the run, the key, each field declared with a history column,
+# and what writing it did to the campaign's row (inserted, updated, unchanged).
+HISTORY = {c.history: name for name, c in FIELDS.items() if c.history}  # history column -> field
+METRICS_COLUMNS = ("run_id", *KEY, *HISTORY, "row_change")
+# A campaign written twice in one run (a failed sync, then a successful one) keeps
+# the strongest change: its row was inserted, or updated, by this run.
+ROW_CHANGE = ("CASE WHEN 'inserted' IN (campaign_metrics.row_change, excluded.row_change) THEN 'inserted' "
+              "WHEN 'updated' IN (campaign_metrics.row_change, excluded.row_change) THEN 'updated' "
+              "ELSE excluded.row_change END")
+METRICS_ON_CONFLICT = (f"ON CONFLICT (run_id, {', '.join(KEY)}) DO UPDATE SET "
+                       + ", ".join(f"{c} = excluded.{c}" for c in HISTORY) + f", row_change = {ROW_CHANGE}")
+METRICS = f"INSERT INTO campaign_metrics ({', '.join(METRICS_COLUMNS)}) VALUES {{values}} {METRICS_ON_CONFLICT}"
+# fetched_at says when the platform last sent the record, even when nothing in it changed.
+TOUCH = "UPDATE campaigns SET fetched_at = %s WHERE client_id = %s AND campaign_id = %s AND fetched_at < %s"
+
+
+def row_change(inserted: bool | None) -> str:
+    """What an upsert did to a row: ``inserted`` (True), ``updated`` (False), ``unchanged`` (None)."""
+    return "unchanged" if inserted is None else "inserted" if inserted else "updated"
+
+
+def column_value(column: str, value: Any) -> Any:
+    """A field's value as its column holds it (flags: a JSON array, or NULL when there is none)."""
+    if COLUMN_TYPES[column] == "flags":
+        return json.dumps(list(value)) if value else None
+    return value
+
+
+def campaign_row(item: CampaignItem, now: datetime) -> dict[str, Any]:
+    """The ``campaigns`` row of ``item``, by column name, read through ItemAdapter."""
+    adapter = ItemAdapter(item)
+    return {**{name: column_value(name, adapter[name]) for name in FIELDS}, "updated_at": now}
+
+
+REJECTED = ("INSERT INTO rejected_records (run_id, client_id, campaign_id, reason, payload, payload_sha1, seen_at) "
+            "VALUES {values} ON CONFLICT (run_id, client_id, payload_sha1) DO NOTHING")
+
+
+@dataclass
+class BatchResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0  # quarantine rows written (validation's and the database's)
+
+    def __iadd__(self, other: "BatchResult") -> "BatchResult":
+        for f in ("inserted", "updated", "unchanged", "rejected"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        return self
+
+
+@dataclass
+class WriteResult:
+    """What a write did, per client, and the rows the database refused."""
+
+    clients: dict[str, BatchResult] = field(default_factory=dict)
+    stored: list[CampaignItem] = field(default_factory=list)
+    refused: list[tuple[CampaignItem | RejectedRecord, str]] = field(default_factory=list)
+
+    def add(self, results: dict[str, BatchResult], items: list[CampaignItem | RejectedRecord]) -> None:
+        for client, result in results.items():
+            merged = self.clients.setdefault(client, BatchResult())
+            merged += result
+        self.stored.extend(i for i in items if isinstance(i, CampaignItem))
+
+
+class CampaignWrites(Connection):
+    def write(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> WriteResult:
+        """Store ``items``; rows the database refuses for good are found and quarantined.
+
+        The batch is tried whole, in one transaction. If the database refuses it
+        for a reason retrying cannot cure (a value out of a column's range, text
+        it cannot encode), the batch is halved until the refused rows stand
+        alone; each is quarantined with the database's reason and the rest
+        commit. Errors in ``transient`` (the database is unreachable) propagate:
+        the caller retries or spools.
+        """
+        result = WriteResult()
+        self._write_or_split(run_id, items, result)
+        return result
+
+    def _write_or_split(self, run_id: str, items: list[CampaignItem | RejectedRecord], result: WriteResult) -> None:
+        try:
+            result.add(self.write_batch(run_id, items), items)
+            return
+        except self.refusal as exc:  # refused for its content: find the rows
+            if len(items) > 1:
+                middle = len(items) // 2
+                self._write_or_split(run_id, items[:middle], result)
+                self._write_or_split(run_id, items[middle:], result)
+                return
+            refusal = exc
+        item = items[0]
+        reason = f"refused by the database: {first_line(refusal)}"
+        result.refused.append((item, reason))
+        if isinstance(item, RejectedRecord):
+            raise StoreError(f"a quarantine row was refused: {first_line(refusal)}")
+        record = json.loads(item.raw) if item.raw else {"id": item.campaign_id}
+        quarantined = RejectedRecord.of(item.client_id, record, reason, item.fetched_at)
+        result.add(self.write_batch(run_id, [quarantined]), [])
+
+    def write_batch(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> dict[str, BatchResult]:
+        """Store one batch in one transaction; returns, per client, what happened to its rows.
+
+        Idempotent: writing the same batch again changes nothing and reports the
+        rows as unchanged.
+        """
+        if not run_id:
+            raise StoreError("no run id: rows are written only for a run that holds its clients")
+        now = datetime.now(timezone.utc)
+        latest: dict[tuple[str, str], CampaignItem] = {}
+        rejected = []
+        for item in items:
+            if isinstance(item, CampaignItem):
+                latest[item.client_id, item.campaign_id] = item  # the last word wins within a batch
+            else:
+                rejected.append(item)
+        results: dict[str, BatchResult] = {}
+        for r in rejected:
+            results.setdefault(r.client_id, BatchResult()).rejected += 1
+        with self._transaction() as cur:
+            if latest:
+                changed = self._upsert(cur, run_id, [campaign_row(i, now) for i in latest.values()])
+                for key in latest:
+                    result = results.setdefault(key[0], BatchResult())
+                    if key not in changed:
+                        result.unchanged += 1
+                    elif changed[key]:
+                        result.inserted += 1
+                    else:
+                        result.updated += 1
+            if rejected:
+                self._insert_many(cur, REJECTED, [
+                    (run_id, r.client_id, r.campaign_id, r.reason, r.payload, r.payload_sha1, r.seen_at)
+                    for r in rejected], fetch=False)
+        return results
+
+    def _upsert(self, cur: Any, run_id: str, rows: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
+        """Upsert campaign ``rows`` and their history rows; returns the keys
+        (client, campaign) inserted (True) or updated (False): the rest were unchanged."""
+        # Keys that exist before the upsert tell inserted from updated; RETURNING
+        # names the rows inserted or updated, so the rest were unchanged.
+        existing = self._existing(cur, [(r["client_id"], r["campaign_id"]) for r in rows])
+        values = [tuple(r[c] for c in CAMPAIGN_COLUMNS) for r in rows]
+        returned = [dict(zip(KEY, r)) for r in self._insert_many(cur, UPSERT, values, fetch=True)]
+        changed = {(r["client_id"], r["campaign_id"]): (r["client_id"], r["campaign_id"]) not in existing
+                   for r in returned}
+        history = [(run_id, *(r[k] for k in KEY), *(r[field] for field in HISTORY.values()),
+                    row_change(changed.get((r["client_id"], r["campaign_id"])))) for r in rows]
+        self._insert_many(cur, METRICS, history, fetch=False)
+        for r in rows:
+            if (r["client_id"], r["campaign_id"]) not in changed:
+                self._execute(cur, TOUCH, (r["fetched_at"], r["client_id"], r["campaign_id"], r["fetched_at"]))
+        return changed
+
+    def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        by_client: dict[str, list[str]] = {}
+        for client, campaign in keys:
+            by_client.setdefault(client, []).append(campaign)
+        for client, campaigns in by_client.items():
+            marks = ", ".join(["%s"] * len(campaigns))
+            self._execute(cur, f"SELECT campaign_id FROM campaigns WHERE client_id = %s AND campaign_id IN ({marks})",
+                          [client, *campaigns])
+            found.update((client, row[0]) for row in cur.fetchall())
+        return found
