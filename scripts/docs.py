@@ -56,10 +56,10 @@ def meta_table() -> str:
 
 
 def metrics_table() -> str:
-    rows = ["| metric | type | labels besides `client` | meaning |", "| --- | --- | --- | --- |"]
+    rows = ["| metric | type | labels besides `client` and `slug` | meaning |", "| --- | --- | --- | --- |"]
     for m in METRICS:
         name = f"{m.name}_total" if m.kind == "counter" else m.name
-        labels = ", ".join(f"`{label}`" for label in m.labels) or "—"
+        labels = {"status": "`endpoint`, `status`", "": "—"}.get(m.label, f"`{m.label}`")
         if m.values:
             labels += f" ({', '.join(m.values)})"
         rows.append(f"| `{name}` | {m.kind} | {labels} | {m.doc} |")

@@ -76,14 +76,15 @@ def test_metrics_endpoint_shows_progress_mid_run(mock_factory, tmp_path):
             except OSError:
                 return None
             now = samples(text)
-            synced = now.get(("adcrawler_campaigns_total", (("client", "demo"), ("result", "synced"))), 0)
+            synced = now.get(("adcrawler_campaigns_total", (("client", "demo"), ("result", "synced"),
+                                                            ("slug", "demo"))), 0)
             return (text, now, synced) if synced >= 20 else None
 
         text, now, synced = wait_for(synced_so_far, 30, "twenty syncs in the metrics")
         mock.release()
         assert 20 <= synced < 100
-        assert now["adcrawler_run_in_progress", (("client", "demo"),)] == 1
-        assert now["adcrawler_campaigns_expected", (("client", "demo"),)] == 100
+        assert now["adcrawler_run_in_progress", (("client", "demo"), ("slug", "demo"))] == 1
+        assert now["adcrawler_campaigns_expected", (("client", "demo"), ("slug", "demo"))] == 100
         assert DEMO_PASSWORD not in text
     finally:
         out, _ = crawl.communicate(timeout=120)
@@ -194,7 +195,7 @@ def test_pushed_metrics_alerts_and_dashboard_through_prometheus(prometheus, mock
     assert crawl.returncode == 1 and first["adcrawler/client/demo/rows_spooled"] > 0, out[-3000:]
     assert first["adcrawler/client/demo/responses_429"] > 0
     pushed = samples(get(f"{gateway}/metrics"))
-    demo = (("client", "demo"), ("instance", ""), ("job", "adcrawler"))
+    demo = (("client", "demo"), ("instance", ""), ("job", "adcrawler"), ("slug", "demo"))
     assert pushed["adcrawler_rate_limited_total", demo] == first["adcrawler/client/demo/responses_429"]
     assert pushed["adcrawler_run_outcome", tuple(sorted(demo + (("outcome", "partial"),)))] == 1
     assert pushed["adcrawler_last_success_timestamp_seconds", demo] == 0  # never succeeded yet
@@ -246,7 +247,7 @@ def test_a_skipped_client_pushes_nothing_over_the_running_one(prometheus, mock_f
     assert first.returncode == 0, out[-2000:]
     pushed = samples(get(f"{gateway}/metrics"))
     assert pushed["adcrawler_run_outcome", (("client", "demo"), ("instance", ""), ("job", "adcrawler"),
-                                            ("outcome", "succeeded"))] == 1
+                                            ("outcome", "succeeded"), ("slug", "demo"))] == 1
 
 
 def test_alert_rules_pass_promtool():
@@ -294,7 +295,7 @@ def test_a_running_job_pushes_its_progress_and_a_killed_one_raises_an_alert(prom
     crawl = start_crawl(mock.url, "demo,acme", tmp_path, extra_env=env)
     try:
         wait_for(lambda: mock.held() >= 2, 60, "both clients' runs to be held mid-sync")
-        demo = (("client", "demo"), ("instance", ""), ("job", "adcrawler"))
+        demo = (("client", "demo"), ("instance", ""), ("job", "adcrawler"), ("slug", "demo"))
 
         def progress():
             pushed = samples(get(f"{gateway}/metrics"))
@@ -304,7 +305,8 @@ def test_a_running_job_pushes_its_progress_and_a_killed_one_raises_an_alert(prom
         pushed = wait_for(progress, 30, "the progress of twenty syncs on the Pushgateway")
         assert pushed["adcrawler_run_in_progress", demo] == 1
         assert pushed["adcrawler_push_interval_seconds", demo] == 1.0
-        assert ("adcrawler_run_in_progress", (("client", "acme-corp"), ("instance", ""), ("job", "adcrawler"))) \
+        assert ("adcrawler_run_in_progress", (("client", "acme-corp"), ("instance", ""), ("job", "adcrawler"),
+                                              ("slug", "acme"))) \
             in pushed
         crawl.kill()  # the job dies mid-run: its pushes stop with "in progress"
         crawl.wait(timeout=30)
