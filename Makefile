@@ -14,11 +14,15 @@ $(VENV)/.installed: requirements.lock
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
 	touch $@
 
-# Re-resolve requirements.lock from pyproject.toml (after changing a dependency).
+# Re-resolve from pyproject.toml (after changing a dependency): requirements.lock, every package
+# of the demo, the tests and CI with its hash; requirements.txt, the crawler's own (runtime) pins,
+# which scrapyd-deploy and hosted Scrapy read.
 lock:
 	$(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/python -m pip install --quiet uv
 	$(VENV)-lock/bin/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
 	    --no-header -o requirements.lock
+	$(VENV)-lock/bin/uv pip compile pyproject.toml --constraint requirements.lock --python-version 3.11 \
+	    --no-header -o requirements.txt
 	rm -rf $(VENV)-lock
 
 # Prometheus, its Pushgateway and promtool (Debian packages), for the operating

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
@@ -173,11 +173,11 @@ class RunLedger:
         return self.runs[client]
 
     def held(self) -> list[str]:
-        """Clients whose lock this run holds: the ones it works for."""
+        """The clients this run works for (it holds their locks)."""
         return [c for c, run in self.runs.items() if run.state is State.HELD]
 
     def owned(self) -> list[str]:
-        """Clients this run took the lock of, held still or interrupted since: the ones it records."""
+        """The clients this run records: held, or interrupted since."""
         return [c for c, run in self.runs.items() if run.state in (State.HELD, State.INTERRUPTED)]
 
     def may_send(self, client: str) -> bool:
@@ -185,15 +185,15 @@ class RunLedger:
         return run is None or run.state is State.HELD
 
     def starting(self, client: str) -> datetime:
-        """The recorder is taking the client: its run starts now."""
+        """The recorder takes the client: its run starts now."""
         run = self.runs[client]
         run.started_at = run.started_at or self.clock()
         return run.started_at
 
     def hold(self, client: str, known_problems: set[str] | None = None) -> None:
         run = self.runs[client]
-        run.state, run.started_at = State.HELD, run.started_at or self.clock()
-        run.known_problems = known_problems or set()
+        run.state, run.known_problems = State.HELD, known_problems or set()
+        self.starting(client)
 
     def skip(self, client: str) -> None:
         """Another run holds the client: nothing is sent for it."""
@@ -263,8 +263,7 @@ class RunLedger:
     def page_done(self, client: str, page: int, received: int, new: int, beyond_before: int, limit: object,
                   has_more: object) -> int | None:
         """A page was read: the page to ask for next, or None when the listing is complete."""
-        run = self.runs[client]
-        listing = run.listing
+        run, listing = self.runs[client], self.runs[client].listing
         if listing.beyond > beyond_before:
             self.stats.inc("campaigns_beyond_total", client, listing.beyond - beyond_before)
             logger.warning("Client %s: page %d brings the campaigns listed to %d, beyond the %d announced; all "
@@ -308,17 +307,13 @@ class RunLedger:
         return True
 
     def relisted(self, client: str, campaign: Campaign) -> str:
-        """A campaign listed again with other contents, to be kept instead: ``synced``, ``failed``
-        or ``pending`` (its sync's answer stores it)."""
-        run = self.runs[client]
-        run.latest[campaign.campaign_id] = campaign
-        if campaign.campaign_id in run.synced:
-            return "synced"
-        if campaign.campaign_id in run.failed:
-            failed = run.failed[campaign.campaign_id]
-            run.failed[campaign.campaign_id] = FailedSync(campaign, failed.fetched_at, failed.error, failed.retryable)
-            return "failed"
-        return "pending"
+        """A campaign listed again with other contents, kept instead: ``synced``, ``failed`` or
+        ``pending`` (its sync's answer stores it)."""
+        run, cid = self.runs[client], campaign.campaign_id
+        run.latest[cid] = campaign
+        if cid in run.failed:
+            run.failed[cid] = FailedSync(campaign, *astuple(run.failed[cid])[1:])
+        return "synced" if cid in run.synced else "failed" if cid in run.failed else "pending"
 
     def quarantined(self, client: str, problem: str | None = None) -> None:
         """A record was quarantined; ``problem`` says whether an earlier run quarantined the same

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from adcrawler.registry import Registry
-from adcrawler.commands.dispatch import assign
+from adcrawler.fleet import assign
 from adcrawler.store import open_store
 from harness.runner import ROOT
 from harness.scrapyd import (

@@ -16,7 +16,8 @@ from scrapy.settings import Settings
 import requests
 
 from adcrawler.registry import Client, Registry
-from adcrawler.commands.dispatch import Command, assign, rank, shards
+from adcrawler.commands.dispatch import Command
+from adcrawler.fleet import assign, rank, shards
 from harness.runner import DEMO_PASSWORD, REGISTRY, ROOT
 from harness.scrapyd import BIN, PASSWORD, USER, node_env, start_nodes
 
