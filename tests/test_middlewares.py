@@ -397,3 +397,45 @@ def test_a_request_goes_out_with_the_token_it_waited_for_even_if_that_was_refuse
     asyncio.run(scenario())
     assert first.headers["Authorization"] == second.headers["Authorization"] == b"Bearer tok-1"
     assert mw.clients["acme-corp"].token is None  # the next request asks for a new one
+
+
+# -- every body is parsed once -------------------------------------------------------
+
+def test_a_list_page_a_sync_answer_and_a_token_answer_are_each_parsed_once(monkeypatch):
+    import adcrawler.listing
+    import adcrawler.spiders.campaigns
+
+    parses = []
+
+    def counted(real, name):
+        def parse(body, *args, **kwargs):
+            parses.append(name)
+            return real(body, *args, **kwargs)
+        return parse
+
+    # Every JSON parse of ours goes through json.loads, but a list page's, read record by record.
+    monkeypatch.setattr(json, "loads", counted(json.loads, "loads"))
+    monkeypatch.setattr(adcrawler.spiders.campaigns, "read_page", counted(adcrawler.listing.read_page, "read_page"))
+
+    crawler, tokens, engine = token_setup(monkeypatch)
+    retry_mw = build_from_crawler(RetryMiddleware, crawler)
+    spider = crawler.spider
+    spider.ledger.hold("acme-corp")
+
+    def through(request, status, body):
+        response = json_response(request, status, body)
+        return retry_mw.process_response(request, tokens.process_response(request, response))
+
+    asyncio.run(tokens.process_request(api_request()))
+    assert parses == ["loads"]  # the token answer
+    page = spider.list_request("acme-corp", 1)
+    record = {"id": "campaign_1", "name": "Campaign 1", "status": "active", "budget": 10, "impressions": 5,
+              "clicks": 1, "conversions": 0, "created_at": "2026-01-01T00:00:00Z"}
+    answer = through(page, 200, {"data": [record], "pagination": {"page": 1, "limit": 100, "total": 1,
+                                                                  "has_more": False}})
+    [sync] = [r for r in spider.parse_list(answer, client="acme-corp", page=1) if isinstance(r, Request)]
+    assert parses == ["loads", "read_page"]  # the list page, once, record by record
+    answer = through(sync, 200, {"success": True, "campaign_id": "campaign_1", "synced_at": "2026-01-01T00:00:01Z"})
+    items = list(spider.parse_sync(answer, **sync.cb_kwargs))
+    assert [item.campaign_id for item in items] == ["campaign_1"]
+    assert parses == ["loads", "read_page", "loads"]  # the sync answer, once
