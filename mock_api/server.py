@@ -185,6 +185,7 @@ class MockApi:
         app.router.add_post("/__mock__/reset", self.reset)
         app.router.add_post("/__mock__/revoke", self.revoke)
         app.router.add_post("/__mock__/release", self.release)
+        app.router.add_post("/__mock__/expire", self.expire)
         app.router.add_get("/__mock__/config", self.show_config)
         return app
 
@@ -520,6 +521,13 @@ class MockApi:
         """Answer the held sync calls, and hold no more (--hold-syncs)."""
         self.state.released.set()
         return web.json_response({"released": self.state.held})
+
+    async def expire(self, request: web.Request) -> web.Response:
+        """Age every token issued so far past its lifetime: a test sees expiry without waiting for it."""
+        past = time.monotonic() - self.config.scaled(self.config.token_lifetime) - 1
+        self.state.tokens = {token: (email, past) for token, (email, _) in self.state.tokens.items()}
+        self.state.last_issued = past  # quirks: the one clock
+        return web.json_response({"expired": len(self.state.tokens)})
 
     async def revoke(self, request: web.Request) -> web.Response:
         """Revoke every token issued so far, as a platform does on a credential rotation."""
