@@ -18,10 +18,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from scrapy import Request
+from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.redirect import RedirectMiddleware as ScrapyRedirectMiddleware
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
@@ -40,15 +40,12 @@ from adcrawler.retry import (
     GaveUp,
     RetryPolicy,
     Verdict,
+    json_body,
     judge,
     judge_exception,
-    json_body,
     keep_trying,
 )
 from adcrawler.stats import RunStats
-
-if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 

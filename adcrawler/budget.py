@@ -30,6 +30,7 @@ from typing import Any
 
 import http_sfv
 
+
 def _seconds(value: Any) -> float | None:
     """A number of seconds >= 0 (inf is capped by the caller), or None for anything else."""
     try:

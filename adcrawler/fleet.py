@@ -27,8 +27,8 @@ from scrapyd_client.pyclient import HEADERS, ScrapydClient, _process_response
 
 from adcrawler.config import value
 from adcrawler.ledger import Result
-from adcrawler.registry import Client, Registry
-from adcrawler.store import Store, StoreError, first_line, open_store
+from adcrawler.registry import Client, ClientConfigError, Registry
+from adcrawler.store import Store, first_line, open_store
 
 SPIDER = "campaigns"
 PROJECT = "adcrawler"  # the scrapyd project, as scrapy.cfg deploys it

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import astuple, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum, StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scrapy import signals
+from scrapy.crawler import Crawler
 
 from adcrawler.budget import lower_bound_seconds
 from adcrawler.config import DRY_RUN, value
@@ -25,9 +26,6 @@ from adcrawler.model import Campaign, CampaignItem
 from adcrawler.registry import Client
 from adcrawler.retry import SYNC_PASSES
 from adcrawler.stats import RunStats
-
-if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 
@@ -475,7 +473,8 @@ def dry_run_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
     if run.state is State.SKIPPED or run.auth_failure or not run.seen and (
             run.list_failed or stopped_early or not run.listing.pages):
         return client_outcome(run, stopped_early)
-    would = f"would store {run.would_store}, quarantine {run.quarantined} and sync {len(run.syncable)} of {run.seen} listed"
+    would = (f"would store {run.would_store}, quarantine {run.quarantined} and sync {len(run.syncable)} of "
+             f"{run.seen} listed")
     problems = [f"{run.list_failed} list page(s) unreadable"] if run.list_failed else []
     if run.listing.total and run.seen < run.listing.total:
         problems.append(f"{run.listing.total - run.seen} of {run.listing.total} announced campaigns never listed")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.utils.asyncio import CallLaterResult, call_later, run_in_thread
 
@@ -28,14 +29,11 @@ from adcrawler.retry import Decision, GaveUp, RetryPolicy, Verdict, keep_trying
 from adcrawler.stats import RunStats
 from adcrawler.store import Database, SchemaBehind, Store, WriteResult, first_line
 
-if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
-
 logger = logging.getLogger(__name__)
 
 Item = CampaignItem | RejectedRecord
 SCHEMA_BEHIND = "schema_behind"  # the crawl's finish reason when the schema is behind and may not be migrated
-BATCH_SIZE = 50  # rows per transaction: 7x the rows per second of one at a time (bench f)
+BATCH_SIZE = 50  # rows per transaction: many times the rows per second of one at a time (bench f)
 FLUSH_INTERVAL = 5.0  # the longest a row waits in memory, real seconds (scaled)
 
 

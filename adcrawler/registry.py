@@ -140,7 +140,8 @@ class Registry:
         client (sorted by slug), compressed."""
         chosen = set(slugs)
         if chosen - set(self.clients):
-            raise ClientConfigError(f"a shard holds registry clients only, not {sorted(chosen - set(self.clients))[:3]}")
+            unknown = sorted(chosen - set(self.clients))[:3]
+            raise ClientConfigError(f"a shard holds registry clients only, not {unknown}")
         order = sorted(self.clients)
         bits = bytearray((len(order) + 7) // 8)
         for i, slug in enumerate(order):

@@ -20,9 +20,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from scrapy import Request
+from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import (
     CannotResolveHostError,
@@ -39,9 +40,6 @@ from adcrawler.budget import Signals, parse_retry_after
 from adcrawler.config import scaled
 from adcrawler.listing import NOT_JSON
 from adcrawler.stats import RunStats
-
-if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -23,9 +23,10 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scrapy import Request, signals
+from scrapy.crawler import Crawler
 from scrapy.utils.asyncio import CallLaterResult, call_later
 
 from adcrawler.budget import RollingWindowBudget, read_signals
@@ -33,9 +34,6 @@ from adcrawler.config import scaled, value
 from adcrawler.ledger import RunLedger
 from adcrawler.retry import CLIENT, NOT_BEFORE, PAUSE, RETRY_AFTER_MAX, SIGNALS, TOKEN_FOR
 from adcrawler.stats import RunStats
-
-if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 

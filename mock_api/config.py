@@ -307,7 +307,8 @@ def parse_config(argv: list[str] | None = None) -> MockConfig:
         values["limit_schedule"] = _schedule(values["limit_schedule"])
     for name in ("port", "rate_limit", "campaigns", "max_page_size", "hostile_names", "malformed",
                  "out_of_range", "implausible", "unknown_statuses", "hold_syncs", "redirect_status",
-                 "missing_values", "odd_values", "parser_limits", "page_cap", "partitions", "partition_every", "forged_keys", "sync_fail_first"):
+                 "missing_values", "odd_values", "parser_limits", "page_cap", "partitions", "partition_every",
+                 "forged_keys", "sync_fail_first"):
         values[name] = int(values[name])
     for name in ("time_scale", "rate_window", "retry_after", "fault_retry_after", "hang_seconds", "sync_delay",
                  "token_lifetime", "token_early_expiry", "numeric_strings", "reset_early"):

@@ -355,7 +355,8 @@ class MockApi:
         # (a whole second is a third of a window at time scale 0.05).
         seconds = (lambda v: str(math.ceil(v))) if cfg.time_scale == 1 else _sf_decimal
         if style == "ietf":
-            pk = f';pk=:{base64.b64encode(key.encode()).decode()}:' if key.startswith(("account:", "partition:")) else ""
+            shared = key.startswith(("account:", "partition:"))
+            pk = f';pk=:{base64.b64encode(key.encode()).decode()}:' if shared else ""
             return {"RateLimit-Policy": f'"default";q={limit};w={seconds(window.window)}{pk}',
                     "RateLimit": f'"default";r={remaining};t={seconds(reset)}'}
         if style == "ietf-06":

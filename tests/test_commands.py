@@ -142,4 +142,5 @@ def test_crawl_help_names_the_spiders_arguments():
     proc = scrapy("crawl", "-h")
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
-    assert "-a client=...: a client (its slug or its client id)" in text and "-a dry_run=...: 1: list and validate" in text
+    assert "-a client=...: a client (its slug or its client id)" in text
+    assert "-a dry_run=...: 1: list and validate" in text

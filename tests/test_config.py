@@ -11,7 +11,6 @@ import sys
 
 import pytest
 from scrapy.cmdline import execute
-
 from scrapy.settings import Settings
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler

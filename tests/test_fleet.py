@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from adcrawler.registry import Registry
 from adcrawler.fleet import assign
+from adcrawler.registry import Registry
 from adcrawler.store import open_store
 from harness.runner import ROOT
 from harness.scrapyd import (

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adcrawler.extensions.metrics import METRICS
 from adcrawler.disk import append_spool
+from adcrawler.extensions.metrics import METRICS
 from harness.runner import DEMO_PASSWORD, ROOT, latest_stats, run_crawl, start_crawl
 from tests.conftest import SCALE, free_port, last_line, wait_for
 from tests.db import Db

@@ -9,15 +9,20 @@ from email.utils import format_datetime
 
 import pytest
 
-from adcrawler.budget import parse_retry_after
-from adcrawler.retry import NOT_JSON, Decision, RetryPolicy, Verdict, backoff_delay, judge, judge_exception, json_body
-from adcrawler.registry import Client
+from adcrawler.auth import Token
+from adcrawler.budget import (
+    RollingWindowBudget,
+    Signals,
+    lower_bound_seconds,
+    parse_retry_after,
+    read_signals,
+    reset_delta,
+)
 from adcrawler.extensions.progress import eta_seconds
 from adcrawler.ledger import ClientRun, FailedSync, Outcome, Result, State, client_outcome, final_line
 from adcrawler.listing import Listing
-from adcrawler.budget import RollingWindowBudget, lower_bound_seconds
-from adcrawler.budget import Signals, read_signals, reset_delta
-from adcrawler.auth import Token
+from adcrawler.registry import Client
+from adcrawler.retry import NOT_JSON, Decision, RetryPolicy, Verdict, backoff_delay, json_body, judge, judge_exception
 from tests.conftest import Clock
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -204,7 +209,8 @@ def test_a_429_despite_the_platforms_word_widens_the_margin_not_the_limit():
 
 def test_a_client_moving_to_another_budget_takes_its_own_places_and_leaves_the_others():
     clock = Clock(0)
-    old, new = RollingWindowBudget(limit=3, window=60, clock=clock), RollingWindowBudget(limit=3, window=60, clock=clock)
+    old = RollingWindowBudget(limit=3, window=60, clock=clock)
+    new = RollingWindowBudget(limit=3, window=60, clock=clock)
     old.acquire("a")
     old.acquire("b")
     old.acquire("b")

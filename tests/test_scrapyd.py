@@ -8,16 +8,15 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import zipfile
 
 import pytest
-from scrapy.settings import Settings
 import requests
+from scrapy.settings import Settings
 
-from adcrawler.registry import Client, Registry
 from adcrawler.commands.dispatch import Command
 from adcrawler.fleet import assign, rank, shards
+from adcrawler.registry import Client, Registry
 from harness.runner import DEMO_PASSWORD, REGISTRY, ROOT
 from harness.scrapyd import BIN, PASSWORD, USER, node_env, start_nodes
 

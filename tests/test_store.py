@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from adcrawler.model import CampaignItem, RejectedRecord
 from adcrawler.disk import append_spool
+from adcrawler.model import CampaignItem, RejectedRecord
 from adcrawler.store import StoreError, migrations, open_store
 from harness.runner import ROOT
 
@@ -213,7 +213,8 @@ def test_an_older_database_upgrades_in_place(db):
         assert old.migrate() == migrations.LATEST
         assert db.rows("SELECT reason FROM rejected_records") == [("old",)]
         assert db.rows("SELECT campaign_id, raw, quality_flags FROM campaigns") == [("campaign_1", None, None)]
-        assert db.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v, _ in migrations.MIGRATIONS]
+        versions = db.rows("SELECT version FROM schema_version ORDER BY version")
+        assert versions == [(v,) for v, _ in migrations.MIGRATIONS]
         old.write_batch("r1", [item(1, clicks=99)])
         assert db.scalar("SELECT clicks FROM campaigns") == 99
         bad = RejectedRecord(client_id="acme", campaign_id=None, reason="x", payload='{"clicks": -5}', seen_at=T0)

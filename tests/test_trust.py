@@ -335,8 +335,8 @@ def test_a_slug_not_in_the_registry_and_an_unknown_argument_are_errors():
     proc = _crawl_cli("-a", "client=nosuch")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("adcrawler: client 'nosuch' is not in the registry adcrawler/clients.toml "
-                                   "(known: acme (acme-corp), demo, globex); add it there, or name another registry with "
-                                   "ADCRAWLER_CLIENTS_FILE")
+                                   "(known: acme (acme-corp), demo, globex); add it there, or name another registry "
+                                   "with ADCRAWLER_CLIENTS_FILE")
     proc = _crawl_cli("-a", "client=demo", "-a", "bogus=1")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("adcrawler: unknown spider argument(s) bogus: campaigns takes "
@@ -382,7 +382,7 @@ def dml_role(pg_url):
     with conn.cursor() as cur:
         cur.execute(f'CREATE ROLE "{role}" LOGIN')
         cur.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO "{role}"')
-        cur.execute(f'REVOKE CREATE ON SCHEMA public FROM PUBLIC')
+        cur.execute('REVOKE CREATE ON SCHEMA public FROM PUBLIC')
         cur.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
         cur.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES '
                     f'TO "{role}"')

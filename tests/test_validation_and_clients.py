@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adcrawler.registry import Client, ClientConfigError, Registry
-from adcrawler.model import RejectedRecord
 from adcrawler.listing import NOT_JSON, Page, read_page
 from adcrawler.logs import RedactingFilter, Secrets
-from adcrawler.model import Campaign, InvalidRecord, record_key, validate_campaign
+from adcrawler.model import Campaign, InvalidRecord, RejectedRecord, record_key, validate_campaign
+from adcrawler.registry import Client, ClientConfigError, Registry
 from mock_api.campaigns import (
     IMPLAUSIBLE,
     MALFORMED,

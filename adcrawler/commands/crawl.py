@@ -75,9 +75,9 @@ class Command(ScrapyCrawl):
 
 def tune_gc() -> None:
     """A crawl keeps its queued requests and per-client state alive for its whole length; with
-    CPython's default thresholds the collector scans them again and again (13 % of the CPU with
-    200 clients, bench d). What lives at start-up is frozen out of collection, and young
-    collections happen a tenth as often: a crawl is a finite process."""
+    CPython's default thresholds the collector scans them again and again (bench d measures the
+    CPU it costs). What lives at start-up is frozen out of collection, and young collections
+    happen a tenth as often: a crawl is a finite process."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(7_000, 100, 1_000)

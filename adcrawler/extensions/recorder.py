@@ -17,21 +17,19 @@ import os
 import socket
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scrapy import signals
+from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import sleep
 
 from adcrawler import logs
-from adcrawler.config import DRY_RUN, scaled, value
+from adcrawler.config import DRY_RUN, scaled
 from adcrawler.disk import JobState
 from adcrawler.ledger import CLIENTS_HELD, Result, RunLedger
 from adcrawler.stats import PREFIX, RunStats, key
 from adcrawler.store import Database, RunOrigin, Store, first_line
-
-if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 

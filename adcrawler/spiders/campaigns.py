@@ -35,8 +35,8 @@ from adcrawler.retry import (
     Decision,
     RetryPolicy,
     Verdict,
-    judge_exception,
     json_body,
+    judge_exception,
     retry_request,
 )
 from adcrawler.stats import RunStats

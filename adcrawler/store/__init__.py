@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
@@ -20,9 +21,6 @@ from .connection import SchemaBehind, StoreError, Waits, first_line
 from .migrations import LATEST, Migrations
 from .records import RunOrigin, RunQueries
 from .writes import BatchResult, CampaignWrites, WriteResult
-
-if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
 
 T = TypeVar("T")
 SQLITE_FILE = "adcrawler.sqlite3"  # in ADCRAWLER_DATA_DIR when DATABASE_URL is empty

@@ -39,8 +39,6 @@ def first_line(exc: BaseException) -> str:
 
 class Connection:
     dialect = ""
-    # "The database is unreachable right now, try again".
-    transient: tuple[type[BaseException], ...] = ()
     # "The database refuses these rows for their content": found and quarantined. Anything
     # else is a fault of the database (permission, connection, timeout, disk): retried, then spooled.
     refusal: tuple[type[BaseException], ...] = ()
@@ -91,7 +89,7 @@ class Connection:
         """A cursor in one transaction: committed on success, rolled back on any error."""
         if self.conn is not None and getattr(self.conn, "closed", False):  # closed by the server
             self.drop()
-        if self.conn is None:  # lost earlier; raises the backend's transient error while down
+        if self.conn is None:  # lost earlier; raises the backend's error while it is down
             self.connect()
         cur = self.conn.cursor()
         try:
@@ -109,6 +107,12 @@ class Connection:
                 cur.close()
             except Exception:  # noqa: BLE001 - a cursor of a lost connection: nothing to close
                 pass
+
+    def _rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """The rows a read-only query returns."""
+        with self._transaction("read") as cur:
+            self._execute(cur, sql, params)
+            return cur.fetchall()
 
     def drop(self) -> None:
         """Forget a connection that is gone; the next call opens a new one."""

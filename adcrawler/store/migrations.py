@@ -276,8 +276,8 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "seen_at": "when the platform sent it",
     }),
     "schema_version": ("The migrations applied to this database", {
-        "version": "a migration's number (adcrawler/store/schema.py)",
-        "applied_at": "when it was applied (NULL for migrations applied before version 4 existed)",
+        "version": "a migration's number (adcrawler/store/migrations.py)",
+        "applied_at": "when it was applied (NULL for migrations applied before version 3 existed)",
     }),
 }
 
@@ -347,8 +347,6 @@ class Migrations(Connection):
     def version(self) -> int:
         """The schema version this database is at (0: none yet)."""
         try:
-            with self._transaction("read") as cur:
-                self._execute(cur, "SELECT MAX(version) FROM schema_version")
-                return cur.fetchone()[0] or 0
+            return self._rows("SELECT MAX(version) FROM schema_version")[0][0] or 0
         except Exception:  # noqa: BLE001 - no schema_version table: a new database (a dead one fails next)
             return 0

@@ -14,8 +14,6 @@ from .connection import StoreError, Waits, first_line
 
 class PostgresStore(Store):
     dialect = "postgresql"
-    # A statement or lock timeout (QueryCanceled, LockNotAvailable) is an OperationalError too.
-    transient = (psycopg2.OperationalError, psycopg2.InterfaceError)
     # Out of a column's range, text it cannot hold (a NUL is refused before it is sent: ValueError),
     # a constraint: these rows. Permission denied and the like are faults.
     refusal = (psycopg2.DataError, psycopg2.IntegrityError, UnicodeEncodeError, ValueError)

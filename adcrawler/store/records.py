@@ -61,17 +61,14 @@ class RunOrigin(NamedTuple):
 class RunQueries(Connection):
     def done_campaigns(self, run_id: str, client: str) -> set[str]:
         """Campaigns this run already stored as synced (for a resumed run)."""
-        with self._transaction("read") as cur:
-            self._execute(cur, "SELECT campaign_id FROM campaign_metrics WHERE run_id = %s AND client_id = %s "
-                               "AND sync_status = 'synced'", (run_id, client))
-            return {row[0] for row in cur.fetchall()}
+        return {row[0] for row in self._rows("SELECT campaign_id FROM campaign_metrics WHERE run_id = %s AND "
+                                             "client_id = %s AND sync_status = 'synced'", (run_id, client))}
 
     def known_problems(self, client: str, run_id: str) -> set[str]:
         """What earlier runs of ``client`` quarantined: ``RejectedRecord.problem`` keys."""
-        with self._transaction("read") as cur:
-            self._execute(cur, "SELECT DISTINCT COALESCE(campaign_id, 'sha1:' || payload_sha1), reason "
-                               "FROM rejected_records WHERE client_id = %s AND run_id <> %s", (client, run_id))
-            return {f"{subject}\n{reason}" for subject, reason in cur.fetchall()}
+        return {f"{subject}\n{reason}" for subject, reason in self._rows(
+            "SELECT DISTINCT COALESCE(campaign_id, 'sha1:' || payload_sha1), reason FROM rejected_records "
+            "WHERE client_id = %s AND run_id <> %s", (client, run_id))}
 
     def close_replayed(self, run_id: str, client: str, close: Callable[[str, str | None], tuple[str, str | None]],
                        ) -> None:
@@ -123,19 +120,15 @@ class RunQueries(Connection):
 
     def running(self) -> list[tuple[str, str | None]]:
         """(client, job id) of every run recorded as running: going on, or killed and not yet marked."""
-        with self._transaction("read") as cur:
-            self._execute(cur, "SELECT client_id, job_id FROM sync_runs WHERE outcome = 'running'")
-            return [(row[0], row[1]) for row in cur.fetchall()]
+        return [(client, job) for client, job in self._rows("SELECT client_id, job_id FROM sync_runs WHERE "
+                                                            "outcome = 'running'")]
 
     def runs_of_jobs(self, job_ids: list[str]) -> list[dict[str, Any]]:
         """The runs the given scrapyd jobs recorded, oldest first."""
-        if not job_ids:
-            return []
         columns = ("client_id", "job_id", "node", "outcome", "outcome_reasons", "started_at")
-        with self._transaction("read") as cur:
-            self._execute(cur, f"SELECT {', '.join(columns)} FROM sync_runs WHERE job_id IN "
-                               f"({', '.join(['%s'] * len(job_ids))}) ORDER BY started_at", job_ids)
-            return [dict(zip(columns, row)) for row in cur.fetchall()]
+        return [dict(zip(columns, row)) for row in self._rows(
+            f"SELECT {', '.join(columns)} FROM sync_runs WHERE job_id IN ({', '.join(['%s'] * len(job_ids))}) "
+            "ORDER BY started_at", job_ids)] if job_ids else []
 
     def record_run(self, row: dict[str, Any]) -> None:
         """Complete the ``sync_runs`` row of (run_id, client_id)."""
@@ -152,17 +145,14 @@ class RunQueries(Connection):
                    "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "records_rejected",
                    "job_id", "node", "egg_version", "pid")
         where, params = ("WHERE client_id = %s ", [client]) if client else ("", [])
-        with self._transaction("read") as cur:
-            self._execute(cur, f"SELECT {', '.join(columns)} FROM sync_runs {where}"
-                               "ORDER BY started_at DESC LIMIT %s", [*params, limit])
-            rows = [dict(zip(columns, row)) for row in cur.fetchall()]
+        rows = [dict(zip(columns, row)) for row in self._rows(
+            f"SELECT {', '.join(columns)} FROM sync_runs {where}ORDER BY started_at DESC LIMIT %s", [*params, limit])]
         for row in rows:
             row["started_at"], row["finished_at"] = map(self._timestamp, (row["started_at"], row["finished_at"]))
         return rows
 
     def last_success(self, client: str) -> datetime | None:
         """When the client's last successful run finished."""
-        with self._transaction("read") as cur:
-            self._execute(cur, "SELECT MAX(finished_at) FROM sync_runs WHERE client_id = %s "
-                               "AND outcome = 'succeeded'", (client,))
-            return self._timestamp(cur.fetchone()[0])
+        [(last,)] = self._rows("SELECT MAX(finished_at) FROM sync_runs WHERE client_id = %s AND outcome = "
+                               "'succeeded'", (client,))
+        return self._timestamp(last)

@@ -23,8 +23,6 @@ _MAX_PARAMS = 30_000
 
 class SqliteStore(Store):
     dialect = "sqlite"
-    # "database is locked" after the busy timeout, a read-only or full disk...
-    transient = (sqlite3.OperationalError,)
     # A value no column can hold (a 64-bit overflow, text Python cannot encode), a constraint.
     refusal = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, UnicodeEncodeError)
 
@@ -123,8 +121,6 @@ class SqliteStore(Store):
             fh.close()  # closing the file releases its lock
         self._locks.clear()
 
-    def drop(self) -> None:
-        super().drop()  # the locks are files, not the connection's: they stay
 
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", "?")

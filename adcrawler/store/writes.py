@@ -18,11 +18,9 @@ from adcrawler.model import CampaignItem, RejectedRecord, columns
 
 from .connection import Connection, StoreError, first_line
 
-# Every column of ``campaigns`` and ``campaign_metrics`` derives from the
-# declarations in adcrawler.model; ``updated_at`` is the store's own.
 FIELDS = columns(CampaignItem)
 KEY = tuple(sorted((name for name, c in FIELDS.items() if c.key), key=lambda name: FIELDS[name].key))
-CAMPAIGN_COLUMNS = (*FIELDS, "updated_at")
+CAMPAIGN_COLUMNS = (*FIELDS, "updated_at")  # updated_at: the store's own
 COLUMN_TYPES = {**{name: c.type for name, c in FIELDS.items()}, "updated_at": "ts"}
 # A row is unchanged, and not rewritten, when all of these are equal.
 COMPARED = tuple(name for name, c in FIELDS.items() if c.compared and not c.key)
@@ -105,15 +103,8 @@ class WriteResult:
 
 class CampaignWrites(Connection):
     def write(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> WriteResult:
-        """Store ``items``; rows the database refuses for good are found and quarantined.
-
-        The batch is tried whole, in one transaction. If the database refuses it
-        for a reason retrying cannot cure (a value out of a column's range, text
-        it cannot encode), the batch is halved until the refused rows stand
-        alone; each is quarantined with the database's reason and the rest
-        commit. Errors in ``transient`` (the database is unreachable) propagate:
-        the caller retries or spools.
-        """
+        """Store ``items``, halving a batch the database refuses for its content until each refused row
+        stands alone and is quarantined; any other error (the database's fault) propagates."""
         result = WriteResult()
         self._write_or_split(run_id, items, result)
         return result
@@ -122,52 +113,39 @@ class CampaignWrites(Connection):
         try:
             result.add(self.write_batch(run_id, items), items)
             return
-        except self.refusal as exc:  # refused for its content: find the rows
+        except self.refusal as exc:
             if len(items) > 1:
                 middle = len(items) // 2
                 self._write_or_split(run_id, items[:middle], result)
                 self._write_or_split(run_id, items[middle:], result)
                 return
-            refusal = exc
+            reason = f"refused by the database: {first_line(exc)}"
         item = items[0]
-        reason = f"refused by the database: {first_line(refusal)}"
         result.refused.append((item, reason))
         if isinstance(item, RejectedRecord):
-            raise StoreError(f"a quarantine row was refused: {first_line(refusal)}")
-        record = json.loads(item.raw) if item.raw else {"id": item.campaign_id}
-        quarantined = RejectedRecord.of(item.client_id, record, reason, item.fetched_at)
+            raise StoreError(f"a quarantine row was refused: {reason}")
+        quarantined = RejectedRecord.of(item.client_id, None, reason, item.fetched_at,
+                                        text=item.raw or json.dumps({"id": item.campaign_id}), cid=item.campaign_id)
         result.add(self.write_batch(run_id, [quarantined]), [])
 
     def write_batch(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> dict[str, BatchResult]:
-        """Store one batch in one transaction; returns, per client, what happened to its rows.
-
-        Idempotent: writing the same batch again changes nothing and reports the
-        rows as unchanged.
-        """
+        """One batch in one transaction; per client, what happened to its rows. Writing the same
+        batch again changes nothing (its rows are unchanged)."""
         if not run_id:
             raise StoreError("no run id: rows are written only for a run that holds its clients")
         now = datetime.now(timezone.utc)
-        latest: dict[tuple[str, str], CampaignItem] = {}
-        rejected = []
-        for item in items:
-            if isinstance(item, CampaignItem):
-                latest[item.client_id, item.campaign_id] = item  # the last word wins within a batch
-            else:
-                rejected.append(item)
+        # The last word wins within a batch.
+        latest = {(i.client_id, i.campaign_id): i for i in items if isinstance(i, CampaignItem)}
+        rejected = [i for i in items if isinstance(i, RejectedRecord)]
         results: dict[str, BatchResult] = {}
         for r in rejected:
             results.setdefault(r.client_id, BatchResult()).rejected += 1
         with self._transaction() as cur:
-            if latest:
-                changed = self._upsert(cur, run_id, [campaign_row(i, now) for i in latest.values()])
-                for key in latest:
-                    result = results.setdefault(key[0], BatchResult())
-                    if key not in changed:
-                        result.unchanged += 1
-                    elif changed[key]:
-                        result.inserted += 1
-                    else:
-                        result.updated += 1
+            changed = self._upsert(cur, run_id, [campaign_row(i, now) for i in latest.values()]) if latest else {}
+            for key in latest:
+                result = results.setdefault(key[0], BatchResult())
+                change = row_change(changed.get(key))
+                setattr(result, change, getattr(result, change) + 1)
             if rejected:
                 self._insert_many(cur, REJECTED, [
                     (run_id, r.client_id, r.campaign_id, r.reason, r.payload, r.payload_sha1, r.seen_at)
@@ -175,31 +153,26 @@ class CampaignWrites(Connection):
         return results
 
     def _upsert(self, cur: Any, run_id: str, rows: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
-        """Upsert campaign ``rows`` and their history rows; returns the keys
-        (client, campaign) inserted (True) or updated (False): the rest were unchanged."""
-        # Keys that exist before the upsert tell inserted from updated; RETURNING
-        # names the rows inserted or updated, so the rest were unchanged.
-        existing = self._existing(cur, [(r["client_id"], r["campaign_id"]) for r in rows])
-        values = [tuple(r[c] for c in CAMPAIGN_COLUMNS) for r in rows]
-        returned = [dict(zip(KEY, r)) for r in self._insert_many(cur, UPSERT, values, fetch=True)]
-        changed = {(r["client_id"], r["campaign_id"]): (r["client_id"], r["campaign_id"]) not in existing
-                   for r in returned}
-        history = [(run_id, *(r[k] for k in KEY), *(r[field] for field in HISTORY.values()),
-                    row_change(changed.get((r["client_id"], r["campaign_id"])))) for r in rows]
-        self._insert_many(cur, METRICS, history, fetch=False)
-        for r in rows:
-            if (r["client_id"], r["campaign_id"]) not in changed:
-                self._execute(cur, TOUCH, (r["fetched_at"], r["client_id"], r["campaign_id"], r["fetched_at"]))
+        """Upsert ``rows`` and their history rows; returns the keys inserted (True) or updated (False).
+        The keys there before tell inserted from updated; RETURNING names the rows changed."""
+        keys = [(r["client_id"], r["campaign_id"]) for r in rows]
+        existing = self._existing(cur, keys)
+        returned = self._insert_many(cur, UPSERT, [tuple(r[c] for c in CAMPAIGN_COLUMNS) for r in rows], fetch=True)
+        changed = {(client, campaign): (client, campaign) not in existing for client, campaign in returned}
+        self._insert_many(cur, METRICS, [(run_id, *key, *(r[f] for f in HISTORY.values()), row_change(changed.get(key)))
+                                         for key, r in zip(keys, rows)], fetch=False)
+        for key, r in zip(keys, rows):
+            if key not in changed:
+                self._execute(cur, TOUCH, (r["fetched_at"], *key, r["fetched_at"]))
         return changed
 
     def _existing(self, cur: Any, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        found: set[tuple[str, str]] = set()
         by_client: dict[str, list[str]] = {}
         for client, campaign in keys:
             by_client.setdefault(client, []).append(campaign)
+        found: set[tuple[str, str]] = set()
         for client, campaigns in by_client.items():
-            marks = ", ".join(["%s"] * len(campaigns))
-            self._execute(cur, f"SELECT campaign_id FROM campaigns WHERE client_id = %s AND campaign_id IN ({marks})",
-                          [client, *campaigns])
+            self._execute(cur, f"SELECT campaign_id FROM campaigns WHERE client_id = %s AND campaign_id IN "
+                               f"({', '.join(['%s'] * len(campaigns))})", [client, *campaigns])
             found.update((client, row[0]) for row in cur.fetchall())
         return found
