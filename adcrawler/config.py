@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from decouple import config
 from scrapy.settings import BaseSettings
 
 PREFIX = "ADCRAWLER_"
@@ -101,8 +102,10 @@ def _existing_file(text: str) -> str:
     return text.strip()
 
 
-def _port(text: str) -> int:
-    return _number(int, 0, True, 65535)(text)
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise ValueError
+    return text
 
 
 def _url_list(text: str) -> tuple[str, ...]:
@@ -113,7 +116,7 @@ def _url_list(text: str) -> tuple[str, ...]:
 
 
 COUNT = Kind("a whole number > 0", _number(int, 1, True), "ten")
-PORT = Kind("a port number from 0 to 65535 (0 = off)", _port, "70000")
+PORT = Kind("a port number from 0 to 65535 (0 = off)", _number(int, 0, True, 65535), "70000")
 SECONDS = Kind("a number of seconds > 0", _number(float, 0, False), "soon")
 SCALE = Kind("a number > 0 and at most 1", _number(float, 0, False, 1.0), "2")
 BOOL = Kind("true or false", _bool, "maybe")
@@ -166,6 +169,10 @@ SETTINGS: list[Setting] = [
             "simulator's `--time-scale`): multiplies the rate window, the timeouts and every wait and interval"),
 ]
 BY_NAME = {s.name: s for s in SETTINGS}
+# Scrapy's own settings the project reads from the environment too: checked as ours are.
+LEVEL = Kind("DEBUG, INFO, WARNING, ERROR or CRITICAL",
+             lambda t: _choice(t.strip().upper(), ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")), "LOUD")
+SCRAPY = {"CONCURRENT_REQUESTS": COUNT, "LOG_LEVEL": LEVEL}
 
 # Names an earlier version read, and what replaced each: still set, they get one warning.
 RETIRED = {
@@ -195,8 +202,6 @@ OTHER_NAMES = ("AD_PLATFORM_EMAIL", "AD_PLATFORM_PASSWORD", "SCRAPYD_USERNAME", 
 
 def environment_values() -> dict[str, str]:
     """Each setting as text from the environment or ``.env``, else its default."""
-    from decouple import config
-
     return {s.name: config(s.name, default=s.default) for s in SETTINGS}
 
 
@@ -208,12 +213,12 @@ def _text(raw: Any) -> str:
 
 def parse(name: str, raw: Any) -> Any:
     """The typed value of setting ``name``; ConfigError names the setting and the form."""
-    setting = BY_NAME[name]
+    kind, secret = (BY_NAME[name].kind, BY_NAME[name].secret) if name in BY_NAME else (SCRAPY[name], False)
     try:
-        return setting.kind.parse(_text(raw))
+        return kind.parse(_text(raw))
     except (TypeError, ValueError):
-        shown = " (value not shown: it may hold a password)" if setting.secret else f"={_text(raw)!r}"
-        raise ConfigError(f"{name}{shown}: expected {setting.kind.form}") from None
+        shown = " (value not shown: it may hold a password)" if secret else f"={_text(raw)!r}"
+        raise ConfigError(f"{name}{shown}: expected {kind.form}") from None
 
 
 def value(settings: BaseSettings | Mapping[str, Any], name: str) -> Any:
@@ -254,8 +259,6 @@ def warnings_for(names: Iterable[str]) -> list[str]:
 
 
 def _dotenv_names() -> list[str]:
-    from decouple import config
-
     repository = getattr(getattr(config, "config", None), "repository", None)
     return list(getattr(repository, "data", {}) or {})
 
@@ -265,4 +268,6 @@ def resolve(settings: BaseSettings, names: Iterable[str] = BY_NAME) -> list[str]
     set in the environment, ``.env`` and the settings that are none of ours. Raises ConfigError."""
     for name in names:
         value(settings, name)
+    for name in SCRAPY:
+        settings.set(name, parse(name, settings.get(name)), priority=settings.getpriority(name) or "project")
     return warnings_for([*os.environ, *_dotenv_names(), *(name for name, _ in settings.items())])

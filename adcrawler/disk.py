@@ -205,9 +205,12 @@ class Journal:
         self._fh: Any = None
 
     def pending(self) -> list[CampaignItem | RejectedRecord]:
+        """What the journal holds; a line a kill cut short is left out: its item was never stored,
+        so the resumed run lists and syncs its campaign again."""
         if not self.path.exists():
             return []
-        return [item for _, item in read_spool(self.path)]
+        return [item for _, item in read_spool(self.path)
+                if not (isinstance(item, RejectedRecord) and item.reason.startswith(UNREADABLE))]
 
     def append(self, item: Any) -> None:
         if self._fh is None:

@@ -14,10 +14,10 @@ NEWSPIDER_MODULE = "adcrawler.spiders"
 # Our commands check the settings first, and crawl's exit status tells the truth.
 COMMANDS_MODULE = "adcrawler.commands"
 
-# Scrapy's own names, also from the environment or .env.
+# Scrapy's own names, also from the environment or .env (checked like ours: adcrawler.config.SCRAPY).
 LOG_LEVEL = config("LOG_LEVEL", default="INFO")
 # Requests on the wire, all clients together: those waiting for their budget do not count.
-CONCURRENT_REQUESTS = config("CONCURRENT_REQUESTS", default=1024, cast=int)
+CONCURRENT_REQUESTS = config("CONCURRENT_REQUESTS", default="1024")
 CONCURRENT_REQUESTS_PER_DOMAIN = 16  # per client: each has a download slot of its own
 
 # The budget-aware scheduler holds each client's requests until its rate budget admits

@@ -65,6 +65,19 @@ def test_runs_shows_a_clients_last_runs_newest_first(quiet_mock, db):
     assert re.search(r" 0/\d+ ", rows[0]) and " 100/0 " in rows[1]
 
 
+def test_a_client_is_named_by_its_slug_or_its_client_id_and_an_unknown_name_is_an_error(quiet_mock, db):
+    result = run_crawl(quiet_mock.url, "acme-corp", db.workdir, database_url=db.url)  # -a client= takes either
+    assert result.returncode == 0 and result.stat("outcome", "acme-corp") == "succeeded", result.output[-2000:]
+    env = {"DATABASE_URL": db.url, "ADCRAWLER_DATA_DIR": str(db.workdir)}  # the packaged registry
+    for name in ("acme", "acme-corp"):
+        proc = scrapy("runs", name, env=env)
+        assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "1 run(s) of acme (acme-corp)", proc.stdout
+        assert " acme (acme-corp) " in proc.stdout.splitlines()[1]
+    unknown = scrapy("runs", "acmee", env=env)
+    assert unknown.returncode == 2 and "client 'acmee' is not in the registry" in unknown.stderr
+    assert "known: acme (acme-corp), " in unknown.stderr and unknown.stdout == ""
+
+
 def test_a_dry_run_lists_and_validates_but_writes_and_syncs_nothing(mock_factory, tmp_path):
     mock = mock_factory(*QUIET, "--campaigns", "30", "--malformed", "2")
     result = run_crawl(mock.url, "demo", tmp_path, arguments={"dry_run": "1"})

@@ -16,7 +16,7 @@ from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
 from adcrawler.auth import BearerTokenMiddleware
-from adcrawler.config import SETTINGS
+from adcrawler.config import SCRAPY, SETTINGS
 from adcrawler.extensions.metrics import PrometheusMetrics
 from adcrawler.extensions.statsdump import StatsDump
 from adcrawler.ledger import RunLedger
@@ -90,14 +90,21 @@ def test_every_setting_is_read_somewhere():
     assert len(SETTINGS) <= 20 and all(s.kind.bad for s in SETTINGS)
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
-def test_a_bad_value_is_one_line_naming_the_setting_and_exit_2(setting, capsys, monkeypatch):
+@pytest.mark.parametrize("name, kind", [*((s.name, s.kind) for s in SETTINGS), *SCRAPY.items()],
+                         ids=[*(s.name for s in SETTINGS), *SCRAPY])
+def test_a_bad_value_is_one_line_naming_the_setting_and_exit_2(name, kind, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    code, out, err = scrapy(["crawl", "campaigns", "-a", "client=demo", "-s", f"{setting.name}={setting.kind.bad}"],
-                            capsys)
+    code, out, err = scrapy(["crawl", "campaigns", "-a", "client=demo", "-s", f"{name}={kind.bad}"], capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
-    assert setting.name in lines[0] and setting.kind.form in lines[0] and "Traceback" not in err
+    assert name in lines[0] and kind.form in lines[0] and "Traceback" not in err
+
+
+def test_a_bad_scrapy_value_in_the_environment_is_one_line_too():
+    proc = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "campaigns", "-a", "client=demo"], cwd=ROOT,
+                          env={**os.environ, "CONCURRENT_REQUESTS": "abc"}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "adcrawler: CONCURRENT_REQUESTS='abc': expected a whole number > 0")
 
 
 @pytest.mark.parametrize("name, said", [

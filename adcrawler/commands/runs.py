@@ -1,11 +1,7 @@
-"""``scrapy runs [CLIENT] [-n N]``: a client's last runs, newest first, from ``sync_runs``.
-
-One line per run: when it started, how long it took, its outcome and reasons,
-campaigns seen, synced and failed, rows inserted and updated, records
-quarantined, the run id, and what ran it (a scrapyd job on its node with its egg
-version, or a host and process id). Without CLIENT: the last runs of every client.
-Exit status 1 when the database cannot be used.
-"""
+"""``scrapy runs [CLIENT] [-n N]``: a client's last runs (its slug or its client id), or every client's,
+newest first: when, how long, the outcome and its reasons, the counts, and what ran it (a scrapyd job
+on its node, or a host and process id). Exit status 2 for an unknown client, 1 when the database
+cannot be used."""
 
 from __future__ import annotations
 
@@ -13,12 +9,14 @@ import argparse
 
 from scrapy.commands import ScrapyCommand
 
-from . import OperatorCommand, table
+from adcrawler.registry import ClientConfigError
+
+from . import OperatorCommand, fail, table
 
 
 class Command(OperatorCommand, ScrapyCommand):
     def syntax(self) -> str:
-        return "[CLIENT_ID] [-n N]"
+        return "[CLIENT] [-n N]"
 
     def short_desc(self) -> str:
         return "Show the last runs of a client (or of every client), newest first"
@@ -28,20 +26,27 @@ class Command(OperatorCommand, ScrapyCommand):
         parser.add_argument("-n", dest="limit", type=int, default=10, help="how many runs (default 10)")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        client = args[0] if args else None
-        runs = self.with_store("read the runs", lambda store: store.last_runs(client, max(1, opts.limit)))
+        registry = self.registry()
+        try:
+            client = registry.find(args[0]) if args else None
+        except ClientConfigError as exc:
+            fail(str(exc), self.settings)
+        names = {c.client_id: c.name for c in registry.clients.values()}
+        runs = self.with_store("read the runs", lambda store: store.last_runs(client and client.client_id,
+                                                                              max(1, opts.limit)))
         if runs is None:
             return
         rows = []
         for r in runs:
             took = f"{(r['finished_at'] - r['started_at']).total_seconds():.0f}s" if r["finished_at"] else "-"
-            rows.append((r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), r["client_id"], took, r["outcome"] or "-",
+            rows.append((r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), names.get(r["client_id"], r["client_id"]),
+                         took, r["outcome"] or "-",
                          f"{r['campaigns_seen']}/{r['campaigns_synced']}/{r['campaigns_failed']}",
                          f"{r['rows_inserted']}/{r['rows_updated']}", r["records_rejected"], r["run_id"][:12],
                          ran_by(r), r["outcome_reasons"] or ""))
         print(table(("started (UTC)", "client", "took", "outcome", "seen/synced/failed", "ins/upd",
                      "quarantined", "run", "ran by", "reasons"), rows))
-        print(f"{len(rows)} run(s)" + (f" of {client}" if client else ""))
+        print(f"{len(rows)} run(s)" + (f" of {client.name}" if client else ""))
 
 
 def ran_by(run: dict) -> str:

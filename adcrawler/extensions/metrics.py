@@ -159,8 +159,9 @@ class PrometheusMetrics:
         return dict(self.crawler.stats.get_stats()), dict(self.run)  # C-level copies: safe from any thread
 
     def clients(self) -> dict[str, str]:
+        """The clients this run works for, and those it stopped working for (they push their outcome)."""
         ledger = RunLedger.of(self.crawler)
-        return {client: ledger.run(client).client.slug for client in ledger.held()}
+        return {client: ledger.run(client).client.slug for client in ledger.owned()}
 
     def spider_opened(self, spider: Any) -> None:
         if self.pushgateway:
