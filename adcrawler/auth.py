@@ -61,10 +61,11 @@ class ForeignOrigin(AuthenticationFailed):
     """A request of a client was about to leave the platform's origin (a redirect)."""
 
 
-def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of ``url``, the default port filled in."""
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``, the default port filled in."""
     parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,6 @@ class BearerTokenMiddleware:
         self.crawler = crawler
         self.token_url = f"{api_url}/auth/token"
         self.origin = origin(api_url)
-        self.api_origin = "{}://{}:{}".format(*self.origin)
         self.margin = margin
         self.timeout = timeout
         self.policy = policy
@@ -136,8 +136,8 @@ class BearerTokenMiddleware:
             # A redirect copy: Scrapy's redirect middleware drops the header across origins,
             # and credentials are never added back to one.
             self.stats.inc("redirects_refused", client)
-            reason = ("the platform redirected to another origin ({}://{}:{}); ".format(*origin(request.url))
-                      + f"credentials go only to {self.api_origin}")
+            reason = (f"the platform redirected to another origin ({origin(request.url)}); credentials go only to "
+                      f"{self.origin}")
             if request.meta.get(CLIENT):
                 self._fail(client, reason)  # a token request's refresh does it for the token request
             raise ForeignOrigin(reason)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 from pydantic import ValidationError
 
@@ -61,16 +61,14 @@ def write_private(path: str | Path, text: str) -> None:
 
 # -- the spool ------------------------------------------------------------------------
 
-KINDS = {"campaign": CampaignItem, "rejected": RejectedRecord}
 # JSON back to the value of each column type (the others are JSON already).
 _DECODE = {"ts": datetime.fromisoformat, "money": Decimal, "flags": tuple}
 _CAMPAIGN_TYPES = {name: column.type for name, column in columns(CampaignItem).items()}
 
 
-def write_entries(fh: TextIO, run_id: str, items: list[Any]) -> None:
-    for item in items:
-        kind = "campaign" if isinstance(item, CampaignItem) else "rejected"
-        fh.write(json.dumps({"run_id": run_id, "kind": kind, "item": item.model_dump(mode="json")}) + "\n")
+def entries(run_id: str, items: list[Any]) -> str:
+    return "".join(json.dumps({"run_id": run_id, "kind": "campaign" if isinstance(item, CampaignItem) else "rejected",
+                               "item": item.model_dump(mode="json")}) + "\n" for item in items)
 
 
 def spool_path(directory: Path, run_id: str, client: str) -> Path:
@@ -91,7 +89,7 @@ def append_spool(directory: Path, run_id: str, batch: list[Any]) -> list[Path]:
     for client in sorted({item.client_id for item in batch}):
         path = spool_path(directory, run_id, client)
         with open_private(path, "a") as fh:
-            write_entries(fh, run_id, [item for item in batch if item.client_id == client])
+            fh.write(entries(run_id, [item for item in batch if item.client_id == client]))
         paths.append(path)
     return paths
 
@@ -115,8 +113,8 @@ def read_spool(path: Path) -> Iterator[tuple[str, CampaignItem | RejectedRecord]
 def _entry(line: str) -> tuple[str, CampaignItem | RejectedRecord]:
     entry = json.loads(line)
     data = entry["item"]
-    if entry["kind"] != "campaign":
-        return str(entry["run_id"]), KINDS[entry["kind"]].model_validate(data)
+    if entry["kind"] == "rejected":
+        return str(entry["run_id"]), RejectedRecord.model_validate(data)
     decoded = {}
     for name, kind in _CAMPAIGN_TYPES.items():
         value = data[name]
@@ -167,7 +165,6 @@ class JobState:
 
     def save(self, state: str) -> None:
         if self.path is not None:
-            private_dir(self.path.parent)
             write_private(self.path, json.dumps({"run_id": self.run_id, "state": state}))
 
     def journal(self) -> "Journal | None":
@@ -215,16 +212,13 @@ class Journal:
     def append(self, item: Any) -> None:
         if self._fh is None:
             self._fh = open_private(self.path, "a")
-        write_entries(self._fh, self.run_id, [item])
+        self._fh.write(entries(self.run_id, [item]))
         self._fh.flush()  # in the OS's hands: survives a killed process
 
     def rewrite(self, items: list[Any]) -> None:
         """Keep only ``items`` (those still waiting for a commit)."""
         self.close()
-        tmp = self.path.with_suffix(".tmp")
-        with open_private(tmp, "w") as fh:
-            write_entries(fh, self.run_id, items)
-        tmp.replace(self.path)
+        write_private(self.path, entries(self.run_id, items))
 
     def close(self) -> None:
         fh, self._fh = self._fh, None

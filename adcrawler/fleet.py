@@ -53,14 +53,14 @@ class Node(ScrapydClient):
         self.timeout = timeout
 
     def _get(self, basename: str, params: dict | None = None) -> dict:
-        return self._answer(requests.get(f"{self.url}/{basename}.json", params=params or {}, headers=HEADERS,
-                                         auth=self.auth, timeout=self.timeout))
+        return self._call("GET", basename, params=params or {})
 
     def _post(self, basename: str, data: object) -> dict:
-        return self._answer(requests.post(f"{self.url}/{basename}.json", data=data, headers=HEADERS,
-                                          auth=self.auth, timeout=self.timeout))
+        return self._call("POST", basename, data=data)
 
-    def _answer(self, response: requests.Response) -> dict:
+    def _call(self, method: str, basename: str, **kwargs: object) -> dict:
+        response = requests.request(method, f"{self.url}/{basename}.json", headers=HEADERS, auth=self.auth,
+                                    timeout=self.timeout, **kwargs)
         if response.status_code == 401:
             raise CredentialsRefused("credentials refused (SCRAPYD_USERNAME / SCRAPYD_PASSWORD)")
         return _process_response(response)
@@ -127,14 +127,11 @@ class Fleet:
             try:
                 versions = node.versions(self.project)
                 jobs = node.jobs(self.project)
-            except CredentialsRefused as exc:
-                self.err(f"node {url}: {exc}; its clients go to their next node")
-                continue
-            except ErrorResponse as exc:
-                self.err(f"node {url}: {exc} (deploy with scrapyd-deploy); its clients go to their next node")
-                continue
             except NODE_ERRORS as exc:
-                self.err(f"node {url}: not answering ({type(exc).__name__}); its clients go to their next node")
+                said = (f"{exc}" if isinstance(exc, CredentialsRefused) else
+                        f"{exc} (deploy with scrapyd-deploy)" if isinstance(exc, ErrorResponse) else
+                        f"not answering ({type(exc).__name__})")
+                self.err(f"node {url}: {said}; its clients go to their next node")
                 continue
             if not versions:
                 self.err(f"node {url}: project {self.project} has no version (deploy with scrapyd-deploy); "

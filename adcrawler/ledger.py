@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum, StrEnum
 from typing import Any
@@ -20,7 +20,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 
 from adcrawler.budget import lower_bound_seconds
-from adcrawler.config import DRY_RUN, value
+from adcrawler.config import DRY_RUN, scaled, value
 from adcrawler.listing import Listing
 from adcrawler.model import Campaign, CampaignItem
 from adcrawler.registry import Client
@@ -147,7 +147,7 @@ class RunLedger:
     def from_crawler(cls, crawler: Crawler) -> RunLedger:
         s = crawler.settings
         ledger = cls(RunStats(crawler), value(s, "ADCRAWLER_PAGE_SIZE"), value(s, "ADCRAWLER_RATE_LIMIT"),
-                     value(s, "ADCRAWLER_RATE_WINDOW") * value(s, "ADCRAWLER_TIME_SCALE"),
+                     scaled(s, value(s, "ADCRAWLER_RATE_WINDOW")),
                      dry_run=s.getbool(DRY_RUN), max_campaigns=value(s, "ADCRAWLER_MAX_CAMPAIGNS"))
         crawler.signals.connect(ledger.spider_closed, signal=signals.spider_closed)
         return ledger
@@ -310,7 +310,7 @@ class RunLedger:
         run, cid = self.runs[client], campaign.campaign_id
         run.latest[cid] = campaign
         if cid in run.failed:
-            run.failed[cid] = FailedSync(campaign, *astuple(run.failed[cid])[1:])
+            run.failed[cid] = replace(run.failed[cid], campaign=campaign)
         return "synced" if cid in run.synced else "failed" if cid in run.failed else "pending"
 
     def quarantined(self, client: str, problem: str | None = None) -> None:
@@ -345,7 +345,7 @@ class RunLedger:
         run.pending -= 1
         first = campaign_id not in run.failed
         campaign = run.latest.get(campaign_id, failed.campaign)
-        run.failed[campaign_id] = FailedSync(campaign, failed.fetched_at, failed.error, failed.retryable)
+        run.failed[campaign_id] = replace(failed, campaign=campaign)
         if not first:
             return None
         logger.warning("Client %s: sync of %s failed: %s", client, campaign_id, failed.error, extra={"client": client})
@@ -384,9 +384,6 @@ class RunLedger:
         self.stats.inc("rows_spooled", client, rows, reason=cause.replace(" ", "_"))
 
     # -- the end -----------------------------------------------------------------------------
-    def progress(self, client: str) -> Progress:
-        return self.runs[client].progress()
-
     def spider_closed(self, spider: Any, reason: str) -> None:
         """Settle each client's outcome and timing; connected after the spider's own handler and
         before every other extension's (the ledger is first in EXTENSIONS)."""
@@ -411,8 +408,7 @@ class RunLedger:
                                                                         run.last_latency), 3), client)
 
     def _settle(self, run: ClientRun) -> None:
-        decide = dry_run_outcome if self.dry_run else client_outcome
-        run.outcome = decide(run, stopped_early=self.finish_reason != "finished")
+        run.outcome = client_outcome(run, self.finish_reason != "finished", self.dry_run)
         self.stats.set("outcome", str(run.outcome.name), run.client_id)
         self.stats.set("outcome_reasons", ", ".join(run.outcome.reasons), run.client_id)
 
@@ -432,57 +428,46 @@ class RunLedger:
 
 # -- outcomes (pure logic) ---------------------------------------------------------------------
 
-def client_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
+def client_outcome(run: ClientRun, stopped_early: bool, dry_run: bool = False) -> Outcome:
     """A client's outcome. ``succeeded``: every announced campaign listed, synced and stored, nothing
     newly quarantined, spooled or left out; ``partial``: anything between, with reasons; ``failed``:
     the credentials refused, the token endpoint gone, or no listing at all; ``skipped``: another run
-    holds the client; ``interrupted``: the run stopped working for it midway."""
+    holds the client; ``interrupted``: the run stopped working for it midway. A dry run's says what
+    the run would have done."""
     if run.state is State.SKIPPED:
         return Outcome(Result.SKIPPED, ("another run is syncing this client",))
     if run.state is State.INTERRUPTED:
         return Outcome(Result.INTERRUPTED, (str(run.interruption), *run.faults))
     if run.auth_failure:
         return Outcome(Result.FAILED, (run.auth_failure, *run.faults))
-    seen, expected = run.seen, run.listing.total
-    if not seen and (run.list_failed or stopped_early or not run.listing.pages):
+    if not run.seen and (run.list_failed or stopped_early or not run.listing.pages):
         reason = "the campaign list could not be read" if run.list_failed else "stopped before listing"
         return Outcome(Result.FAILED, (reason, *run.faults))
+    listing = [f"{run.list_failed} list page(s) unreadable"] if run.list_failed else []
+    if run.listing.missing:
+        listing.append(f"{run.listing.missing} of {run.listing.total} announced campaigns never listed")
+    if run.listing.truncated:
+        listing.append(f"listing {run.listing.stop_reason}")
+    if dry_run:
+        would = (f"would store {run.would_store}, quarantine {run.quarantined} and sync {len(run.syncable)} of "
+                 f"{run.seen} listed")
+        listing += ["the crawl stopped early"] if stopped_early else []
+        return Outcome(Result.PARTIAL if listing else Result.SUCCEEDED, (would, *listing))
     counts = [
         (run.quarantined - run.quarantined_again, "{} quarantined"),
         (len(run.failed), "{} sync failed"),
         (run.not_attempted, "{} not synced before the crawl stopped"),
         *((count, f"{{}} {SPOOLED} ({cause})") for cause, count in sorted(run.spooled.items())),
-        (run.list_failed, "{} list page(s) unreadable"),
     ]
-    reasons = [text.format(count) for count, text in counts if count]
-    if expected and seen < expected:
-        reasons.append(f"{expected - seen} of {expected} announced campaigns never listed")
-    if run.listing.truncated:
-        reasons.append(f"listing {run.listing.stop_reason}")
-    unstored = seen - len(run.stored) - run.quarantined - run.resumed - run.not_attempted - sum(run.spooled.values())
+    reasons = [text.format(count) for count, text in counts if count] + listing
+    unstored = run.seen - len(run.stored) - run.quarantined - run.resumed - run.not_attempted - sum(
+        run.spooled.values())
     if unstored > 0:
         reasons.append(f"{unstored} not stored")
     reasons.extend(run.faults)
     if stopped_early and not reasons:
         reasons.append("the crawl stopped early")
     return Outcome(Result.PARTIAL if reasons else Result.SUCCEEDED, tuple(reasons))
-
-
-def dry_run_outcome(run: ClientRun, stopped_early: bool) -> Outcome:
-    """Whether the listing could be read, and what the run would have done."""
-    if run.state is State.SKIPPED or run.auth_failure or not run.seen and (
-            run.list_failed or stopped_early or not run.listing.pages):
-        return client_outcome(run, stopped_early)
-    would = (f"would store {run.would_store}, quarantine {run.quarantined} and sync {len(run.syncable)} of "
-             f"{run.seen} listed")
-    problems = [f"{run.list_failed} list page(s) unreadable"] if run.list_failed else []
-    if run.listing.total and run.seen < run.listing.total:
-        problems.append(f"{run.listing.total - run.seen} of {run.listing.total} announced campaigns never listed")
-    if run.listing.truncated:
-        problems.append(f"listing {run.listing.stop_reason}")
-    if stopped_early:
-        problems.append("the crawl stopped early")
-    return Outcome(Result.PARTIAL if problems else Result.SUCCEEDED, (would, *problems))
 
 
 def after_replay(outcome: str | None, reasons: str | None, unreadable: int = 0) -> tuple[str, str | None]:

@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -87,19 +88,17 @@ def set_run_id(run_id: str) -> None:
     _context["run_id"] = run_id
 
 
+def _json(created: float, level: str, name: str, message: str, **more: Any) -> str:
+    return json.dumps({"time": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
+                       "level": level, "logger": name, "message": message, "run_id": _context["run_id"],
+                       **{k: v for k, v in more.items() if v}}, ensure_ascii=False, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
-            "run_id": _context["run_id"]}
-        if getattr(record, "client", None):
-            data["client"] = record.client
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            data["exception"] = record.exc_text
-        return json.dumps(data, ensure_ascii=False, default=str)
+        # The redacting filter has formatted the message and the traceback (exc_text) already.
+        return _json(record.created, record.levelname, record.name, record.getMessage(),
+                     client=getattr(record, "client", None), exception=record.exc_text)
 
 
 class ConsoleFilter(logging.Filter):
@@ -109,12 +108,9 @@ class ConsoleFilter(logging.Filter):
                  "Enabled spider middlewares:", "Enabled item pipelines:", "Overridden settings:")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("scrapy.") or record.levelno != logging.INFO:
-            return True
-        try:
-            return not record.getMessage().startswith(self.INVENTORY)
-        except Exception:  # noqa: BLE001 - a malformed record is still logged
-            return True
+        # After the redacting filter: the message is formatted already.
+        return not (record.name.startswith("scrapy.") and record.levelno == logging.INFO
+                    and str(record.msg).startswith(self.INVENTORY))
 
 
 def configure(settings: BaseSettings) -> None:
@@ -131,10 +127,10 @@ def configure(settings: BaseSettings) -> None:
     handler.setFormatter(JsonFormatter() if value(settings, "ADCRAWLER_LOG_JSON")
                          else logging.Formatter(settings.get("LOG_FORMAT"), settings.get("LOG_DATEFORMAT")))
     handler.setLevel(settings.get("LOG_LEVEL"))
+    handler.addFilter(RedactingFilter())
     if logging.getLevelName(settings.get("LOG_LEVEL")) > logging.DEBUG:
         handler.addFilter(ConsoleFilter())
         settings.set("STATS_DUMP", False, priority="cmdline")  # they are in the stats file
-    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
@@ -153,10 +149,7 @@ def error_line(message: str, settings: BaseSettings | None = None) -> str:
     except ValueError:
         as_json = False
     message = SECRETS.redact(message)
-    if as_json:
-        return json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                           "level": "ERROR", "logger": "adcrawler", "message": message, "run_id": None})
-    return f"adcrawler: {message}"
+    return _json(time.time(), "ERROR", "adcrawler", message) if as_json else f"adcrawler: {message}"
 
 
 def log_failure(task: Any) -> None:

@@ -66,12 +66,19 @@ def _budget(value: Any) -> Decimal | None:
     return number
 
 
-def usable_id(value: Any) -> str:
+_REFUSE = object()
+
+
+def usable_id(value: Any, default: Any = _REFUSE) -> Any:
+    """``value`` as a campaign id (it goes into a URL path and a primary key), else ``default``
+    (ValueError when none is given: pydantic's validator)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not USABLE_ID.match(value):
+    if isinstance(value, str) and USABLE_ID.match(value):
+        return value
+    if default is _REFUSE:
         raise ValueError("not a usable id (letters, digits, '_', '.', ':', '-'; at most 128)")
-    return value
+    return default
 
 
 Int64 = Annotated[int, Field(ge=-INT64 - 1, le=INT64)]
@@ -194,10 +201,9 @@ def validate_campaign(record: Any, text: str = "") -> Campaign:
     ``text``: the record as the platform sent it, kept as ``raw`` (else it is encoded again)."""
     if not isinstance(record, dict):
         raise InvalidRecord(f"record is not a JSON object: {type(record).__name__}")
-    try:
-        cid = usable_id(record.get("id"))
-    except ValueError:
-        raise InvalidRecord(f"id {record.get('id')!r:.60}: not a usable id") from None
+    cid = usable_id(record.get("id"), None)
+    if cid is None:
+        raise InvalidRecord(f"id {record.get('id')!r:.60}: not a usable id")
     unstorable = _unstorable(record)
     if unstorable:
         raise InvalidRecord(f"{unstorable}: the database cannot store it", cid)

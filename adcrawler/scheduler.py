@@ -64,6 +64,7 @@ class BudgetScheduler:
         self.budgets: dict[str, RollingWindowBudget] = {}  # by budget key
         self.shares: dict[str, str] = {}  # client -> the key of the budget it draws from
         self._members: dict[str, list[str]] = {}  # budget key -> the clients drawing from it
+        self._moved: set[str] = set()  # clients that moved to a platform's partition
         self._last_sent: dict[str, int] = {}  # client -> when it last sent, in sends (turns in a shared budget)
         self._reported: dict[str, tuple[int, float]] = {}  # budget key -> the limit last said
         self._queues: dict[str, list[tuple[int, int, Request]]] = {}
@@ -166,7 +167,9 @@ class BudgetScheduler:
             group = run.client.budget if run is not None else None
             self.shares[client] = f"group:{group}" if group else f"client:{client}"
             self._members.setdefault(self.shares[client], []).append(client)
-        key = self.shares[client]
+        return self._budget(self.shares[client])
+
+    def _budget(self, key: str) -> RollingWindowBudget:
         if key not in self.budgets:
             self.budgets[key] = RollingWindowBudget(self.limit, self.window, self.clock, ceiling=self.ceiling)
         return self.budgets[key]
@@ -206,21 +209,17 @@ class BudgetScheduler:
             self.budgets.pop(old, None)
         self.shares[client] = key
         self._members.setdefault(key, []).append(client)
-        if key not in self.budgets:
-            self.budgets[key] = RollingWindowBudget(self.limit, self.window, self.clock, ceiling=self.ceiling)
-        self.budgets[key].give(places)
-        self._wake_all(old)
-        # The partition key is the platform's and may name an account: logged as a digest.
-        logger.info("Client %s shares one platform budget (%s) with %s", client,
-                    hashlib.sha1(key.encode()).hexdigest()[:8],
-                    ", ".join(c for c in self.sharing(client) if c != client) or "no other client yet",
-                    extra={"client": client})
-
-    def _wake_all(self, key: str) -> None:
-        """The clients left on budget ``key`` may have room now."""
-        members = self._members.get(key)
-        if members:
-            self._wake(members[0])
+        self._budget(key).give(places)
+        if self._members.get(old):  # the clients left behind may have room now
+            self._wake(self._members[old][0])
+        # The partition key is the platform's and may name an account: logged as a digest; a
+        # client that moves again (a platform rebalancing its accounts) is said at DEBUG.
+        logger.log(logging.DEBUG if client in self._moved else logging.INFO,
+                   "Client %s shares one platform budget (%s) with %s", client,
+                   hashlib.sha1(key.encode()).hexdigest()[:8],
+                   ", ".join(c for c in self.sharing(client) if c != client) or "no other client yet",
+                   extra={"client": client})
+        self._moved.add(client)
 
     def _report(self, client: str, why: str) -> None:
         """The limit in force, when it changed, in the stats of every client drawing from it and in the log."""

@@ -51,7 +51,7 @@ EXTENSIONS = {
     "adcrawler.extensions.recorder.RunRecorder": 100,
     "adcrawler.extensions.statsdump.StatsDump": 510,
     "adcrawler.extensions.metrics.PrometheusMetrics": 520,
-    "adcrawler.extensions.progress.Progress": 530,
+    "adcrawler.extensions.progress.ProgressLog": 530,
     # Our progress line says what Scrapy's "Crawled N pages" would, in the job's terms.
     "scrapy.extensions.logstats.LogStats": None,
     # Remote control and telnet would expose the running crawler; the job directory holds

@@ -50,13 +50,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _usable(cid: object) -> str | None:
-    try:
-        return usable_id(cid)
-    except ValueError:
-        return None
-
-
 def _reason(failure: Failure) -> str:
     exc = failure.value
     if isinstance(exc, HttpError):
@@ -169,7 +162,7 @@ class CampaignsSpider(scrapy.Spider):
         try:
             if entry.error is not None:  # a parser limit: kept as text, its id (if usable) still synced
                 self.stats.inc("records_at_parser_limit", client)
-                raise InvalidRecord(f"{entry.error}; kept as sent", _usable(entry.id))
+                raise InvalidRecord(f"{entry.error}; kept as sent", usable_id(entry.id, None))
             campaign = validate_campaign(entry.value, entry.text)
         except InvalidRecord as exc:
             rejected = RejectedRecord.of(client, entry.value, str(exc), fetched_at, text=entry.text, cid=entry.id)
@@ -189,7 +182,7 @@ class CampaignsSpider(scrapy.Spider):
             campaign = validate_campaign(entry.value, entry.text) if entry.error is None else None
         except InvalidRecord:
             campaign = None
-        cid = campaign.campaign_id if campaign else _usable(entry.id)
+        cid = campaign.campaign_id if campaign else usable_id(entry.id, None)
         logger.warning("Client %s: campaign %s listed twice with other contents; the later one is kept", client,
                        cid or "without a usable id", extra={"client": client})
         if campaign is None or cid not in self.ledger.run(client).syncable:
@@ -212,13 +205,12 @@ class CampaignsSpider(scrapy.Spider):
                    fetched_at: datetime) -> Iterator[Any]:
         body = json_body(response.body)
         if not (isinstance(body, dict) and body.get("success") is True and body.get("campaign_id") == campaign_id):
-            decision = Decision(Verdict.RETRY, "invalid_json" if body is NOT_JSON else "sync_not_a_success")
-            again = retry_request(response.request, decision, self.policy, self.stats, self)
+            again = self._again(response, "invalid_json" if body is NOT_JSON else "sync_not_a_success")
             if again is not None:
                 yield again
                 return
-            yield from self._failed(client, campaign_id, campaign, fetched_at, "sync answer was not a success",
-                                    self.policy.worth_another_pass("sync", decision))
+            # Out of retries for a transient fault: worth another pass, as a 503 is.
+            yield from self._failed(client, campaign_id, campaign, fetched_at, "sync answer was not a success", True)
             return
         try:
             synced_at = datetime.fromisoformat(str(body.get("synced_at")).replace("Z", "+00:00"))
