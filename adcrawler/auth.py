@@ -1,13 +1,6 @@
-"""Credentials on every request, attached when it is sent and bound to the platform's origin;
-bearer tokens per client.
-
-A token belongs to the moment a request is *sent*: requests wait for their budget, come back
-from retries or outlive a token, so ``process_request`` attaches it (refreshed first if due, one
-refresh in flight per client) and the answer's processing removes it again. A request that a
-redirect would send to another origin than ``AD_PLATFORM_API_URL``'s is not sent at all, and its
-client fails with that reason. A client whose credentials are refused fails at once; when no
-client is left, the spider closes (``auth_failed``).
-"""
+"""Credentials on every request, attached when it is sent (a queued or retried request never carries a
+stale token), bound to the platform's origin (never sent to a redirect elsewhere); one bearer token
+per client, refreshed before expiry or when refused, one refresh in flight at a time."""
 
 from __future__ import annotations
 

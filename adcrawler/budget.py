@@ -1,19 +1,8 @@
 """A client's rate budget, and what a platform says of its limits (pure logic, injected clock).
 
-The platform admits ``limit`` requests per rolling ``window`` and counts a request when it
-arrives, which we cannot see: until it says more, a request holds its place from its send until
-a window after its answer, so the platform's window never holds more of ours than ours does.
-
-What the platform says (:func:`read_signals`, read tolerantly: a field that cannot be read is
-named in ``malformed`` and ignored) is followed (:meth:`RollingWindowBudget.observe`): the IETF
-``RateLimit-Policy``/``RateLimit`` fields, the earlier drafts' and vendors' ``RateLimit-*`` and
-``X-RateLimit-*`` (a reset told apart by magnitude: epoch ms, epoch s or a delta), and
-``Retry-After``. Its policies replace the configured one (a higher one up to a ceiling), a place
-is then held from the send, sends are spaced by a typical answer's latency so that a lowered limit
-is read before the next send, and what the last answer says remains is not exceeded. A 429 pauses
-the client; without signals it also halves the limit, probed back up after quiet windows.
-Every stated time (window, reset, Retry-After) is bounded by one cap.
-"""
+Until the platform says more, a request holds its place from its send until a window after its answer
+(the platform counts it somewhere between); what its headers say (IETF RateLimit, the older drafts',
+the vendors' X-RateLimit and Shopify's, Retry-After) is followed, every stated time bounded by one cap."""
 
 from __future__ import annotations
 

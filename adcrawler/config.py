@@ -1,11 +1,7 @@
-"""The settings an operator sets: one name each, the same in the environment, ``.env`` and ``-s``.
-
-``adcrawler/settings.py`` reads them as text; :func:`resolve` checks them all before a
-command starts (a bad value is one line naming it, exit 2) and warns about names it does
-not know: a retired setting, or a near miss of a known one. Components read typed values
-with :func:`value` in ``from_crawler``. Everything else is a constant beside the code that
-uses it; the durations among them scale with ``ADCRAWLER_TIME_SCALE`` (:func:`scaled`).
-"""
+"""The settings an operator sets: one name each, the same in the environment, ``.env`` and ``-s``,
+checked before a command starts (a bad value is one line naming it, exit 2); a retired name or a near
+miss of a known one is warned about. Everything else is a constant beside its code, its durations
+scaled by ``ADCRAWLER_TIME_SCALE``."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""What the crawler keeps on disk besides the database: private files, the spool and the job directory.
-
-Files it creates are 0600 and directories 0700 (client data; the commands also set umask 077).
-The spool holds the batches the database could not take: one file per run and client
-(``<run id>+<client id>.jsonl``), a JSON line per item, read back by each field's declared
-column type and not validated again; replay is an upsert, so replaying twice changes nothing.
-A line that cannot be read back is quarantined under its file's run and client. The job
-directory (Scrapy's ``JOBDIR``) holds two files of ours: the run's id and state, so an
-interrupted run resumes under its id, and a journal of the items not yet committed (same
-format). Nothing of Scrapy's is kept there: a resumed run lists again and skips what it stored.
-"""
+"""What the crawler keeps on disk besides the database, all private to its user: the spool (batches the
+database could not take, one file per run and client, replayed by upsert) and the job directory
+(the run's id and state, and a journal of what is not committed yet, so a killed run resumes)."""
 
 from __future__ import annotations
 

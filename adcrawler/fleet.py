@@ -1,14 +1,6 @@
-"""The fleet: clients spread over scrapyd nodes, each node running its share in a few jobs of many
-clients (``scrapy dispatch`` is its command line).
-
-Each client goes to one node by rendezvous hashing of (client, node): the same node run after run,
-and a node that does not answer gives its clients to their next node; a budget group hashes as one
-and stays in one job. A client already pending or running anywhere is not scheduled again (pending
-jobs from scrapyd, running ones from ``sync_runs``); the per-client lock is the last word. A shard
-travels as one compact argument (``-a client=shard:...``). ``--wait`` waits for the jobs and exits 0
-only when every client scheduled succeeded (or is held by another run), else names each client that
-did not and its job's log: the mode for cron and the systemd timer.
-"""
+"""The fleet: clients spread over scrapyd nodes by rendezvous hashing (the same node run after run, a
+budget group in one job), each node running its share in a few jobs of many clients; busy clients are
+not scheduled twice, and the per-client lock is the last word. ``scrapy dispatch`` is its command line."""
 
 from __future__ import annotations
 

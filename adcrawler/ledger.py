@@ -1,11 +1,6 @@
 """The run ledger: every client's run state and outcome, owned in one place, reached through the crawler.
-
-One :class:`ClientRun` per client holds what the run knows of it; components tell the ledger what
-happened through its methods (``listed``, ``synced``, ``stored``...), which keep the stats that
-derive from it, and read its state; none writes a field. When the spider closes, the ledger settles
-each client's outcome (:func:`client_outcome`) before the recorder, the stats file and the metrics
-read it; the crawl's exit status and last line come from :meth:`RunLedger.final_line`.
-"""
+Components tell it what happened through its methods and read its state; none writes a field. Its
+outcome is what the run records, the metrics, the exit status and the last line say."""
 
 from __future__ import annotations
 

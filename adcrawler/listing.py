@@ -1,13 +1,6 @@
-"""One client's campaign list, page by page: reading a page record by record, and when to stop (pure logic).
-
-A page is read one record at a time (:func:`read_page`), so that a record past a limit of the JSON
-parser (nesting, digits) costs that record, not its page; every record keeps its text as sent and
-fractions are decoded as :class:`~decimal.Decimal`. Pagination cannot be trusted (``has_more`` may stay
-true past the end, ``limit`` may be capped silently, ``total`` may be wrong, the list may shift), so
-:class:`Listing` believes what it sees: every distinct record is kept, no page is asked for past an
-announced total, and the listing ends at an empty, short or repeated page, ``has_more`` false, or
-``max_campaigns`` records (``truncated``: the client is partial).
-"""
+"""One client's campaign list (pure logic): a page read record by record, so that a record past a JSON
+parser's limit costs that record, not its page; and when to stop, believing what the platform serves
+over what its pagination says."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Log output: one root handler, text or JSON from the first line, secrets redacted and what the
-platform sends escaped before anything is formatted.
-
-The commands call :func:`configure` before Scrapy logs anything and tell Scrapy not to install a
-handler of its own, so its lines go through ours too; the handler honours Scrapy's ``LOG_*``
-settings (scrapyd passes ``LOG_FILE``). Above DEBUG the console is for a person: Scrapy's
-start-up inventory and its stats dump are left out (the stats are in the stats file).
-"""
+"""Log output: one root handler, text or JSON from the first line; what the platform sends escaped and
+secrets redacted before anything is formatted; Scrapy's start-up inventory left out above DEBUG."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""A campaign's fields, declared once, and the validation of the records the platform sends.
-
-Each field of :class:`Campaign` (a platform record, validated) and :class:`CampaignItem` (with its
-client and this run's sync) is declared here once, with a :class:`Column` saying how it is stored;
-the SQL of both backends, the history row and the spool codec derive from these declarations.
-
-Keep what the platform sends: an absent or null value is stored as NULL and flagged; numeric
-strings are converted without loss; unknown fields and statuses are kept (``raw`` holds the record
-as sent); implausible values are stored and flagged. Only what cannot be stored is quarantined
-(:class:`InvalidRecord`): not an object, no usable id, a value no column of either backend holds.
-"""
+"""A campaign's fields, declared once (the SQL, the history row and the spool derive from them), and the
+validation of what the platform sends: kept as sent (``raw``), flagged when implausible, NULL when
+absent, quarantined (:class:`InvalidRecord`) only when no column of either backend can hold it."""
 
 from __future__ import annotations
 

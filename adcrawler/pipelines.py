@@ -1,13 +1,6 @@
-"""Batched, parameterized upserts of campaign items and quarantined records.
-
-Items are buffered and written :data:`BATCH_SIZE` at a time, or once the oldest has waited
-:data:`FLUSH_INTERVAL` (a timer: a quiet spell keeps no rows in memory), one transaction per
-batch, through the crawl's one connection (:class:`adcrawler.store.Database`). A batch the database
-cannot take (unreachable, a timeout, permission, a full disk) is retried as the retry policy says,
-then appended to the spool (its cause named in the outcome); with the spool unwritable too, it stays
-in memory for one last try at close and its clients are interrupted. With a job directory every
-item is also journaled until its batch commits, and a resumed run stores the journal first.
-"""
+"""Batched, parameterized upserts through the crawl's one connection: a batch the database cannot take is
+retried, then spooled (its cause named), and kept in memory as a last resort; with a job directory,
+every item is journaled until its batch commits."""
 
 from __future__ import annotations
 

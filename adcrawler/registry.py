@@ -1,10 +1,6 @@
-"""The client registry: which clients exist, under which two names, and where their credentials live.
-
-``adcrawler/clients.toml`` (inside the package, so a scrapyd egg has it; another file with
-``ADCRAWLER_CLIENTS_FILE``) maps a slug to the platform's client id and to the *names* of the
-environment variables holding the client's credentials, never the secrets. A client is named
-by its slug or its client id, wherever a person types one; an unknown name is an error.
-"""
+"""The client registry: which clients exist, under which two names (a slug, the platform's client id),
+and the names of the variables holding their credentials; either name is accepted wherever a person
+types one, and an unknown name is an error."""
 
 from __future__ import annotations
 

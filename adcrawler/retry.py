@@ -1,14 +1,6 @@
-"""When to try again: the verdict on every answer, its wait, and the decision to try again, in one place.
-
-Whatever failed (an API answer or exception, a token request, a batch write, a sync given up on
-that waits for another pass), its :class:`Decision` goes to :class:`RetryPolicy`, which says
-whether to try again and after how long: the platform's Retry-After when it said one, else a
-capped exponential backoff with jitter. API calls are retried through Scrapy's
-``get_retry_request`` (:func:`retry_request`: its ``retry/*`` stats and log lines), from the
-middleware below or from a callback that finds a 200 that is not JSON; the token request and the
-batch writes through :func:`keep_trying`. Neither waits in a downloader place: a request to send
-again goes back to the scheduler with its wait in ``meta``.
-"""
+"""When to try again: the verdict on every answer, its wait (the platform's Retry-After, else a capped
+backoff with jitter) and the decision, for API calls (through Scrapy's ``get_retry_request``, from the
+middleware or a callback), the token request and batch writes (:func:`keep_trying`) alike."""
 
 from __future__ import annotations
 

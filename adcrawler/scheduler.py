@@ -1,18 +1,6 @@
-"""A scheduler that releases a client's request only when its rate budget admits it.
-
-Every request of a client waits in its client's queue (highest priority first, then first come)
-until its budget (:mod:`adcrawler.budget`) has a place, so the downloader only holds requests on
-the wire and ``CONCURRENT_REQUESTS`` counts those. Clients are served in the order they became
-ready, one request at a time, so every client progresses from the first minute. A place is held
-from the send until a window after the answer (the platform counts the request in between).
-
-Every answer's rate-limit headers are read here, once, as they arrive: the budget follows them,
-and the retry policy finds them in ``meta``. Clients that share one platform budget (a registry
-``budget`` group, or a partition key the platform names) draw from one budget and take turns;
-a client that moves takes only its own places. A retry's backoff (``adcrawler_not_before``) waits
-outside the queues; a 429 (``adcrawler_pause``) pauses the whole client. Requests of a client the
-run no longer holds are dropped, never sent. Nothing is written to ``JOBDIR``.
-"""
+"""A scheduler that releases a client's request only when its rate budget admits it, so the downloader
+holds only requests on the wire; clients are served in turn, those sharing a platform budget draw from
+one, and every answer's rate-limit headers are read here, once, as they arrive."""
 
 from __future__ import annotations
 

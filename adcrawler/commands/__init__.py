@@ -1,9 +1,5 @@
-"""Project commands: ``crawl`` (checked settings, a true exit status) and the operator's ``clients``,
-``runs``, ``migrate``, ``replay`` and ``dispatch``.
-
-Every command checks its settings before anything starts: a bad value prints one line naming it
-and exits 2; a retired or misspelt name is warned about.
-"""
+"""Project commands (crawl, clients, runs, migrate, replay, dispatch) and what they share: settings
+checked before anything starts (a bad value is one line and exit 2), a table for people to read."""
 
 from __future__ import annotations
 

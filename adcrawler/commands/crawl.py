@@ -1,11 +1,6 @@
-"""``scrapy crawl``, with checked settings and an exit status that tells the truth.
-
-Before anything starts, the settings, the client registry, ``-a client=`` and the other spider
-arguments are checked and the job directory is claimed: a bad one prints one line naming it and
-exits 2. After the crawl the exit status is 0 only when the spider finished and every client
-succeeded or was skipped (another run holds it), 2 when the schema is behind and this role may not
-migrate it, else 1; the last line names each incomplete client's outcome and reasons.
-"""
+"""``scrapy crawl``: settings, registry, arguments and job directory checked first (one line, exit 2);
+after the crawl, exit 0 only when every client succeeded or is held by another run, 2 when the
+schema is behind and this role may not migrate it, else 1, with each incomplete client named last."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""``scrapy replay FILE [FILE...]``: load spool files into the database the crawler uses.
-
-A replay upserts the spooled rows under their original run (twice changes nothing), quarantines
-what the database refuses or what cannot be read back, renames each file done ``*.replayed``, then
-counts the run again from its rows and closes it when no run holds the client: the spool is no
-longer a reason (unless a line could not be read back), and a run that never recorded its end is
-``interrupted``. Exit status 0 when every file was replayed, 1 if a line could not be read back or
-the database could not be used (nothing renamed after the failing file), 2 for bad arguments.
-"""
+"""``scrapy replay FILE...``: load spool files into the database, under their runs (twice changes
+nothing), then count each run again from its rows and close it; exit 0 when every file was replayed,
+1 if a line could not be read back (quarantined, its run stays partial) or the database was not there."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""``scrapy runs [CLIENT] [-n N]``: a client's last runs (its slug or its client id), or every client's,
-newest first: when, how long, the outcome and its reasons, the counts, and what ran it (a scrapyd job
-on its node, or a host and process id). Exit status 2 for an unknown client, 1 when the database
-cannot be used."""
+"""``scrapy runs [CLIENT] [-n N]``: a client's last runs (by its slug or its client id), or every
+client's, newest first, with their outcome, counts and what ran them."""
 
 from __future__ import annotations
 

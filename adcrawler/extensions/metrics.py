@@ -1,13 +1,6 @@
-"""Prometheus metrics per client, read from the run's stats at each collection (what Prometheus
-sees is what the stats file says), through prometheus-client with a private registry.
-
-Two ways out: a pull endpoint on 127.0.0.1:``ADCRAWLER_METRICS_PORT`` for long runs, and pushes to
-``ADCRAWLER_PUSHGATEWAY_URL``, one group per client, while the run goes on (in progress: 1) and at
-its end, for scrapyd batch jobs. A job holds hundreds of clients: pushes go a few at a time, each
-bounded, those at the end bounded in all. Every series is in every push, zeros included, and a push
-replaces the client's group, so nothing of an earlier run survives; the last success is read from
-the database at the start. A skipped client pushes nothing: its group belongs to the run doing the work.
-"""
+"""Prometheus metrics per client, read from the run's stats at each collection: a pull endpoint for long
+runs, and pushes to a Pushgateway while a run goes on and at its end (a group per client, every series
+in every push, so nothing of an earlier run survives), bounded so a dead gateway costs seconds."""
 
 from __future__ import annotations
 

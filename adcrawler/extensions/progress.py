@@ -1,11 +1,5 @@
-"""One progress line for the whole run every :data:`INTERVAL` (and one per client at DEBUG)::
-
-    Progress: 1/3 clients done, 145/300 campaigns done (140 synced, 5 quarantined), 12 retries, 0 429s, ETA 330s
-
-Campaigns are counted against the work known (listed, or announced while the listing goes on);
-the ETA comes from the rate budget: the campaigns left, times the requests each has needed so far,
-spread over the client's budget; while work remains it is never 0 s.
-"""
+"""One progress line for the whole run every :data:`INTERVAL` (one per client at DEBUG): campaigns done
+of those known, and an ETA from the rate budget, never 0 s while work remains."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""The run's life in the database: its id, one lock per client, one ``sync_runs`` row per client.
-
-When the spider opens, each client's lock is taken (a PostgreSQL advisory lock, or a file lock
-beside the SQLite file; both released if the process dies): a client another run holds is
-``skipped`` with a row naming that run; runs of the client that never finished are marked
-``interrupted``; this run's row is written as ``running``, with the process that runs it. A lock
-is a lease: it is checked while the run goes on, and a client whose lock was lost is interrupted.
-When the spider closes, each row is completed with the outcome the ledger settled and the stats.
-The run id comes from the job directory when there is one (an interrupted run resumes under it).
-"""
+"""The run's life in the database: one lock per client (a client another run holds is skipped), one
+``sync_runs`` row per client from ``running`` to its outcome, runs left running by a killed process
+marked ``interrupted``, and a lost lock interrupting its client. The run id survives in ``JOBDIR``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The run's stats as one JSON file per run: ``<data dir>/stats/<start time>-<run id>.json``.
-
-Written when the engine stops, after everything that closes with the spider (run records, metrics
-pushes), so the file holds the run's last word. Files older than ``ADCRAWLER_KEEP_DAYS`` go. A
-SIGTERM while the spider is closing stops Scrapy's engine without waiting for that close: waiting
-for it here (the engine waits for this handler) keeps its last writes, its spool and its run
-records from being cut off.
-"""
+"""The run's stats as one JSON file per run (``<data dir>/stats/<start time>-<run id>.json``), written
+when the engine stops, after everything that closes with the spider; old files go after
+``ADCRAWLER_KEEP_DAYS``."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The campaigns spider: every client's campaign list, page by page, and one sync call per campaign.
-
-For each client the run holds (the recorder takes the locks), it asks list page 1 and follows the
-pages the listing says to, yields the items to store and the sync request of each campaign, and
-tells the ledger what happened. A page or a sync answer that is not JSON is retried like any
-transient failure; a sync given up on waits for another pass at the end of its client's run.
-"""
+"""The campaigns spider: each client's list, page by page, and one sync call per campaign; a body that is
+not what it should be is retried like a 503, and a sync given up on waits for another pass."""
 
 from __future__ import annotations
 

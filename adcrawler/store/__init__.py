@@ -1,8 +1,5 @@
-"""Storage: one schema, two backends, the same semantics; and the one connection a crawl opens.
-
-``DATABASE_URL`` empty (or ``sqlite:///path``) = an SQLite file, the embedded default;
-``postgresql://...`` = PostgreSQL through psycopg2.
-"""
+"""Storage: one schema and the same semantics on SQLite (the embedded default) and PostgreSQL, and the one
+connection a crawl opens."""
 
 from __future__ import annotations
 

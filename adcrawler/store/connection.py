@@ -1,9 +1,5 @@
-"""A database connection of either backend: transactions, bounded waits, and what its errors mean.
-
-Statements are written with ``%s`` placeholders and a ``{values}`` slot for multi-row inserts;
-each backend renders them its own way. Values are always parameters, never spliced into the SQL.
-Every call is blocking: the crawler runs it off the event loop.
-"""
+"""A connection of either backend: transactions, bounded waits, and what its errors mean. Statements use
+``%s`` placeholders; values are always parameters, never spliced into SQL."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The schema: numbered migrations shared by SQLite and PostgreSQL, what each table and column holds,
-and applying the migrations a database lacks.
-
-``{ts}``, ``{money}``, ``{json}``, ``{bigint}`` and ``{id}`` are filled with each backend's types; a
-statement that differs between backends is a dict by dialect. Never edit a released migration: add
-the next one. :data:`DOCS` becomes PostgreSQL's ``COMMENT ON`` and the reference's table of tables.
-"""
+"""The schema: numbered migrations shared by both backends (never edit a released one: add the next), what
+each table and column holds (:data:`DOCS`, also PostgreSQL's comments), and applying what a database lacks."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Run records: one ``sync_runs`` row per client per run, from its start (``running``) to its end,
-and the questions operators and the dispatcher ask of them. A run's counts are what its rows say
-(``campaign_metrics``, ``rejected_records``), whatever happened to the process.
-"""
+"""Run records: a ``sync_runs`` row per client per run, and the questions asked of them. A run's counts are
+what its rows say, whatever happened to its process."""
 
 from __future__ import annotations
 

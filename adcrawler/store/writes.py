@@ -1,9 +1,5 @@
-"""Campaign writes: batched, parameterized upserts of the current state, its history row, and the quarantine.
-
-Every column of ``campaigns`` and ``campaign_metrics`` derives from the declarations in
-:mod:`adcrawler.model`. A row is rewritten only when something in it changed; a batch the database
-refuses for its content is halved until the refused rows stand alone, and those are quarantined.
-"""
+"""Campaign writes: batched upserts of the current state (rewritten only when something changed) and its
+history row, and the quarantine; a batch refused for its content is halved down to the rows refused."""
 
 from __future__ import annotations
 
