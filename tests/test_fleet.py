@@ -44,7 +44,7 @@ def start_fleet(tmp_path, pg_url, mock_factory, egg):
         store.close()
         # Held syncs wait for the simulator's release: a sync timeout that cannot fire first.
         nodes = start_nodes(HOSTS, tmp_path, node_env(mock.url, pg_url, tmp_path, registry,
-                                                      ADCRAWLER_TIMEOUT_SYNC="60"))
+                                                      ADCRAWLER_TIMEOUT_SYNC="6000"))  # 60 s at 0.01
         started.extend(nodes)
         for node in nodes:
             node.deploy(egg)

@@ -238,9 +238,11 @@ def test_a_skipped_client_pushes_nothing_over_the_running_one(prometheus, mock_f
         wait_for(mock.held, 30, "the first run to sync, then be held")
         second = run_crawl(mock.url, "demo", tmp_path, extra_env=env)
         assert second.returncode == 0 and second.stat("outcome", "demo") == "skipped"
-        groups = {labels for name, labels in samples(get(f"{gateway}/metrics"))
-                  if name == "adcrawler_requests_sent_total"}
-        assert first.poll() is None and groups == set()  # no demo group while demo's run goes on
+        pushed = samples(get(f"{gateway}/metrics"))
+        demo = (("client", "demo"), ("instance", ""), ("job", "adcrawler"), ("slug", "demo"))
+        # The demo group is the running run's progress, not the skipped run's word.
+        assert first.poll() is None and pushed.get(("adcrawler_run_in_progress", demo), 1) == 1
+        assert not [k for k, v in pushed.items() if k[0] == "adcrawler_run_outcome" and v == 1]
     finally:
         mock.release()
         out, _ = first.communicate(timeout=120)
