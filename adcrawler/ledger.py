@@ -173,6 +173,12 @@ class RunLedger:
         """The clients this run records: held, or interrupted since."""
         return [c for c, run in self.runs.items() if run.state in (State.HELD, State.INTERRUPTED)]
 
+    def reported(self) -> list[str]:
+        """The clients whose outcome this run reports: those it owns, and those it could not start
+        for a reason it knows (the database down, their run record refused)."""
+        return [c for c, run in self.runs.items()
+                if run.state in (State.HELD, State.INTERRUPTED) or (run.state is State.WAITING and run.faults)]
+
     def may_send(self, client: str) -> bool:
         run = self.runs.get(client)
         return run is None or run.state is State.HELD
@@ -436,6 +442,8 @@ def client_outcome(run: ClientRun, stopped_early: bool, dry_run: bool = False) -
     if run.auth_failure:
         return Outcome(Result.FAILED, (run.auth_failure, *run.faults))
     if not run.seen and (run.list_failed or stopped_early or not run.listing.pages):
+        if run.faults and not run.list_failed:  # what stopped it, not that it stopped
+            return Outcome(Result.FAILED, tuple(run.faults))
         reason = "the campaign list could not be read" if run.list_failed else "stopped before listing"
         return Outcome(Result.FAILED, (reason, *run.faults))
     listing = [f"{run.list_failed} list page(s) unreadable"] if run.list_failed else []

@@ -155,7 +155,8 @@ class StorePipeline:
                 return Decision(Verdict.RETRY, type(exc).__name__, detail=first_line(exc)), None
 
         try:
-            written = await keep_trying("database", attempt, self.policy, self.stats, stopping=self.stopping)
+            written = await keep_trying("database", attempt, self.policy, self.stats, stopping=self.stopping,
+                                        patience=lambda: self.database.patience(failures[-1]))
         except GaveUp:
             await self._spool(batch, failures[-1])
             return

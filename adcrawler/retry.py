@@ -219,14 +219,19 @@ async def pause(seconds: float, stopping: Callable[[], bool] = lambda: False) ->
 
 async def keep_trying(what: str, attempt: Callable[[], Awaitable[tuple[Decision, T]]], policy: RetryPolicy,
                       stats: RunStats, client: str | None = None, stopping: Callable[[], bool] = lambda: False,
-                      ) -> T:
+                      patience: Callable[[], float] = lambda: 0.0) -> T:
     """``attempt()`` until its decision is OK (its result returned) or the policy gives up
-    (:class:`GaveUp`): the token request and the batch writes. Never retried while stopping."""
+    (:class:`GaveUp`): the token request and the batch writes. Retries go on past the policy's
+    count until ``patience()`` seconds (asked after each failure) have passed since the first
+    failure; never while stopping."""
+    first_failure = None
     for n in itertools.count(1):
         decision, result = await attempt()
         if decision.verdict is Verdict.OK:
             return result
-        delay = None if stopping() else policy.delay(what, decision, n)
+        first_failure = first_failure or time.monotonic()
+        patient = time.monotonic() - first_failure < patience()
+        delay = None if stopping() else policy.delay(what, decision, n, n if patient else None)
         if delay is None:
             raise GaveUp(decision, n)
         policy.count(stats, what, decision, client)

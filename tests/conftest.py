@@ -81,24 +81,26 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def read_until(proc: Any, text: str, timeout: float) -> str:
-    """Read a running process's output until a line holds ``text``; returns what was read
-    (the rest stays for ``communicate``)."""
+def read_until(proc: Any, text: str | tuple[str, ...], timeout: float) -> str:
+    """Read a running process's output until a line holds ``text`` (a tuple: until each has
+    appeared, in any order); returns what was read (the rest stays for ``communicate``)."""
     import threading
 
     seen: list[str] = []
+    wanted = set(text) if isinstance(text, tuple) else {text}
 
     def read() -> None:
         for line in proc.stdout:
             seen.append(line)
-            if text in line:
+            wanted.difference_update({t for t in wanted if t in line})
+            if not wanted:
                 return
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(timeout)
-    if not seen or text not in seen[-1]:
-        raise AssertionError(f"no line with {text!r} in time; read:\n" + "".join(seen)[-3000:])
+    if wanted:
+        raise AssertionError(f"no line with {sorted(wanted)!r} in time; read:\n" + "".join(seen)[-3000:])
     return "".join(seen)
 
 

@@ -25,12 +25,16 @@ class Db:
             try:
                 with conn.cursor() as cur:
                     cur.execute(sql, params)
-                    return cur.fetchall()
+                    rows = cur.fetchall()
+                conn.commit()  # a test's own change (RETURNING what it changed) stays made
+                return rows
             finally:
                 conn.close()
         conn = sqlite3.connect(self.workdir / "adcrawler.sqlite3")
         try:
-            return conn.execute(sql.replace("%s", "?"), params).fetchall()
+            rows = conn.execute(sql.replace("%s", "?"), params).fetchall()
+            conn.commit()
+            return rows
         finally:
             conn.close()
 

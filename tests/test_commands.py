@@ -157,3 +157,26 @@ def test_crawl_help_names_the_spiders_arguments():
     text = " ".join(proc.stdout.split())
     assert "-a client=...: a client (its slug or its client id)" in text
     assert "-a dry_run=...: 1: list and validate" in text
+
+
+def test_runs_stale_lists_every_client_with_its_last_success_and_exits_1_when_one_is_stale(quiet_mock, db):
+    env = {"DATABASE_URL": db.url, "ADCRAWLER_DATA_DIR": str(db.workdir)}  # the packaged registry
+    ok = run_crawl(quiet_mock.url, "demo", db.workdir, database_url=db.url)
+    refused = run_crawl(quiet_mock.url, "acme", db.workdir, database_url=db.url,
+                        extra_env={"AD_PLATFORM_PASSWORD": "wrong"})
+    assert ok.returncode == 0 and refused.returncode == 1, refused.output[-2000:]
+    proc = scrapy("runs", "--stale", "12h", env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["state", "client", "last", "success", "(UTC)", "age", "last", "outcome", "reasons"]
+    rows = {line.split()[1]: line for line in lines[1:-1]}
+    assert set(rows) == {"acme", "demo", "globex"}  # every registry client, the one that never ran included
+    assert rows["demo"].startswith("ok ") and " succeeded" in rows["demo"]
+    assert re.match(r"stale +acme \(acme-corp\) +never +- +failed +.*refused", rows["acme"]), rows["acme"]
+    assert re.match(r"stale +globex +never +- +never ran$", rows["globex"]), rows["globex"]
+    assert lines[-1] == "2 of 3 client(s) stale: no success within 12h"
+    time.sleep(1.1)  # demo's success is now older than a second
+    older = scrapy("runs", "--stale", "1", env=env)
+    assert older.stdout.splitlines()[-1] == "3 of 3 client(s) stale: no success within 1s"
+    bad = scrapy("runs", "--stale", "soon", env=env)
+    assert bad.returncode == 2 and "expected an age like 12h" in bad.stderr

@@ -340,3 +340,70 @@ def test_pushes_to_a_pushgateway_that_never_answers_end_within_the_deadline(mock
     assert result.output.count("not done within the deadline") >= 10
     assert took < 60  # not a timeout per client (30 x 2 s), on a loaded machine too
     assert last_line(result).endswith("and 25 more were not pushed")
+
+
+def test_the_stale_alert_stays_quiet_through_a_run_of_a_client_that_succeeded_lately(prometheus, mock_factory,
+                                                                                       tmp_path):
+    """Progress pushes carry the last success read from the database at the start: demo, which
+    succeeded a moment ago, is not stale mid-run; acme, which never did, is."""
+    gateway, prom = prometheus
+    env = {"ADCRAWLER_PUSHGATEWAY_URL": gateway, "ADCRAWLER_SYNC_MAX_AGE": "3600"}
+    quiet = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "20")
+    first = run_crawl(quiet.url, "demo", tmp_path, extra_env=env)
+    assert first.returncode == 0, first.output[-2000:]
+    succeeded = time.time()
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "60", "--hold-syncs", "20")
+    crawl = start_crawl(mock.url, "demo,acme", tmp_path, extra_env={**env, **HELD})
+    try:
+        wait_for(lambda: mock.held() >= 2, 60, "both clients' runs to be held mid-sync")
+        demo = (("client", "demo"), ("instance", ""), ("job", "adcrawler"), ("slug", "demo"))
+        pushed = wait_for(lambda: (p := samples(get(f"{gateway}/metrics"))).get(("adcrawler_run_in_progress", demo))
+                          == 1 and p, 30, "a progress push of the second run")
+        assert succeeded - 60 < pushed["adcrawler_last_success_timestamp_seconds", demo] <= succeeded
+        # Prometheus scrapes and evaluates every second: acme's alert fires, demo's never does.
+        seen: set[tuple[str, str]] = set()
+
+        def acme_stale() -> bool:
+            seen.update(firing(prom))
+            return ("AdcrawlerClientStale", "acme-corp") in seen
+
+        assert wait_for(acme_stale, 30, "acme's stale alert")
+        for _ in range(6):  # and a few evaluations more
+            seen.update(firing(prom))
+            time.sleep(0.5)
+        assert crawl.poll() is None  # all this while, the run was going
+        assert ("AdcrawlerClientStale", "demo") not in seen, seen
+    finally:
+        mock.release()
+        out, _ = crawl.communicate(timeout=120)
+    assert crawl.returncode == 0, out[-2000:]
+    assert ("AdcrawlerClientStale", "demo") not in firing(prom)
+
+
+def test_a_crawl_that_cannot_reach_its_database_pushes_a_failed_outcome_for_every_client(prometheus, mock_factory,
+                                                                                          tmp_path):
+    gateway, prom = prometheus
+    env = {"ADCRAWLER_PUSHGATEWAY_URL": gateway, "ADCRAWLER_SYNC_MAX_AGE": "3600"}
+    mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "20")
+    first = run_crawl(mock.url, "demo", tmp_path, extra_env=env)
+    assert first.returncode == 0, first.output[-2000:]
+    last = samples(get(f"{gateway}/metrics"))["adcrawler_last_success_timestamp_seconds", (
+        ("client", "demo"), ("instance", ""), ("job", "adcrawler"), ("slug", "demo"))]
+    down = run_crawl(mock.url, "demo,acme", tmp_path, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                     extra_env=env)
+    assert down.returncode == 1
+    assert "demo: failed (the database could not be opened (cannot connect to PostgreSQL" in last_line(down)
+    pushed = samples(get(f"{gateway}/metrics"))
+    for client, slug in (("demo", "demo"), ("acme-corp", "acme")):
+        labels = (("client", client), ("instance", ""), ("job", "adcrawler"), ("slug", slug))
+        assert pushed["adcrawler_run_outcome", tuple(sorted(labels + (("outcome", "failed"),)))] == 1, client
+        assert pushed["adcrawler_run_outcome", tuple(sorted(labels + (("outcome", "succeeded"),)))] == 0, client
+        assert pushed["adcrawler_run_in_progress", labels] == 0
+    # What the run could not read is left as it was: demo's last success, acme's none.
+    assert pushed["adcrawler_last_success_timestamp_seconds", (("client", "demo"), ("instance", ""),
+                                                               ("job", "adcrawler"), ("slug", "demo"))] == last
+    assert ("adcrawler_last_success_timestamp_seconds", (("client", "acme-corp"), ("instance", ""),
+                                                         ("job", "adcrawler"), ("slug", "acme"))) not in pushed
+    assert wait_for(lambda: {("AdcrawlerRunIncomplete", "demo"), ("AdcrawlerRunIncomplete", "acme-corp")}
+                    <= firing(prom), 30, "the incomplete-run alerts")
+    assert ("AdcrawlerClientStale", "demo") not in firing(prom)

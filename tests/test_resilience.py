@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,9 +139,13 @@ def _pg_ctl(action: str) -> None:
         ["-m", "fast"] if action == "stop" else [])], check=True, timeout=60, capture_output=True)
 
 
+def _pg_ready() -> bool:
+    return subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True).returncode == 0
+
+
 @pytest.mark.postgres
 @pytest.mark.serial
-def test_postgres_outage_mid_run_loses_nothing(mock_factory, pg_url, tmp_path):
+def test_a_postgres_restart_shorter_than_the_lease_costs_retries_not_the_run(mock_factory, pg_url, tmp_path):
     if not Path("/etc/postgresql").is_dir():
         pytest.skip("needs the local PostgreSQL cluster's control command")
     db = Db(tmp_path, pg_url)
@@ -149,19 +154,45 @@ def test_postgres_outage_mid_run_loses_nothing(mock_factory, pg_url, tmp_path):
     try:
         wait_for(mock.held, 60, "a fifth of the campaigns, then a held sync")
         _pg_ctl("stop")
-        mock.release()  # the rest of the run meets the outage, which lasts until a batch is spooled
-        early = read_until(crawl, "Could not write a batch", 120)
+        mock.release()  # the syncs in flight answer: their batch meets the restart
+        time.sleep(0.5)
+    finally:
+        _pg_ctl("start")  # about 2.5 s down in all: the lease lasts 10 s at this clock
+    wait_for(_pg_ready, 60, "PostgreSQL to accept connections again")
+    out, _ = crawl.communicate(timeout=180)
+    stats = latest_stats(tmp_path)
+    assert crawl.returncode == 0 and out.splitlines()[-1].endswith("Sync complete: 1 client(s) succeeded"), out
+    assert stats.get("adcrawler/db_retries", 0) > 0, out[-3000:]
+    assert "adcrawler/rows_spooled" not in stats and not list((tmp_path / "spool").glob("*.jsonl"))
+    assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 100
+    assert db.rows("SELECT outcome FROM sync_runs") == [("succeeded",)]
+    assert db.rows("SELECT client_id FROM client_leases") == []  # released at the end
+    assert_run_counts_match_rows(db)
+
+
+@pytest.mark.postgres
+@pytest.mark.serial
+def test_a_postgres_outage_longer_than_the_lease_stops_the_client_and_loses_nothing(mock_factory, pg_url, tmp_path):
+    if not Path("/etc/postgresql").is_dir():
+        pytest.skip("needs the local PostgreSQL cluster's control command")
+    db = Db(tmp_path, pg_url)
+    mock = mock_factory("--time-scale", SCALE, "--seed", "8", "--sync-hang-rate", "0", "--hold-syncs", "20")
+    crawl = start_crawl(mock.url, "demo", tmp_path, database_url=pg_url, extra_env=HELD)
+    try:
+        wait_for(mock.held, 60, "a fifth of the campaigns, then a held sync")
+        _pg_ctl("stop")
+        mock.release()  # the rest of the run meets the outage, which lasts until the lease ends
+        early = read_until(crawl, ("its lease expired", "Could not write a batch"), 120)
     finally:
         _pg_ctl("start")
-    wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True).returncode == 0,
-              60, "PostgreSQL to accept connections again")
+    wait_for(_pg_ready, 60, "PostgreSQL to accept connections again")
     out, _ = crawl.communicate(timeout=180)
     out = early + out
     stats = latest_stats(tmp_path)
     assert stats.get("adcrawler/db_retries", 0) > 0, out[-3000:]
-    # The outage ended the session that held the client's lock: the run stopped
-    # working for it (another run could have taken it) and says so.
-    assert crawl.returncode == 1 and "demo: interrupted (its lock was lost" in out.splitlines()[-1], out[-3000:]
+    # Past its lease another run could have taken the client: the run stopped working for it, and says why.
+    assert crawl.returncode == 1, out[-3000:]
+    assert "demo: interrupted (its lease expired while the database did not answer" in out.splitlines()[-1], out
     assert stats["adcrawler/rows_spooled"] > 0 and "replay them with: scrapy replay" in out
     files = sorted((tmp_path / "spool").glob("*.jsonl"))
     replay = subprocess.run([sys.executable, "-m", "scrapy", "replay", *map(str, files)], cwd=ROOT,

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, push_to_gateway, start_http_server
+from prometheus_client import CollectorRegistry, push_to_gateway, pushadd_to_gateway, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from scrapy import signals
@@ -23,7 +23,7 @@ from scrapy.utils.asyncio import sleep
 from adcrawler.config import DRY_RUN, scaled, value
 from adcrawler.ledger import Result, RunLedger
 from adcrawler.logs import log_failure
-from adcrawler.stats import RunStats, client_stats
+from adcrawler.stats import RunStats, client_stats, key
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Metric:
     values: tuple[str, ...] = ()  # the label's values, each the stat ``<stat><value>``; empty: from the stats
 
 
+LAST_SUCCESS = "adcrawler_last_success_timestamp_seconds"  # not pushed when this run could not read it
 METRICS = [
     Metric("adcrawler_campaigns", "counter", "Campaigns of the last run, by result", "campaigns_", "result",
            ("seen", "synced", "sync_failed", "recovered", "stored", "flagged", "quarantined", "quarantined_again",
@@ -70,7 +71,7 @@ METRICS = [
     Metric("adcrawler_run_in_progress", "gauge", "1 while a run of the client is going on", "run"),
     Metric("adcrawler_run_start_timestamp_seconds", "gauge", "When the run started", "run"),
     Metric("adcrawler_run_end_timestamp_seconds", "gauge", "When the run ended (0 while it runs)", "run"),
-    Metric("adcrawler_last_success_timestamp_seconds", "gauge",
+    Metric(LAST_SUCCESS, "gauge",
            "When the client's last successful run ended, from the database (0: never)", "last_success_timestamp"),
     Metric("adcrawler_sync_max_age_seconds", "gauge",
            "How long the client may go without a successful sync before it is stale (ADCRAWLER_SYNC_MAX_AGE)", "run"),
@@ -95,14 +96,15 @@ def samples(metric: Metric, values: dict[str, Any], run: dict[str, float]) -> li
 class StatsMetrics(Collector):
     """The metric families of ``clients`` (client id -> slug), from a stats snapshot at each collection."""
 
-    def __init__(self, snapshot: Any, clients: Any):
+    def __init__(self, snapshot: Any, clients: Any, omit: tuple[str, ...] = ()):
         self.snapshot = snapshot  # () -> (stats, run-wide values)
         self.clients = clients  # () -> {client id: slug}
+        self.omit = omit  # names of families left out
 
     def collect(self) -> Iterator[Any]:
         stats, run = self.snapshot()
         clients = self.clients()
-        for metric in METRICS:
+        for metric in (m for m in METRICS if m.name not in self.omit):
             labels = ["client", "slug", *(["endpoint", "status"] if metric.label == "status" else
                                           [metric.label] if metric.label else [])]
             family = (CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily)(
@@ -151,10 +153,11 @@ class PrometheusMetrics:
     def snapshot(self) -> tuple[dict[str, Any], dict[str, float]]:
         return dict(self.crawler.stats.get_stats()), dict(self.run)  # C-level copies: safe from any thread
 
-    def clients(self) -> dict[str, str]:
-        """The clients this run works for, and those it stopped working for (they push their outcome)."""
+    def clients(self, final: bool = False) -> dict[str, str]:
+        """The clients this run works for, and those it stopped working for; at the end also those
+        it could not start, for a known reason (they push their outcome)."""
         ledger = RunLedger.of(self.crawler)
-        return {client: ledger.run(client).client.slug for client in ledger.owned()}
+        return {client: ledger.run(client).client.slug for client in (ledger.reported() if final else ledger.owned())}
 
     def spider_opened(self, spider: Any) -> None:
         if self.pushgateway:
@@ -189,7 +192,7 @@ class PrometheusMetrics:
             end = time.monotonic() + PUSH_DEADLINE
             if self.round is not None:  # a progress push landing after the final one would say "in progress"
                 await asyncio.wait([self.round], timeout=PUSH_DEADLINE)
-            failed = await self.push(max(0.0, end - time.monotonic()))
+            failed = await self.push(max(0.0, end - time.monotonic()), final=True)
             for client, error in failed.items():
                 RunStats(self.crawler).inc("metrics_push_failed", client)
                 logger.error("Could not push metrics of client %s to the Pushgateway: %s", client, error,
@@ -202,13 +205,13 @@ class PrometheusMetrics:
             self.server.shutdown()
             self.server.server_close()
 
-    async def push(self, deadline: float) -> dict[str, str]:
+    async def push(self, deadline: float, final: bool = False) -> dict[str, str]:
         """Push each running client's group, for at most ``deadline`` seconds in all; returns the
         clients whose push failed or was not done, with why."""
         stats, run = self.snapshot()
         loop = asyncio.get_running_loop()
         pushes = {client: loop.run_in_executor(self.pool, self._push_one, client, slug, stats, run)
-                  for client, slug in self.clients().items()}
+                  for client, slug in self.clients(final).items()}
         if pushes:
             await asyncio.wait(pushes.values(), timeout=deadline)
         failed = {}
@@ -222,11 +225,16 @@ class PrometheusMetrics:
 
     def _push_one(self, client: str, slug: str, stats: dict[str, Any], run: dict[str, float]) -> str | None:
         """None when pushed, else why not."""
+        # A last success this run never read (the database down at the start) is not pushed: the
+        # group's earlier value stays, and only the families pushed are replaced (POST, not PUT).
+        known = key("last_success_timestamp", client) in stats
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StatsMetrics(lambda: (stats, run), lambda: {client: slug}))
+        registry.register(StatsMetrics(lambda: (stats, run), lambda: {client: slug},
+                                       omit=() if known else (LAST_SUCCESS,)))
         try:
-            push_to_gateway(self.pushgateway, job="adcrawler", registry=registry, grouping_key={"client": client},
-                            timeout=PUSH_TIMEOUT)
+            (push_to_gateway if known else pushadd_to_gateway)(
+                self.pushgateway, job="adcrawler", registry=registry, grouping_key={"client": client},
+                timeout=PUSH_TIMEOUT)
             return None
         except OSError as exc:
             return str(exc) or type(exc).__name__

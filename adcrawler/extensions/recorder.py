@@ -21,6 +21,7 @@ from adcrawler import logs
 from adcrawler.config import DRY_RUN, scaled
 from adcrawler.disk import JobState
 from adcrawler.ledger import CLIENTS_HELD, Result, RunLedger
+from adcrawler.retry import Decision, GaveUp, RetryPolicy, Verdict, keep_trying
 from adcrawler.stats import PREFIX, RunStats, key
 from adcrawler.store import Database, RunOrigin, Store, first_line
 
@@ -39,6 +40,7 @@ class RunRecorder:
         self.check_interval = check_interval
         self.job = JobState.load(jobdir)
         self.stats = RunStats(crawler)
+        self.policy = RetryPolicy.from_settings(crawler.settings)
         self.stats.set("run_id", self.job.run_id)
         logs.set_run_id(self.job.run_id)
         self.store: Store | None = None
@@ -70,11 +72,16 @@ class RunRecorder:
     async def spider_opened(self, spider: Any) -> None:
         try:
             self.store = await self.database.open()
-        except Exception:  # noqa: BLE001 - the pipeline has said why, and closed the spider
+        except Exception as exc:  # noqa: BLE001 - the pipeline has said why, and closes the spider
+            for client in self.ledger.runs:  # each outcome says why (and is pushed, for the alerts)
+                self.ledger.fault(client, f"the database could not be opened ({first_line(exc)})")
             return
         call, run_id = self.database.call, self.job.run_id
         if self.job.resumed:
             logger.info("Resuming run %s from the job directory", run_id)
+        origin = self.origin
+        self.store.lease_as(run_id, f"job {origin.job_id} on {origin.node}" if origin.job_id
+                            else f"pid {origin.pid} on {origin.node}", self.database.lease)
         for client in list(self.ledger.runs):
             if not await call(self.store.try_lock, client):
                 self.ledger.skip(client)
@@ -98,9 +105,9 @@ class RunRecorder:
             for stale_id, started in stale:
                 logger.warning("Client %s: run %s (started %s) never finished: the process ended first; recorded "
                                "as interrupted", client, stale_id, started, extra={"client": client})
-            if last is not None:  # in the stats from the start: every progress push carries it
-                self.last_success[client] = last.timestamp()
-                self.stats.set("last_success_timestamp", self.last_success[client], client)
+            # In the stats from the start (0: never): every progress push carries it.
+            self.last_success[client] = last.timestamp() if last is not None else 0.0
+            self.stats.set("last_success_timestamp", self.last_success[client], client)
         if not self.ledger.held():
             return  # a process that holds no client leaves the job directory alone
         self._save_job("running")
@@ -109,11 +116,12 @@ class RunRecorder:
         await self.crawler.signals.send_catch_log_async(signal=CLIENTS_HELD, job=self.job, clients=self.ledger.held())
 
     async def _check_locks(self) -> None:
-        """A client whose lock was lost is interrupted at once (another run may be syncing it now)."""
+        """Renew the locks that are leases; a client whose lock was lost is interrupted at once
+        (another run may be syncing it now)."""
         while True:
             await sleep(self.check_interval)
-            for client in await self.database.call(self.store.locks_lost):
-                self.ledger.interrupt(client, "its lock was lost: another run may be syncing it")
+            for client, why in (await self.database.call(self.store.locks_lost)).items():
+                self.ledger.interrupt(client, why)
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
         # Before the first await: the metrics push, whose handler starts after this one, reads it.
@@ -144,16 +152,22 @@ class RunRecorder:
             self.ledger.notice("the job directory could not be written")
 
     async def _record(self, client: str, reason: str, all_stats: dict[str, Any]) -> None:
-        row = self._row(client, reason, all_stats)
-        for attempt in (1, 2):  # a connection lost during the run: the second goes on a new one
+        row, failures = self._row(client, reason, all_stats), []
+
+        async def attempt() -> tuple[Decision, None]:
             try:
-                await self.database.call(self.store.record_run, row)
-                return
+                return Decision(Verdict.OK, "ok"), await self.database.call(self.store.record_run, row)
             except Exception as exc:  # noqa: BLE001 - said in the outcome, never a traceback
-                if attempt == 2:
-                    logger.error("Could not record the run of client %s: %s: %s", client, type(exc).__name__,
-                                 first_line(exc), extra={"client": client})
-                    self.ledger.fault(client, "the run record could not be written")
+                failures.append(exc)
+                return Decision(Verdict.RETRY, type(exc).__name__, detail=first_line(exc)), None
+
+        try:  # retried like a batch: a restart while the run ends does not lose its record
+            await keep_trying("database", attempt, self.policy, self.stats, client,
+                              patience=lambda: self.database.patience(failures[-1]))
+        except GaveUp as exc:
+            logger.error("Could not record the run of client %s: %s: %s", client, exc.decision.reason,
+                         exc.decision.detail, extra={"client": client})
+            self.ledger.fault(client, "the run record could not be written")
 
     def _row(self, client: str, reason: str, all_stats: dict[str, Any]) -> dict[str, Any]:
         run, own, any_client = self.ledger.run(client), key("", client), f"{PREFIX}/client/"

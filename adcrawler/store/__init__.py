@@ -21,6 +21,9 @@ from .writes import BatchResult, CampaignWrites, WriteResult
 
 T = TypeVar("T")
 SQLITE_FILE = "adcrawler.sqlite3"  # in ADCRAWLER_DATA_DIR when DATABASE_URL is empty
+# How long a client's lease lasts unrenewed, real seconds (scaled, never below 10 s): a database
+# restart shorter than this costs retries, not the run, and a killed run's clients are free after it.
+LEASE = 60.0
 
 
 class Store(CampaignWrites, RunQueries, Migrations):
@@ -45,10 +48,11 @@ class Database:
     """The crawl's one connection: opened once (the schema checked, migrated when behind), then
     shared by the pipeline and the recorder, one call at a time, off the event loop."""
 
-    def __init__(self, database_url: str, data_dir: str, waits: Waits = Waits()):
+    def __init__(self, database_url: str, data_dir: str, waits: Waits = Waits(), lease: float = LEASE):
         self.database_url = database_url
         self.data_dir = data_dir
         self.waits = waits
+        self.lease = lease
         self.store: Store | None = None
         self.version = 0
         self.error: BaseException | None = None
@@ -61,7 +65,8 @@ class Database:
         s = crawler.settings
         # A lock wait follows the platform's clock (a test's locked table costs seconds, not minutes),
         # never below a second: processes starting together wait that long for the one migrating.
-        return cls(value(s, "DATABASE_URL"), value(s, "ADCRAWLER_DATA_DIR"), Waits(lock=scaled(s, Waits.lock, 1.0)))
+        return cls(value(s, "DATABASE_URL"), value(s, "ADCRAWLER_DATA_DIR"), Waits(lock=scaled(s, Waits.lock, 1.0)),
+                   scaled(s, LEASE, 10.0))
 
     @staticmethod
     def of(crawler: Crawler) -> Database:
@@ -91,6 +96,12 @@ class Database:
         """``function(*args)`` (a method of the store) in a worker thread, alone on the connection."""
         async with self._lock:
             return await run_in_thread(function, *args)
+
+    def patience(self, exc: BaseException) -> float:
+        """How long to keep retrying after ``exc``: a lost connection for as long as a lease lasts
+        (a restart costs retries, not a spool), any other fault (a permission, a full disk, a lock
+        held) only the retry policy's few tries."""
+        return self.lease if self.store is not None and self.store.cause(exc) == "connection" else 0.0
 
     async def close(self) -> None:
         if self.store is not None:

@@ -68,13 +68,22 @@ class Connection:
     def _timestamp(self, value: Any) -> datetime | None:
         return value
 
+    def lease_as(self, run_id: str, holder: str, seconds: float) -> None:
+        """Who takes the locks from now on, and for how long one lasts unrenewed (where a lock is a lease)."""
+
     def try_lock(self, client: str) -> bool:
-        """Take the client's lock for as long as this connection is open; False if another run holds it."""
+        """Take the client's lock until this store closes; False if another run holds it."""
         raise NotImplementedError
 
-    def locks_lost(self) -> list[str]:
-        """Clients whose lock this connection held and no longer holds (forgotten: never taken again)."""
+    def locks_lost(self) -> dict[str, str]:
+        """The clients whose lock this store held and no longer holds, with why (forgotten: never
+        taken again); where a lock is a lease, renewed."""
         raise NotImplementedError
+
+    def leases(self) -> dict[str, dict[str, Any]]:
+        """Every client's lease where locks are leases: its ``run_id``, ``holder``, ``expires_at``
+        and whether it is ``live`` (not expired)."""
+        return {}
 
     # -- shared -------------------------------------------------------------------------
     def _execute(self, cur: Any, sql: str, params: tuple | list = ()) -> None:

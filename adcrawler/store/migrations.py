@@ -185,6 +185,16 @@ MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
         "CREATE INDEX sync_runs_running ON sync_runs (outcome, client_id)",
         "CREATE INDEX sync_runs_job ON sync_runs (job_id)",
     ]),
+    (7, [
+        # On PostgreSQL the per-client lock is a lease the run renews: it survives a reconnect and a
+        # pooler, and has no lock-table ceiling (SQLite's lock is a file lock, and needs no table).
+        {"postgresql": """CREATE TABLE client_leases (
+            client_id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            expires_at {ts} NOT NULL
+        )""".format(ts="TIMESTAMPTZ")},
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -269,6 +279,12 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "payload": "the record exactly as sent (JSON text)",
         "payload_sha1": "the payload's SHA-1: a record is quarantined once per run",
         "seen_at": "when the platform sent it",
+    }),
+    "client_leases": ("PostgreSQL only: which run holds each client, until when (renewed while it runs)", {
+        "client_id": "the platform's client id",
+        "run_id": "the run that holds it",
+        "holder": "what runs it: a scrapyd job and node, or a host and process id",
+        "expires_at": "when the lease ends unless the run renews it: after that another run may take the client",
     }),
     "schema_version": ("The migrations applied to this database", {
         "version": "a migration's number (adcrawler/store/migrations.py)",

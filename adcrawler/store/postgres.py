@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -10,6 +14,17 @@ import psycopg2.extras
 
 from . import Store
 from .connection import StoreError, Waits, first_line
+
+
+@dataclass
+class Lease:
+    """Who holds the leases this store takes ((run id, holder)), for how long, and which it holds
+    (client -> when it ends by our clock, unless renewed)."""
+
+    owner: tuple[str, str] = field(default_factory=lambda: (uuid.uuid4().hex, f"pid {os.getpid()}"))
+    seconds: float = 60.0
+    held: dict[str, float] = field(default_factory=dict)
+    renewed: float = 0.0  # when, by our clock
 
 
 class PostgresStore(Store):
@@ -23,8 +38,7 @@ class PostgresStore(Store):
         super().__init__()
         self.url = url
         self.waits = waits
-        self._locked: list[str] = []  # clients whose lock the current connection holds
-        self._lost: list[str] = []  # clients whose lock went with an earlier connection
+        self.lease = Lease()
         try:
             self.connect()
         except psycopg2.OperationalError as exc:
@@ -36,10 +50,6 @@ class PostgresStore(Store):
                 "53100": "disk"}.get(getattr(exc, "pgcode", None) or "", "connection")
 
     def connect(self) -> None:
-        # Session locks die with the connection that took them and are not taken again: a lost
-        # lock is a lost lease (see locks_lost).
-        self._lost.extend(self._locked)
-        self._locked = []
         statement, lock = (round(seconds * 1000) for seconds in (self.waits.statement, self.waits.lock))
         # Every wait bounded: the server cancels a statement or a lock wait that runs too long,
         # and a server that stops answering is given up on by TCP.
@@ -54,43 +64,64 @@ class PostgresStore(Store):
         if kind == "migrate":
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('adcrawler:migrate', 0))")
 
-    def try_lock(self, client: str) -> bool:
-        # A session-level advisory lock: the server drops it when the connection ends, so a
-        # killed run never leaves a stale lock behind.
-        with self._transaction("read") as cur:
-            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"adcrawler:{client}",))
-            locked = bool(cur.fetchone()[0])
-        if locked:
-            self._locked.append(client)
-        return locked
+    def lease_as(self, run_id: str, holder: str, seconds: float) -> None:
+        self.lease.owner, self.lease.seconds = (run_id, holder), seconds
 
-    def locks_lost(self) -> list[str]:
-        # A session holds its advisory locks for as long as it lives: they are lost exactly
-        # when the connection that took them is.
-        if self._locked:
-            try:
-                with self.conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-                self.conn.commit()
-            except (psycopg2.Error, AttributeError):  # AttributeError: dropped already
-                self.drop()
-        if self.conn is None:
-            self._lost.extend(self._locked)
-            self._locked = []
-        lost, self._lost = self._lost, []
+    def try_lock(self, client: str) -> bool:
+        # A lease: a row naming the run that holds the client, until when. Taken when free, expired,
+        # or already this run's (a resumed run); renewed while the run goes on (locks_lost). Our
+        # clock's expiry comes before the server's: it starts before the statement.
+        start = time.monotonic()
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO client_leases (client_id, run_id, holder, expires_at) VALUES (%s, %s, %s, "
+                        "now() + %s * interval '1 second') ON CONFLICT (client_id) DO UPDATE SET run_id = "
+                        "excluded.run_id, holder = excluded.holder, expires_at = excluded.expires_at WHERE "
+                        "client_leases.expires_at < now() OR client_leases.run_id = excluded.run_id RETURNING 1",
+                        (client, *self.lease.owner, self.lease.seconds))
+            taken = cur.fetchone() is not None
+        if taken:
+            self.lease.held[client] = start + self.lease.seconds
+        return taken
+
+    def locks_lost(self) -> dict[str, str]:
+        """Renew this run's leases (a third of a lease after the last renewal); those lost, with
+        why: another run took one, or the database did not answer before it expired (a restart
+        shorter than a lease costs nothing)."""
+        lease, lost, now = self.lease, {}, time.monotonic()
+        if not lease.held or now < lease.renewed + lease.seconds / 3:
+            return lost
+        try:
+            with self._transaction() as cur:
+                cur.execute("UPDATE client_leases SET expires_at = now() + %s * interval '1 second' WHERE run_id = "
+                            "%s AND client_id = ANY(%s) AND expires_at > now() RETURNING client_id",
+                            (lease.seconds, lease.owner[0], list(lease.held)))
+                renewed = {row[0] for row in cur.fetchall()}
+        except psycopg2.Error as exc:
+            lost = {client: f"its lease expired while the database did not answer ({first_line(exc)})"
+                    for client, until in lease.held.items() if now >= until}
+        else:
+            lost = {client: "its lease was taken by another run" for client in lease.held if client not in renewed}
+            lease.held.update(dict.fromkeys(renewed, now + lease.seconds))
+            lease.renewed = now
+        for client in lost:
+            del lease.held[client]
         return lost
 
+    def leases(self) -> dict[str, dict[str, Any]]:
+        columns = ("run_id", "holder", "expires_at", "live")
+        return {row[0]: dict(zip(columns, row[1:])) for row in self._rows(
+            "SELECT client_id, run_id, holder, expires_at, expires_at > now() FROM client_leases")}
+
     def close(self) -> None:
-        # Released now, not whenever the server process behind the connection has ended: a run
-        # that starts right after this one finds its clients free.
-        if self.conn is not None and self._locked:
+        # Released now: a run that starts right after this one finds its clients free.
+        if self.lease.held:
             try:
-                with self.conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_unlock_all()")
-                self.conn.commit()
+                with self._transaction() as cur:
+                    cur.execute("DELETE FROM client_leases WHERE run_id = %s AND client_id = ANY(%s)",
+                                (self.lease.owner[0], list(self.lease.held)))
             except psycopg2.Error:
-                pass  # the connection is gone, and its locks with it
-        self._locked = []
+                pass  # they expire by themselves
+            self.lease.held.clear()
         super().close()
 
     def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:

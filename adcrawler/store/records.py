@@ -149,6 +149,21 @@ class RunQueries(Connection):
             row["started_at"], row["finished_at"] = map(self._timestamp, (row["started_at"], row["finished_at"]))
         return rows
 
+    def client_states(self) -> dict[str, dict[str, Any]]:
+        """Each client's last success and its last run that was not skipped (its outcome, reasons
+        and start): whether it is stale, and why."""
+        states: dict[str, dict[str, Any]] = {}
+        for client, last in self._rows("SELECT client_id, MAX(finished_at) FROM sync_runs WHERE outcome = "
+                                       "'succeeded' GROUP BY client_id"):
+            states[client] = {"last_success": self._timestamp(last)}
+        for client, outcome, reasons, started in self._rows(
+                "SELECT client_id, outcome, outcome_reasons, started_at FROM sync_runs r WHERE outcome <> 'skipped' "
+                "AND started_at = (SELECT MAX(started_at) FROM sync_runs s WHERE s.client_id = r.client_id AND "
+                "s.outcome <> 'skipped')"):
+            states.setdefault(client, {"last_success": None}).update(
+                outcome=outcome, reasons=reasons, started_at=self._timestamp(started))
+        return states
+
     def last_success(self, client: str) -> datetime | None:
         """When the client's last successful run finished."""
         [(last,)] = self._rows("SELECT MAX(finished_at) FROM sync_runs WHERE client_id = %s AND outcome = "

@@ -99,18 +99,17 @@ class SqliteStore(Store):
             return False
         return True
 
-    def locks_lost(self) -> list[str]:
-        # The lock is on the file we opened: it is lost when that file is no
-        # longer the one at the path (removed, replaced), where another run
-        # would take a new one.
-        lost = []
+    def locks_lost(self) -> dict[str, str]:
+        # The lock is on the file we opened: it is lost when that file is no longer the one at
+        # the path (removed, replaced), where another run would take a new one.
+        lost = {}
         for client, fh in list(self._locks.items()):
             try:
                 same = os.stat(self._lock_path(client)).st_ino == os.fstat(fh.fileno()).st_ino
             except OSError:
                 same = False
             if not same:
-                lost.append(client)
+                lost[client] = "its lock file was replaced: another run may be syncing it"
                 fh.close()
                 del self._locks[client]
         return lost
