@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from scrapy import Request
@@ -27,6 +28,7 @@ from adcrawler.retry import (
     CLIENT,
     ENDPOINT,
     NOT_JSON,
+    OUTAGE_LIMIT,
     SIGNALS,
     TOKEN_FOR,
     Decision,
@@ -101,8 +103,9 @@ class _ClientAuth:
 
 class BearerTokenMiddleware:
     def __init__(self, crawler: Crawler, api_url: str, margin: float, timeout: float, policy: RetryPolicy,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, outage_limit: float = OUTAGE_LIMIT):
         self.crawler = crawler
+        self.outage_limit = outage_limit  # a token endpoint that fails is tried again for this long
         self.token_url = f"{api_url}/auth/token"
         self.origin = origin(api_url)
         self.margin = margin
@@ -120,7 +123,7 @@ class BearerTokenMiddleware:
     def from_crawler(cls, crawler: Crawler) -> BearerTokenMiddleware:
         s = crawler.settings
         return cls(crawler, value(s, "AD_PLATFORM_API_URL"), scaled(s, REFRESH_MARGIN), timeout(s, "auth"),
-                   RetryPolicy.from_settings(s))
+                   RetryPolicy.from_settings(s), outage_limit=scaled(s, value(s, "ADCRAWLER_OUTAGE_LIMIT")))
 
     # -- credentials on the wire ------------------------------------------------------
     async def process_request(self, request: Request) -> None:
@@ -236,11 +239,16 @@ class BearerTokenMiddleware:
             logs.SECRETS.add(token.value)
             return decision, token
 
-        try:
-            return await keep_trying("auth", attempt, self.policy, self.stats, client)
+        try:  # an outage of the token endpoint is waited out, one try per backoff, like the API's
+            return await keep_trying("auth", attempt, self.policy, self.stats, client,
+                                     patience=lambda: self.outage_limit)
         except GaveUp as exc:
-            raise AuthenticationFailed(f"token endpoint unavailable ({exc.decision.reason}) after {exc.attempts} "
-                                       f"attempt{'s' * (exc.attempts > 1)}") from None
+            tries = f"{exc.attempts} attempt{'s' * (exc.attempts > 1)}"
+            if exc.elapsed >= self.outage_limit:
+                since = datetime.fromtimestamp(time.time() - exc.elapsed, timezone.utc)
+                raise AuthenticationFailed(f"platform unavailable since {since:%H:%M:%S} UTC: token endpoint "
+                                           f"{exc.decision.reason}, {tries}") from None
+            raise AuthenticationFailed(f"token endpoint unavailable ({exc.decision.reason}) after {tries}") from None
 
 
 class RedirectMiddleware(ScrapyRedirectMiddleware):

@@ -152,6 +152,9 @@ SETTINGS: list[Setting] = [
     Setting("ADCRAWLER_TIMEOUT_AUTH", "10", SECONDS, "timeout of a token request (s)"),
     Setting("ADCRAWLER_TIMEOUT_LIST", "15", SECONDS, "timeout of a list call (s)"),
     Setting("ADCRAWLER_TIMEOUT_SYNC", "10", SECONDS, "timeout of a sync call (s); a sync takes about 2 s"),
+    Setting("ADCRAWLER_OUTAGE_LIMIT", "600", SECONDS,
+            "how long a platform that answers nothing (its token endpoint included) is waited out, one probe per "
+            "backoff, before the client is given up (s)"),
     Setting("ADCRAWLER_KEEP_DAYS", "0", DAYS, "stats files older than this are removed after a run"),
     Setting("ADCRAWLER_PUSHGATEWAY_URL", "", OPTIONAL_URL,
             "Pushgateway to push each client's metrics to, during the run and at its end (empty = off)"),

@@ -19,7 +19,6 @@ from adcrawler.config import DRY_RUN, scaled, value
 from adcrawler.listing import Listing
 from adcrawler.model import Campaign, CampaignItem
 from adcrawler.registry import Client
-from adcrawler.retry import SYNC_PASSES
 from adcrawler.stats import RunStats
 
 logger = logging.getLogger(__name__)
@@ -44,6 +43,7 @@ class Result(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+SYNC_PASSES = 3  # passes over a client's syncs that failed after all their retries
 SPOOLED = "rows waiting in the spool"  # followed by the cause: "(lock timeout)", "(disk)"...
 
 
@@ -98,7 +98,9 @@ class ClientRun:
     quarantined_again: int = 0
     spooled: dict[str, int] = field(default_factory=dict)  # rows spooled, by cause
     auth_failure: str | None = None
-    faults: list[str] = field(default_factory=list)  # what the run could not record
+    unavailable: str | None = None  # the platform failed everything for longer than allowed: since when
+    recovered: int = 0  # failed syncs that succeeded in this pass
+    faults: list[str] = field(default_factory=list)  # what kept the run from its work or its record
     requests_sent: int = 0
     last_latency: float = 0.0
     outcome: Outcome | None = None
@@ -181,7 +183,7 @@ class RunLedger:
 
     def may_send(self, client: str) -> bool:
         run = self.runs.get(client)
-        return run is None or run.state is State.HELD
+        return run is None or (run.state is State.HELD and not run.unavailable)
 
     def starting(self, client: str) -> datetime:
         """The recorder takes the client: its run starts now."""
@@ -211,6 +213,18 @@ class RunLedger:
         run.state, run.interruption = State.INTERRUPTED, reason
         self.stats.inc("clients_interrupted", client)
         logger.error("Client %s: %s; nothing more is sent for it", client, reason, extra={"client": client})
+
+    def unavailable(self, client: str, since: float, outage: float) -> None:
+        """The platform failed every request of the client since ``since`` (Unix time), ``outage``
+        seconds: nothing more is sent for it."""
+        run = self.runs[client]
+        if run.unavailable:
+            return
+        run.unavailable = f"platform unavailable since {datetime.fromtimestamp(since, timezone.utc):%H:%M:%S} UTC"
+        self.fault(client, run.unavailable)
+        self.stats.inc("platform_unavailable", client)
+        logger.error("Client %s: %s (%.0fs without an answer); nothing more is sent for it", client,
+                     run.unavailable, outage, extra={"client": client})
 
     def fail_auth(self, client: str, reason: str) -> bool:
         """The client could not authenticate; True when no held client is left that can."""
@@ -337,6 +351,7 @@ class RunLedger:
         run.synced.add(campaign_id)
         self.stats.inc("campaigns_synced", client)
         if run.failed.pop(campaign_id, None) is not None:
+            run.recovered += 1
             self.stats.inc("campaigns_recovered", client)
         return run.latest.get(campaign_id, campaign)
 
@@ -349,7 +364,9 @@ class RunLedger:
         run.failed[campaign_id] = replace(failed, campaign=campaign)
         if not first:
             return None
-        logger.warning("Client %s: sync of %s failed: %s", client, campaign_id, failed.error, extra={"client": client})
+        if not run.unavailable:  # else one line has said it for all
+            logger.warning("Client %s: sync of %s failed: %s", client, campaign_id, failed.error,
+                           extra={"client": client})
         return campaign
 
     def next_pass(self, client: str) -> dict[str, FailedSync]:
@@ -357,9 +374,13 @@ class RunLedger:
         run = self.runs[client]
         retry = {cid: f for cid, f in run.failed.items() if f.retryable}
         if not run.listing_done or run.pending or not retry or run.passes >= SYNC_PASSES \
-                or run.state is not State.HELD:
+                or not self.may_send(client):
             return {}
-        run.passes += 1
+        if run.passes > 1 and not run.recovered:  # another would most likely do no better
+            logger.info("Client %s: pass %d recovered none of its failed syncs; no more passes", client, run.passes,
+                        extra={"client": client})
+            return {}
+        run.passes, run.recovered = run.passes + 1, 0
         self.stats.inc("sync_passes", client)
         logger.info("Client %s: pass %d of %d over %d failed sync(s)", client, run.passes, SYNC_PASSES, len(retry),
                     extra={"client": client})
@@ -459,7 +480,7 @@ def client_outcome(run: ClientRun, stopped_early: bool, dry_run: bool = False) -
     counts = [
         (run.quarantined - run.quarantined_again, "{} quarantined"),
         (len(run.failed), "{} sync failed"),
-        (run.not_attempted, "{} not synced before the crawl stopped"),
+        (run.not_attempted, "{} not synced" if run.unavailable else "{} not synced before the crawl stopped"),
         *((count, f"{{}} {SPOOLED} ({cause})") for cause, count in sorted(run.spooled.items())),
     ]
     reasons = [text.format(count) for count, text in counts if count] + listing

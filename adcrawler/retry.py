@@ -7,10 +7,11 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from scrapy.exceptions import (
     DownloadConnectionRefusedError,
     DownloadFailedError,
     DownloadTimeoutError,
+    IgnoreRequest,
     ResponseDataLossError,
 )
 from scrapy.http import Response
@@ -54,6 +56,8 @@ PUBLIC = {
     VERDICT: "the last verdict on the request's answer (`adcrawler.retry.Decision`), set when it is not retried",
 }
 SIGNALS = "_adcrawler_signals"  # what the answer's headers said of the limits (set by the scheduler)
+PROBE = "_adcrawler_probe"  # sent while the client's platform was failing everything (set by the scheduler)
+GIVEN_UP = "_adcrawler_given_up"  # why the client was given up: the request goes to its errback, unsent
 
 def json_body(body: bytes) -> Any:
     """The JSON value of a sync, token or 429 answer, or :data:`NOT_JSON` (list pages are read
@@ -130,17 +134,21 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
 LIMITS = {"transient": 6, "rate_limited": 5, "reauth": 2, "token": 6, "database": 5}
 BACKOFF = (1.0, 30.0)  # base and cap of the backoff, real seconds (scaled)
 RETRY_AFTER_MAX = 300.0  # the longest wait a platform is believed for, real seconds (scaled)
-SYNC_PASSES = 3  # passes over a client's syncs that failed after all their retries
 _API_KINDS = {Verdict.RETRY: "transient", Verdict.RATE_LIMITED: "rate_limited", Verdict.REAUTH: "reauth"}
 _STAT = {"auth": "token_retries", "database": "db_retries"}  # API calls: "retries"
 
 
-class GaveUp(Exception):
-    """``keep_trying`` ran out of tries; ``decision`` is the last verdict."""
+class ClientGivenUp(IgnoreRequest):
+    """The request's client was given up (its platform unavailable): not sent, its errback told."""
 
-    def __init__(self, decision: Decision, attempts: int):
+
+class GaveUp(Exception):
+    """``keep_trying`` ran out of tries; ``decision`` is the last verdict, ``elapsed`` the seconds
+    since the first failure."""
+
+    def __init__(self, decision: Decision, attempts: int, elapsed: float = 0.0):
         super().__init__(decision.reason)
-        self.decision, self.attempts = decision, attempts
+        self.decision, self.attempts, self.elapsed = decision, attempts, elapsed
 
 
 @dataclass(frozen=True)
@@ -183,21 +191,78 @@ class RetryPolicy:
         stats.inc(_STAT.get(what, "retries"), client, reason=decision.reason)
 
 
+OUTAGE_AFTER = 5  # different requests failing in a row, with no answer between them, that make an outage
+OUTAGE_LIMIT = 600.0  # ADCRAWLER_OUTAGE_LIMIT's default, real seconds (scaled)
+
+
+@dataclass
+class Outage:
+    """A client's platform failing everything: once five different requests in a row got no
+    answer (a few requests failing again and again are unlucky, not an outage), one request at a
+    time is sent, a probe per backoff, until an answer comes or ``limit`` seconds have passed since
+    the first failure. Pure: times are passed in."""
+
+    limit: float = OUTAGE_LIMIT
+    backoff: tuple[float, float] = BACKOFF
+    failing: set[str] = field(default_factory=set)  # the requests (URLs) that failed in a row
+    since: float | None = None  # the first of those failures
+    probes: int = 0  # failed probes: the backoff grows with them
+    probe_at: float = 0.0
+    probing: bool = False
+
+    @property
+    def on(self) -> bool:
+        return len(self.failing) >= OUTAGE_AFTER
+
+    def failed(self, now: float, request: str, probe: bool = False) -> None:
+        self.failing.add(request)
+        self.since = now if self.since is None else self.since
+        if probe:
+            self.probing, self.probes = False, self.probes + 1
+        if self.on and not self.probing:
+            self.probe_at = max(self.probe_at, now + backoff_delay(self.probes + 1, *self.backoff))
+
+    def answered(self) -> bool:
+        """The platform answered: the outage, if there was one, is over (True)."""
+        was = self.on
+        self.failing, self.since, self.probes, self.probing = set(), None, 0, False
+        return was
+
+    def wait(self, now: float) -> float:
+        """Seconds before the client may send again: 0 but in an outage (inf while a probe is out)."""
+        if not self.on:
+            return 0.0
+        return math.inf if self.probing else max(0.0, self.probe_at - now)
+
+    def sent(self) -> bool:
+        """A request goes out: True when it is a probe."""
+        self.probing = self.on
+        return self.on
+
+    def over(self, now: float) -> bool:
+        return self.on and self.since is not None and now - self.since >= self.limit
+
+
 def retry_request(request: Request, decision: Decision, policy: RetryPolicy, stats: RunStats,
-                  spider: Any) -> Request | None:
+                  spider: Any, outage: bool = False) -> Request | None:
     """The copy of an API ``request`` to send again after ``decision``, with its wait in meta for
-    the scheduler; or None, with the verdict left in ``meta[VERDICT]`` for whoever handles the failure."""
+    the scheduler; or None, with the verdict left in ``meta[VERDICT]`` for whoever handles the
+    failure. A probe sent in an ``outage`` costs none of its tries when it fails again: the
+    outage has its own bound, and the scheduler paces the probes."""
     what, client = request.meta.get(ENDPOINT, ""), request.meta.get(CLIENT)
     kind = policy.kind(what, decision)
     attempts = dict(request.meta.get(ATTEMPTS) or {})
-    attempt = attempts.get(kind, 0) + 1
+    free = outage and kind == "transient"
+    attempt = attempts.get(kind, 0) + (not free)
     limit = request.meta.get("max_retry_times") if kind == "transient" else None
-    wait = policy.delay(what, decision, attempt, limit) if kind else None
+    wait = 0.0 if free else policy.delay(what, decision, attempt, limit) if kind else None
     tried = request.meta.get("retry_times", 0)
     if wait is None:
         request.meta[VERDICT] = decision
-        if kind:  # Scrapy's "Gave up retrying" line and retry/max_reached
-            get_retry_request(request, spider=spider, reason=decision.reason, max_retry_times=tried)
+        if kind:  # Scrapy's "Gave up retrying" line (a warning when a later pass may try again)
+            get_retry_request(request, spider=spider, reason=decision.reason, max_retry_times=tried,
+                              give_up_log_level=logging.WARNING if policy.worth_another_pass(what, decision)
+                              and what == "sync" else logging.ERROR)
         return None
     # Allowed one more whatever RETRY_TIMES says: the policy has decided.
     again = get_retry_request(request, spider=spider, reason=decision.reason, max_retry_times=tried + 1)
@@ -206,6 +271,7 @@ def retry_request(request: Request, decision: Decision, policy: RetryPolicy, sta
     again.meta[ATTEMPTS] = attempts
     again.meta[PAUSE if kind == "rate_limited" else NOT_BEFORE] = wait
     again.meta.pop(SIGNALS, None)
+    again.meta.pop(PROBE, None)
     policy.count(stats, what, decision, client)
     return again
 
@@ -233,7 +299,7 @@ async def keep_trying(what: str, attempt: Callable[[], Awaitable[tuple[Decision,
         patient = time.monotonic() - first_failure < patience()
         delay = None if stopping() else policy.delay(what, decision, n, n if patient else None)
         if delay is None:
-            raise GaveUp(decision, n)
+            raise GaveUp(decision, n, time.monotonic() - first_failure)
         policy.count(stats, what, decision, client)
         logger.warning("%s%s failed (%s%s); retry %d in %.2fs", f"Client {client}: " if client else "",
                        {"auth": "Token request", "database": "Database write"}.get(what, what), decision.reason,
@@ -245,7 +311,8 @@ async def keep_trying(what: str, attempt: Callable[[], Awaitable[tuple[Decision,
 
 class RetryMiddleware:
     """Acts on the verdict on each API answer: counts it, retries it or pauses its client for a
-    429 (sent again with a new token after a 401); gives up to the callback or errback with the verdict."""
+    429 (sent again with a new token after a 401); gives up to the callback or errback with the
+    verdict. A probe of an outage (:class:`Outage`) is retried at no cost to its tries."""
 
     def __init__(self, crawler: Crawler, policy: RetryPolicy):
         self.crawler = crawler
@@ -255,6 +322,10 @@ class RetryMiddleware:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RetryMiddleware:
         return cls(crawler, RetryPolicy.from_settings(crawler.settings))
+
+    def process_request(self, request: Request) -> None:
+        if GIVEN_UP in request.meta:  # before the token middleware: no token is asked for it
+            raise ClientGivenUp(request.meta[GIVEN_UP])
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
         endpoint = request.meta.get(ENDPOINT)
@@ -283,7 +354,8 @@ class RetryMiddleware:
             self.stats.inc("responses_429", client)
         elif decision.verdict is Verdict.REAUTH:  # the token middleware has dropped the token refused
             self.stats.inc("token_rejected", client)
-        again = retry_request(request, decision, self.policy, self.stats, self.crawler.spider)
+        again = retry_request(request, decision, self.policy, self.stats, self.crawler.spider,
+                              outage=request.meta.get(PROBE, False))
         if again is not None and PAUSE in again.meta:
             logger.warning("Client %s: 429 on %s, pausing the client for %.2fs", client, request.url,
                            again.meta[PAUSE], extra={"client": client})

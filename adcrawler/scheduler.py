@@ -20,7 +20,20 @@ from scrapy.utils.asyncio import CallLaterResult, call_later
 from adcrawler.budget import RollingWindowBudget, read_signals
 from adcrawler.config import scaled, value
 from adcrawler.ledger import RunLedger
-from adcrawler.retry import CLIENT, NOT_BEFORE, PAUSE, RETRY_AFTER_MAX, SIGNALS, TOKEN_FOR
+from adcrawler.retry import (
+    BACKOFF,
+    CLIENT,
+    GIVEN_UP,
+    NOT_BEFORE,
+    OUTAGE_LIMIT,
+    PAUSE,
+    PROBE,
+    RETRY_AFTER_MAX,
+    RETRY_CODES,
+    SIGNALS,
+    TOKEN_FOR,
+    Outage,
+)
 from adcrawler.stats import RunStats
 
 logger = logging.getLogger(__name__)
@@ -32,18 +45,22 @@ LEAST_WINDOW = 1.0  # a stated window shorter than a second cannot be meant (rea
 HELD = "_adcrawler_held_since"  # set while the request holds a budget place
 SEQ = "_adcrawler_seq"  # arrival order, kept when a request comes back
 READY = "_adcrawler_ready_at"  # when it joined its client's queue
+STATUS = "_adcrawler_status"  # the HTTP status of its answer, if one came
 
 
 class BudgetScheduler:
     def __init__(self, crawler: Crawler, limit: int, window: float, clock: Callable[[], float] = time.monotonic,
                  timer: Timer = call_later, ceiling: int | None = None, wait_cap: float = 300.0,
-                 wall: Callable[[], float] = time.time, least_window: float = 0.0):
+                 wall: Callable[[], float] = time.time, least_window: float = 0.0,
+                 outage_limit: float = OUTAGE_LIMIT, backoff: tuple[float, float] = BACKOFF):
         self.crawler = crawler
         self.limit = limit
         self.window = window
         self.ceiling = ceiling
         self.wait_cap = wait_cap  # the longest time a platform's signal is believed for
         self.least_window = least_window
+        self.outage = (outage_limit, backoff)
+        self.outages: dict[str, Outage] = {}  # by client
         self.wall = wall  # Unix time, for resets given as epochs
         self.clock = clock
         self.timer = timer  # with the clock, injected by tests: waits never depend on real time
@@ -69,7 +86,10 @@ class BudgetScheduler:
         s = crawler.settings
         limit = value(s, "ADCRAWLER_RATE_LIMIT")
         scheduler = cls(crawler, limit, scaled(s, value(s, "ADCRAWLER_RATE_WINDOW")), ceiling=CEILING * limit,
-                        wait_cap=scaled(s, RETRY_AFTER_MAX), least_window=scaled(s, LEAST_WINDOW))
+                        wait_cap=scaled(s, RETRY_AFTER_MAX), least_window=scaled(s, LEAST_WINDOW),
+                        outage_limit=scaled(s, value(s, "ADCRAWLER_OUTAGE_LIMIT")),
+                        backoff=(scaled(s, BACKOFF[0]), scaled(s, BACKOFF[1])))
+        crawler.signals.connect(scheduler.response_downloaded, signal=signals.response_downloaded)
         crawler.signals.connect(scheduler.request_left_downloader, signal=signals.request_left_downloader)
         crawler.signals.connect(scheduler.headers_received, signal=signals.headers_received)
         return scheduler
@@ -115,11 +135,28 @@ class BudgetScheduler:
             queue = self._queues.get(client)
             if not queue:
                 continue
+            outage = self.outages.get(client)
+            if outage is not None and outage.over(now):
+                lasted = now - (outage.since or now)
+                self.ledger.unavailable(client, self.wall() - lasted, lasted)
+            given_up = self.ledger.runs[client].unavailable if client in self.ledger.runs else None
+            if given_up:  # what waits goes to its errback at once, unbudgeted: its campaign is stored as failed
+                _, _, request = heapq.heappop(queue)
+                self._queued -= 1
+                if queue:
+                    self._mark_ready(client, now)
+                request.meta[GIVEN_UP] = given_up
+                return request
             if not self.ledger.may_send(client):
-                # The run stopped working for this client (its lock was lost...):
-                # what waits is never sent.
+                # The run stopped working for this client (its lock was lost, its platform
+                # unavailable...): what waits is never sent.
                 self._queued -= len(queue)
                 queue.clear()
+                continue
+            wait = outage.wait(now) if outage is not None else 0.0
+            if wait > 0:  # one probe at a time, one per backoff: its answer wakes the client
+                if wait < math.inf:
+                    self._mark_ready(client, now + wait)
                 continue
             wait = self.budget(client).wait_time() if client else 0.0
             if wait == math.inf and not self.budget(client).in_flight:
@@ -141,6 +178,9 @@ class BudgetScheduler:
                 self.budget(client).acquire(client)
                 self._last_sent[client] = next(self._seq)
                 request.meta[HELD] = now
+                if outage is not None and outage.sent():
+                    request.meta[PROBE] = True
+                    logger.debug("Client %s: probing with %s", client, request.url, extra={"client": client})
                 self.ledger.sent(client)
                 if waited > 0:
                     self.stats.inc("rate_wait_seconds", client, round(waited, 3))
@@ -231,15 +271,36 @@ class BudgetScheduler:
                 self._mark_ready(sharer, self.clock() + budget.wait_time())
         self._arm()
 
+    def response_downloaded(self, response: Any, request: Request, spider: Any = None) -> None:
+        if HELD in request.meta:
+            request.meta[STATUS] = response.status
+
     def request_left_downloader(self, request: Request, spider: Any = None) -> None:
         sent = request.meta.pop(HELD, None)
         if sent is None:
             return
         client = request.meta[CLIENT]
+        self._observe(client, request.url, request.meta.pop(STATUS, None), request.meta.get(PROBE, False))
         self.budget(client).release(self.clock() - sent, client)
         # The lower bound of a client's run ends with its last answer's latency.
         self.ledger.answered(client, self.clock() - sent)
         self._wake(client)
+
+    def _observe(self, client: str, url: str, status: int | None, probe: bool) -> None:
+        """An API call's end, for the client's outage: an answer (a 429 included: the platform is
+        there), or a transient failure (no answer, or a status worth a retry)."""
+        outage = self.outages.setdefault(client, Outage(*self.outage))
+        if status is not None and status not in RETRY_CODES:
+            if outage.answered():
+                logger.info("Client %s: the platform answers again", client, extra={"client": client})
+            return
+        was = outage.on
+        outage.failed(self.clock(), url, probe)
+        if outage.on and not was:
+            self.stats.inc("outages", client)
+            logger.warning("Client %s: %d different requests in a row got no answer: the platform seems down; one "
+                           "request at a time goes until it answers, for up to %.0fs", client, len(outage.failing),
+                           outage.limit, extra={"client": client})
 
     def _rate_limited(self, client: str, pause: float) -> None:
         budget = self.budget(client)

@@ -46,6 +46,8 @@ COUNTERS = {
     "token_refreshes": "bearer tokens obtained (the first one included)",
     "token_rejected": "API answers that refused the bearer token (401)",
     "token_retries": "token requests retried; per reason (`token_retries/<reason>`)",
+    "outages": "times the platform failed five requests in a row: one request at a time went until it answered",
+    "platform_unavailable": "clients given up because their platform answered nothing for ADCRAWLER_OUTAGE_LIMIT",
     "redirects_refused": "requests not sent because a redirect pointed outside the platform's origin",
     "rows_inserted": "campaign rows inserted",
     "rows_updated": "campaign rows updated",

@@ -82,7 +82,7 @@ class MockConfig:
     partitions: int = 0  # clients spread over this many shared budgets, named by pk (0: off)
     partition_every: int = 0  # a client moves to the next partition after this many requests (0: never)
     reset_early: float = 0.0  # announce resets this many seconds early (a platform that lies a little)
-    sync_fail_first: int = 0  # answer the first N sync calls of every campaign with a 503
+    sync_fail_first: int = 0  # answer the first N sync calls of every tenth campaign with a 503
     hold_syncs: int = -1  # answer this many sync calls per client, then hold the rest until released (-1: off)
     hold_client: str = ""  # hold only this client's syncs (empty: every client's)
     seed: int | None = None
@@ -275,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="announce resets this many seconds earlier than they come, a platform that lies a little "
            "(default %(default)s)")
     a("--sync-fail-first", type=_count, default=_env("sync_fail_first", d.sync_fail_first),
-      help="answer the first N sync calls of every campaign with a 503, the next ones normally: a campaign "
-           "that needs more tries than one pass gives it (default %(default)s)")
+      help="answer the first N sync calls of every tenth campaign (campaign_10, campaign_20...) with a 503, the "
+           "next ones normally: a campaign that needs more tries than one pass gives it (default %(default)s)")
     a("--hold-syncs", type=int, default=_env("hold_syncs", d.hold_syncs),
       help="test knob: answer this many sync calls per client, then hold every later one without an "
            "answer until POST /__mock__/release, so a test finds a run still going (-1 = off; "

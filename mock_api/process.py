@@ -76,6 +76,11 @@ class MockProcess:
         req = urllib.request.Request(self.url + "/__mock__/release", method="POST")
         urllib.request.urlopen(req, timeout=10).close()
 
+    def outage(self, seconds: float) -> None:
+        """Every call answers 503 for ``seconds`` from now (real seconds; 0 ends it)."""
+        req = urllib.request.Request(f"{self.url}/__mock__/outage?seconds={seconds}", method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+
     def held(self) -> int:
         """Sync calls the simulator holds now (--hold-syncs)."""
         return self.stats()["held"]

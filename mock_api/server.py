@@ -99,6 +99,7 @@ class MockState:
         self.partition_calls: dict[str, int] = defaultdict(int)  # requests per client (--partitions)
         self.partition_moves = 0
         self.released = asyncio.Event()
+        self.down_until = 0.0  # monotonic: until then every call answers 503 (POST /__mock__/outage)
 
     def rng(self, client: str, purpose: str) -> random.Random:
         """One generator per (client, purpose), so that with a seed the fault
@@ -147,6 +148,10 @@ class MockApi:
     async def track(self, request: web.Request, handler):
         if request.path.startswith("/__mock__"):
             return await handler(request)
+        if time.monotonic() < self.state.down_until:  # an outage: the token endpoint included
+            endpoint = {"/auth/token": "auth", "/api/campaigns": "list"}.get(request.path, "sync")
+            self.state.count(_client(request), endpoint, "outage")
+            return _error(503, "Service unavailable", "The platform is down")
         redirect = self._redirect(request)
         if redirect is not None:
             return redirect
@@ -186,6 +191,7 @@ class MockApi:
         app.router.add_post("/__mock__/revoke", self.revoke)
         app.router.add_post("/__mock__/release", self.release)
         app.router.add_post("/__mock__/expire", self.expire)
+        app.router.add_post("/__mock__/outage", self.outage)
         app.router.add_get("/__mock__/config", self.show_config)
         return app
 
@@ -477,7 +483,8 @@ class MockApi:
                 self.state.count(client, "sync", 404)
                 return _error(404, "Not Found", "Unknown campaign")
         self.state.sync_tries[client, campaign_id] += 1
-        if self.state.sync_tries[client, campaign_id] <= self.config.sync_fail_first:
+        unlucky = campaign_id.endswith("0")  # every tenth campaign (--sync-fail-first)
+        if unlucky and self.state.sync_tries[client, campaign_id] <= self.config.sync_fail_first:
             self.state.count(client, "sync", 503)
             return _error(503, "Service temporarily unavailable", "Please retry later")
         await self._hold(client)
@@ -529,6 +536,11 @@ class MockApi:
         self.state.tokens = {token: (email, past) for token, (email, _) in self.state.tokens.items()}
         self.state.last_issued = past  # quirks: the one clock
         return web.json_response({"expired": len(self.state.tokens)})
+
+    async def outage(self, request: web.Request) -> web.Response:
+        """Answer every call with a 503 for ``seconds`` (real seconds, unscaled; 0 ends an outage)."""
+        self.state.down_until = time.monotonic() + float(request.query.get("seconds", "0"))
+        return web.json_response({"down_for": float(request.query.get("seconds", "0"))})
 
     async def revoke(self, request: web.Request) -> web.Response:
         """Revoke every token issued so far, as a platform does on a credential rotation."""

@@ -230,26 +230,31 @@ def test_hostile_names_are_stored_verbatim(mock_factory, db):
     assert db.scalar("SELECT COUNT(*) FROM campaigns") == 10
 
 
-def test_permanently_failing_syncs_are_stored_as_failed_after_every_pass(mock_factory, tmp_path):
+def test_a_sync_endpoint_that_always_fails_is_waited_out_then_every_campaign_is_stored_as_failed(mock_factory,
+                                                                                                   tmp_path):
     db = Db(tmp_path)
     mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "5", "--sync-503-rate", "1")
     result = _crawl(mock, "acme", db)
     assert result.returncode == 1
-    assert db.rows("SELECT DISTINCT sync_status, sync_error FROM campaigns") == [("failed", "HTTP 503")]
+    [(status, error)] = db.rows("SELECT DISTINCT sync_status, sync_error FROM campaigns")
+    assert status == "failed" and re.fullmatch(r"platform unavailable since \d\d:\d\d:\d\d UTC", error), error
     assert db.scalar("SELECT COUNT(*) FROM campaigns") == 5
-    assert result.stat("campaigns_sync_failed", "acme-corp") == 5
-    assert result.stat("sync_passes", "acme-corp") == 2  # three passes in all
-    assert result.stats["retry/reason_count/http_503"] == 3 * 5 * 6
-    assert "acme-corp: partial (5 sync failed)" in last_line(result)
+    assert result.stat("campaigns_sync_failed", "acme-corp") == 5 and result.stat("platform_unavailable", "acme-corp")
+    # Five failures, then one probe per backoff (0.01 s doubling to 0.3 s) for the outage limit
+    # (6 s at 0.01): not every request's six retries on every pass (90).
+    assert result.stats["retry/reason_count/http_503"] <= 5 + 6 / 0.15 + 5
+    assert re.search(r"acme-corp: partial \(5 sync failed, platform unavailable since \S+ UTC\)$", last_line(result))
 
 
 def test_unlucky_syncs_get_another_pass_and_the_run_succeeds(mock_factory, tmp_path):
     db = Db(tmp_path)
-    # Every campaign's first seven sync calls fail: one call and six retries, the whole first pass.
+    # Every tenth campaign's first seven sync calls fail: one call and six retries, the whole first pass
+    # (three requests failing again and again are no outage).
     mock = mock_factory("--time-scale", SCALE, "--quiet", "--campaigns", "30", "--sync-fail-first", "7")
     result = _crawl(mock, "acme", db)
     assert result.returncode == 0, result.output[-3000:]
-    assert result.stat("campaigns_recovered", "acme-corp") == 30 and result.stat("sync_passes", "acme-corp") == 1
+    assert result.stat("campaigns_recovered", "acme-corp") == 3 and result.stat("sync_passes", "acme-corp") == 1
+    assert "the platform seems down" not in result.output
     assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 30
     assert set(mock.stats()["syncs"]["acme-corp"].values()) == {1}
 

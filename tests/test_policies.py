@@ -513,6 +513,68 @@ def test_another_pass_is_worth_it_only_for_a_verdict_that_was_worth_a_retry():
     assert not policy.worth_another_pass("sync", None)
 
 
+def test_an_outage_begins_when_five_requests_fail_in_a_row_and_is_probed_once_per_backoff():
+    from adcrawler.retry import Outage
+
+    outage = Outage(limit=100, backoff=(1, 8))
+    for t in range(6):
+        outage.failed(t, f"/sync/{t % 3}")
+    assert not outage.on and outage.wait(6) == 0  # three requests failing again and again: unlucky, not down
+    outage.answered()
+    for t in range(5):
+        outage.failed(t, f"/sync/{t}")
+    assert outage.on and 0 < outage.wait(4) <= 1  # five different ones: the first probe after one backoff
+    assert outage.wait(5) == 0 and outage.sent() and outage.wait(5) == math.inf  # one probe at a time
+    outage.failed(6, "/sync/9")  # a request sent before the outage fails meanwhile: the probe is still out
+    assert outage.wait(6) == math.inf
+    t = 7.0
+    for cap in (2, 4, 8, 8):  # each failed probe doubles the backoff, up to its cap
+        outage.failed(t, "/sync/0", probe=True)
+        assert cap / 2 <= outage.wait(t) <= cap
+        t = outage.probe_at
+        assert outage.sent()
+    assert not outage.over(99) and outage.over(100)  # the limit counts from the first failure
+    assert outage.answered() and not outage.on and outage.wait(100) == 0 and not outage.answered()
+
+
+def test_a_pass_that_recovers_nothing_is_the_last():
+    ledger, _ = _ledger()
+    ledger.hold("acme-corp")
+    run = ledger.run("acme-corp")
+    ledger.page_read("acme-corp", 3)
+    for n in (1, 2, 3):
+        ledger.listed("acme-corp", f"id:campaign_{n}", "digest")
+        ledger.to_sync("acme-corp", f"campaign_{n}")
+    ledger.page_done("acme-corp", 1, 3, 3, 0, 100, False)
+
+    def fail(campaign_id: str) -> None:
+        ledger.sync_sent("acme-corp")
+        ledger.sync_failed("acme-corp", campaign_id, FailedSync(None, T0, "HTTP 503", True))
+
+    for n in (1, 2, 3):
+        fail(f"campaign_{n}")
+    assert set(ledger.next_pass("acme-corp")) == {"campaign_1", "campaign_2", "campaign_3"}  # pass 2
+    ledger.sync_sent("acme-corp")
+    ledger.synced("acme-corp", "campaign_1", None)  # pass 2 recovers one: pass 3 is worth it
+    fail("campaign_2")
+    fail("campaign_3")
+    assert set(ledger.next_pass("acme-corp")) == {"campaign_2", "campaign_3"} and run.passes == 3
+
+    ledger, _ = _ledger()  # the same, but pass 2 recovers nothing: no pass 3
+    ledger.hold("acme-corp")
+    ledger.page_read("acme-corp", 2)
+    for n in (1, 2):
+        ledger.listed("acme-corp", f"id:campaign_{n}", "digest")
+        ledger.to_sync("acme-corp", f"campaign_{n}")
+    ledger.page_done("acme-corp", 1, 2, 2, 0, 100, False)
+    for n in (1, 2):
+        fail(f"campaign_{n}")
+    assert len(ledger.next_pass("acme-corp")) == 2
+    for n in (1, 2):
+        fail(f"campaign_{n}")
+    assert ledger.next_pass("acme-corp") == {} and ledger.run("acme-corp").passes == 2
+
+
 # -- the run ledger and the stats it writes --------------------------------------------
 
 def _ledger():

@@ -27,6 +27,7 @@ from adcrawler.retry import (
     ENDPOINT,
     NOT_JSON,
     VERDICT,
+    ClientGivenUp,
     Decision,
     RetryPolicy,
     Verdict,
@@ -49,6 +50,8 @@ def _reason(failure: Failure) -> str:
     exc = failure.value
     if isinstance(exc, HttpError):
         return f"HTTP {exc.response.status}"
+    if isinstance(exc, ClientGivenUp):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
 
 
