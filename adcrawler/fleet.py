@@ -19,7 +19,7 @@ from scrapyd_client.pyclient import HEADERS, ScrapydClient, _process_response
 
 from adcrawler.config import value
 from adcrawler.ledger import Result
-from adcrawler.registry import Client, ClientConfigError, Registry
+from adcrawler.registry import STAMP, Client, ClientConfigError, Registry, scheduled_at
 from adcrawler.store import Store, first_line, open_store
 
 SPIDER = "campaigns"
@@ -27,6 +27,7 @@ PROJECT = "adcrawler"  # the scrapyd project, as scrapy.cfg deploys it
 SHARD_SIZE = 250  # clients per job: one process holds hundreds near their bound (bench g)
 RUNNING = "running"  # a sync_runs row whose run has not recorded its end
 SUCCEEDED, SKIPPED = Result.SUCCEEDED.value, Result.SKIPPED.value
+START_LIMIT = 600.0  # s a job of ours may stay pending before it is moved to the next node
 
 
 class CredentialsRefused(Exception):
@@ -97,6 +98,8 @@ class Job:
     node: str
     job_id: str
     slugs: list[str]
+    scheduled: float = 0.0  # wall clock, for a job still pending
+    started: bool = False
 
 
 @dataclass
@@ -108,10 +111,11 @@ class Fleet:
     registry: Registry
     out: Callable[[str], None] = print
     err: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+    clock: Callable[[], float] = time.time
     alive: set[str] = field(default_factory=set)
     versions: dict[str, str] = field(default_factory=dict)
-    pending: set[str] = field(default_factory=set)  # slugs in pending jobs
-    live_jobs: set[str] = field(default_factory=set)  # ids of pending and running jobs
+    busy: dict[str, Job] = field(default_factory=dict)  # slug -> the live job that holds it
+    live_jobs: dict[str, str] = field(default_factory=dict)  # id of a pending or running job -> its node
 
     def survey(self) -> None:
         """Ask every node what it runs: a node that does not answer, or lacks the project, is left out."""
@@ -132,115 +136,237 @@ class Fleet:
             self.alive.add(url)
             self.versions[url] = versions[-1]  # scrapyd sorts them: the last is the one it runs
             for job in jobs["pending"]:
-                self.live_jobs.add(job["id"])
+                self.live_jobs[job["id"]] = url
                 try:
-                    self.pending.update(c.slug for c in self.registry.select(job.get("args", {}).get("client", "")))
+                    slugs = [c.slug for c in self.registry.select(job.get("args", {}).get("client", ""))]
                 except ClientConfigError:
-                    pass  # a job this dispatcher did not write; the lock covers it
-            self.live_jobs.update(job["id"] for job in jobs["running"])
+                    continue  # a job this dispatcher did not write; the lock covers it
+                pending = Job(url, job["id"], slugs, scheduled_at(job["id"]))
+                self.busy.update((slug, pending) for slug in slugs)
+            self.live_jobs.update((job["id"], url) for job in jobs["running"])
 
-    def running(self, store: Store | None) -> set[str]:
-        """Slugs of clients whose run is recorded as running by a job still alive on a node."""
+    def note_running(self, store: Store | None) -> None:
+        """Add the clients whose run is recorded as running by a job still alive on a node."""
         if store is None:
-            return set()
+            return
         by_id = {c.client_id: c.slug for c in self.registry.clients.values()}
-        return {by_id.get(client, client) for client, job in store.running() if job in self.live_jobs}
+        jobs: dict[str, Job] = {}
+        for client, job_id in store.running():
+            if job_id in self.live_jobs:
+                job = jobs.setdefault(job_id, Job(self.live_jobs[job_id], job_id, [], started=True))
+                job.slugs.append(by_id.get(client, client))
+                self.busy[job.slugs[-1]] = job
 
-    def schedule(self, node: str, slugs: list[str], seq: int, stamp: str) -> Job:
-        job_id = f"{stamp}-{secrets.token_hex(2)}-{seq:03d}"
+    def schedule(self, node: str, slugs: list[str], seq: int) -> Job:
+        now = self.clock()
+        job_id = f"{datetime.fromtimestamp(now, timezone.utc).strftime(STAMP)}-{secrets.token_hex(2)}-{seq:03d}"
         args = [("client", self.registry.shard(slugs)), ("node", node), ("jobid", job_id),
                 ("_version", self.versions[node])]
         self.nodes[node].schedule(self.project, SPIDER, args)
-        return Job(node, job_id, slugs)
+        return Job(node, job_id, slugs, now)
+
+    def cancel(self, job: Job, why: str) -> bool:
+        """Cancel a job that never started; False when it started meanwhile (it is waited for)."""
+        try:
+            answer = self.nodes[job.node].cancel(self.project, job.job_id)
+        except NODE_ERRORS as exc:
+            self.err(f"node {job.node}: cancelling job {job.job_id} failed ({first_line(exc) or type(exc).__name__})")
+            return False
+        if answer.get("prevstate") == "running":
+            job.started = True
+            return False
+        self.err(f"node {job.node}: job {job.job_id} {why}; cancelled, its {len(job.slugs)} clients go to their "
+                 "next node")
+        return True
 
 
-def dispatch(fleet: Fleet, clients: list[Client], shard_size: int, store: Store | None,
-             dry_run: bool = False) -> tuple[list[Job], int]:
-    """Schedule ``clients``; returns the jobs scheduled and 0, or 1 when a client could not be."""
+@dataclass
+class Dispatch:
+    """One dispatch: the job that holds each client (the last one, when a client was moved)."""
+
+    fleet: Fleet
+    shard_size: int
+    start_limit: float = START_LIMIT
+    placed: dict[str, Job] = field(default_factory=dict)
+    avoid: set[str] = field(default_factory=set)  # nodes lost or that do not start jobs
+    moved: set[str] = field(default_factory=set)  # clients given a second node (once per dispatch)
+    leases: dict[str, Any] = field(default_factory=dict)  # a waiting client's lease expiry when first seen
+    status: int = 0
+    seq: int = 0
+
+    def place(self, clients: list[Client], dry_run: bool = False) -> None:
+        """Schedule ``clients`` on their best live node, in as few jobs per node as ``shard_size`` allows."""
+        fleet = self.fleet
+        plan = assign(clients, list(fleet.nodes), fleet.alive - self.avoid)
+        homeless = [c.slug for c in clients if c.slug not in plan]
+        if homeless:
+            fleet.err(f"{len(homeless)} clients have no node that answers: {', '.join(homeless[:20])}")
+            self.status = 1
+        for node in fleet.nodes:
+            mine = [c for c in clients if plan.get(c.slug) == node]
+            for slugs in shards(mine, self.shard_size):
+                if dry_run:
+                    fleet.out(f"node {node}: would run a job of {len(slugs)} clients: {', '.join(slugs)}")
+                    continue
+                self.seq += 1
+                try:
+                    job = fleet.schedule(node, slugs, self.seq)
+                except NODE_ERRORS as exc:
+                    fleet.err(f"node {node}: scheduling a job of {len(slugs)} clients failed: "
+                              f"{first_line(exc) or type(exc).__name__}")
+                    self.status = 1
+                    continue
+                self.placed.update((slug, job) for slug in slugs)
+                fleet.out(f"node {node}: job {job.job_id} holds {len(slugs)} clients "
+                          f"(version {fleet.versions[node]})")
+
+    def free(self, slugs: list[str], store: Store | None) -> tuple[list[str], list[str]]:
+        """Split clients into those free to send and those whose lease a run no live job holds still
+        holds (killed, or on a lost node): they wait for the lease to end. A lease renewed meanwhile
+        is a live run's: its client is left to it."""
+        clients = self.fleet.registry.clients
+        leases = store.leases() if store is not None else {}
+        ready, waiting = [], []
+        for slug in slugs:
+            lease = leases.get(clients[slug].client_id)
+            if not lease or not lease["live"]:
+                ready.append(slug)
+            elif self.leases.setdefault(slug, lease["expires_at"]) < lease["expires_at"]:
+                self.fleet.err(f"{slug}: a run outside this dispatch's jobs renews its lease ({lease['holder']}); "
+                               "left to it")
+            else:
+                waiting.append(slug)
+        return ready, waiting
+
+    def move(self, slugs: list[str], store: Store | None) -> list[str]:
+        """Give clients whose job was lost or cancelled their next node, once each (a client whose run
+        ended there stays). Returns the clients still waiting for a lost run's lease."""
+        clients = self.fleet.registry.clients
+        ended = {(row["client_id"], row["job_id"]) for row in store.runs_of_jobs(
+            sorted({self.placed[slug].job_id for slug in slugs}))
+            if row["outcome"] != RUNNING} if store is not None else set()
+        slugs = [slug for slug in slugs if slug not in self.moved
+                 and (clients[slug].client_id, self.placed[slug].job_id) not in ended]
+        ready, waiting = self.free(slugs, store)
+        self.moved.update(ready)  # a second node is a client's last this dispatch: the next one tries again
+        self.place([clients[slug] for slug in ready])
+        return waiting
+
+    def jobs(self) -> list[Job]:
+        return list({job.job_id: job for job in self.placed.values()}.values())
+
+
+def dispatch(fleet: Fleet, clients: list[Client], shard_size: int, store: Store | None, dry_run: bool = False,
+             start_limit: float = START_LIMIT) -> Dispatch:
+    """Schedule ``clients``: a client busy in a live job is held by that job (waited for, not sent
+    again), unless the job was ours and has not started within ``start_limit``: then it is cancelled
+    and its clients sent to their next node."""
     fleet.survey()
-    busy = fleet.pending | fleet.running(store)
-    if busy & {c.slug for c in clients}:
-        names = sorted(busy & {c.slug for c in clients})
-        fleet.out(f"{len(names)} clients already pending or running, not scheduled again: "
-                  f"{', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
-    todo = [c for c in clients if c.slug not in busy]
-    plan = assign(todo, list(fleet.nodes), fleet.alive)
-    status = 0
-    homeless = [c.slug for c in todo if c.slug not in plan]
-    if homeless:
-        fleet.err(f"{len(homeless)} clients have no node that answers: {', '.join(homeless[:20])}")
-        status = 1
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    jobs: list[Job] = []
-    for node in fleet.nodes:
-        mine = [c for c in todo if plan.get(c.slug) == node]
-        for slugs in shards(mine, shard_size):
-            if dry_run:
-                fleet.out(f"node {node}: would run a job of {len(slugs)} clients: {', '.join(slugs)}")
-                continue
-            try:
-                job = fleet.schedule(node, slugs, len(jobs) + 1, stamp)
-            except NODE_ERRORS as exc:
-                fleet.err(f"node {node}: scheduling a job of {len(slugs)} clients failed: "
-                          f"{first_line(exc) or type(exc).__name__}")
-                status = 1
-                continue
-            jobs.append(job)
-            fleet.out(f"node {node}: job {job.job_id} holds {len(slugs)} clients (version {fleet.versions[node]})")
-    return jobs, status
+    fleet.note_running(store)
+    run = Dispatch(fleet, shard_size, start_limit)
+    wanted = {c.slug for c in clients}
+    stuck = {job.job_id: job for slug, job in fleet.busy.items() if slug in wanted and not job.started
+             and job.scheduled and fleet.clock() - job.scheduled > start_limit}
+    freed: list[Client] = []  # every client of a cancelled job, wanted or not: none is dropped
+    for job in stuck.values():
+        if dry_run:
+            fleet.out(f"node {job.node}: would cancel job {job.job_id}, pending for "
+                      f"{fleet.clock() - job.scheduled:.0f} s")
+        elif fleet.cancel(job, f"has not started in {fleet.clock() - job.scheduled:.0f} s"):
+            run.avoid.add(job.node)
+            freed += [fleet.registry.clients[slug] for slug in job.slugs if fleet.busy.pop(slug, None)]
+    held = sorted(wanted & set(fleet.busy))
+    if held:
+        fleet.out(f"{len(held)} clients already pending or running, not scheduled again: "
+                  f"{', '.join(held[:20])}{' ...' if len(held) > 20 else ''}")
+        run.placed.update((slug, fleet.busy[slug]) for slug in held)
+    todo = [c.slug for c in clients if c.slug not in fleet.busy and c not in freed] + [c.slug for c in freed]
+    ready, waiting = run.free(todo, store)
+    if waiting:  # (a dry run has no store: none waits)
+        fleet.out(f"{len(waiting)} clients wait for the lease of a run that ended without releasing it: "
+                  f"{', '.join(waiting[:20])}{' ...' if len(waiting) > 20 else ''}")
+        while waiting:  # an unrenewed lease ends within store.LEASE, a minute
+            time.sleep(1)
+            more, waiting = run.free(waiting, store)
+            ready += more
+    run.place([fleet.registry.clients[slug] for slug in ready], dry_run)
+    return run
 
 
-def wait(fleet: Fleet, jobs: list[Job], poll: float, limit: float, lost_after: int = 3) -> dict[str, str]:
-    """Wait until every job has ended (or its node stopped answering); returns each job's log URL."""
-    left = {job.job_id: job for job in jobs}
+def wait(run: Dispatch, store: Store | None, poll: float, limit: float, lost_after: int = 3) -> dict[str, str]:
+    """Wait until every client's job has ended; returns each job's log URL. A job that does not start
+    within the start limit is cancelled, and a node that stops answering is lost: their clients go to
+    their next node once (after the lease of a lost run has ended)."""
+    fleet = run.fleet
     logs: dict[str, str] = {}
     silent: dict[str, int] = {}
+    orphans: list[str] = []
     deadline = time.monotonic() + limit
-    while left and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        left = {job.job_id: job for job in run.jobs() if job.job_id not in logs and job.node not in run.avoid}
+        if not left and not orphans:
+            break
         for node in sorted({job.node for job in left.values()}):
             try:
                 answer = fleet.nodes[node].jobs(fleet.project)
             except NODE_ERRORS:
                 silent[node] = silent.get(node, 0) + 1
                 if silent[node] >= lost_after:
-                    fleet.err(f"node {node}: stopped answering; its jobs are counted as lost")
-                    left = {i: j for i, j in left.items() if j.node != node}
+                    fleet.err(f"node {node}: stopped answering; its clients go to their next node")
+                    run.avoid.add(node)
+                    orphans += [slug for job in left.values() if job.node == node for slug in job.slugs]
                 continue
             silent[node] = 0
-            active = {job["id"] for job in answer["pending"] + answer["running"]}
-            for job in answer["finished"]:
-                if job["id"] in left:
-                    logs[job["id"]] = f"{node}{job.get('log_url') or ''}"
-            left = {i: j for i, j in left.items() if j.node != node or i in active}
-        if left:
-            time.sleep(poll)
-    for job in left.values():
-        fleet.err(f"node {job.node}: job {job.job_id} still running after {limit:.0f} s; not waited for")
+            pending = {job["id"] for job in answer["pending"]}
+            running = {job["id"] for job in answer["running"]}
+            finished = {job["id"]: job for job in answer["finished"]}
+            for job in (j for j in left.values() if j.node == node):
+                if job.job_id in finished or job.job_id not in pending | running:
+                    logs[job.job_id] = f"{node}{finished.get(job.job_id, {}).get('log_url') or ''}"
+                elif job.job_id in running:
+                    job.started = True
+                elif (job.scheduled and fleet.clock() - job.scheduled > run.start_limit
+                      and fleet.cancel(job, f"has not started in {run.start_limit:.0f} s")):
+                    run.avoid.add(node)
+                    logs[job.job_id] = ""
+                    orphans += job.slugs
+        if orphans:
+            orphans = run.move(orphans, store)
+        time.sleep(poll)
+    for job in run.jobs():
+        if job.job_id not in logs and job.node not in run.avoid:
+            fleet.err(f"node {job.node}: job {job.job_id} still running after {limit:.0f} s; not waited for")
     return logs
 
 
-def report(fleet: Fleet, jobs: list[Job], store: Store, logs: dict[str, str]) -> int:
-    """One line per client that did not succeed; 0 when every client scheduled ended well."""
+def report(run: Dispatch, store: Store, logs: dict[str, str]) -> int:
+    """One line per client that did not succeed; 0 when every client ended well (succeeded, or
+    skipped because another run held it)."""
+    fleet = run.fleet
     latest: dict[str, dict] = {}
-    for row in store.runs_of_jobs([job.job_id for job in jobs]):
-        latest[row["client_id"]] = row  # oldest first: the last one wins
+    for row in store.runs_of_jobs([job.job_id for job in run.jobs()]):
+        if row["outcome"] != SKIPPED or row["client_id"] not in latest:
+            latest[row["client_id"]] = row  # oldest first: the last one that ran wins
     counts: dict[str, int] = {}
-    status = 0
-    for job in jobs:
-        where = f"job {job.job_id} on {job.node}" + (f" (log {logs[job.job_id]})" if job.job_id in logs else "")
-        for slug in job.slugs:
-            row = latest.get(fleet.registry.clients[slug].client_id)
-            outcome = row["outcome"] if row else "no run recorded"
-            counts[outcome] = counts.get(outcome, 0) + 1
-            if outcome not in (SUCCEEDED, SKIPPED):
-                status = 1
-                if row is None:
-                    reasons = "the job ended before recording it"
-                elif outcome == RUNNING:
-                    reasons = "its job ended before the run did (killed, or its node was lost)"
-                else:
-                    reasons = row["outcome_reasons"] or ""
-                fleet.err(f"{slug}: {outcome}{': ' + reasons if reasons else ''}; {where}")
+    status = run.status
+    for slug, job in sorted(run.placed.items()):
+        row = latest.get(fleet.registry.clients[slug].client_id)
+        if row is not None and row["job_id"] != job.job_id and row["outcome"] != SUCCEEDED:
+            row = None  # a run of the job it left is not its outcome
+        outcome = row["outcome"] if row else "no run recorded"
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome in (SUCCEEDED, SKIPPED):
+            continue
+        status = 1
+        where = f"job {job.job_id} on {job.node}" + (f" (log {logs[job.job_id]})" if logs.get(job.job_id) else "")
+        if row is None:
+            reasons = ("its node was lost" if job.node in run.avoid and not job.started else
+                       "the job ended before recording it")
+        elif outcome == RUNNING:
+            reasons = "its job ended before the run did (killed, or its node was lost)"
+        else:
+            reasons = row["outcome_reasons"] or ""
+        fleet.err(f"{slug}: {outcome}{': ' + reasons if reasons else ''}; {where}")
     fleet.out("clients: " + (", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
                              or "none scheduled"))
     return status

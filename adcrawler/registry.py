@@ -11,6 +11,7 @@ import tomllib
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
@@ -21,6 +22,15 @@ SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 SHARD = "shard:"  # -a client=shard:...: a set of clients as the dispatcher sends it (Registry.shard)
 PACKAGED = "adcrawler/clients.toml"
+STAMP = "%Y%m%dT%H%M%SZ"  # how the dispatcher's job ids start: when the job was scheduled
+
+
+def scheduled_at(job_id: str) -> float:
+    """When a job the dispatcher named was scheduled (epoch seconds); 0 for any other id."""
+    try:
+        return datetime.strptime(job_id[:16], STAMP).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return 0.0
 
 
 class ClientConfigError(ValueError):

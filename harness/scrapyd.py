@@ -79,15 +79,21 @@ def node_env(api_url: str, database_url: str, workdir: Path, registry: Path, sca
     return env
 
 
-def start_nodes(hosts: list[str], workdir: Path, env: dict[str, str]) -> list[NodeProcess]:
+def start_nodes(hosts: list[str], workdir: Path, env: dict[str, str], lazy: tuple[str, ...] = ()) -> list[NodeProcess]:
+    """A scrapyd node per host; a ``lazy`` one accepts jobs and never starts them (its queue is
+    polled once, at start: ~/.scrapyd.conf is read after the node's own file)."""
     nodes = []
     try:
         for host in hosts:
             home = workdir / f"node-{host}"
             home.mkdir(parents=True)
             port = free_port(host)
+            node_env = env
+            if host in lazy:
+                (home / ".scrapyd.conf").write_text("[scrapyd]\npoll_interval = 86400\n")
+                node_env = {**env, "HOME": str(home)}
             proc = subprocess.Popen([str(ROOT / "deploy/scrapyd/run-node"), "--port", str(port), "--bind", host],
-                                    cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    cwd=home, env=node_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             nodes.append(NodeProcess(f"http://{host}:{port}", proc, home))
         for node in nodes:
             deadline = time.monotonic() + 30

@@ -4,14 +4,16 @@ clients in shards of several per job; a node killed mid-run; dispatchers racing.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
 import requests
 
 from adcrawler.fleet import assign
-from adcrawler.registry import Registry
+from adcrawler.registry import STAMP, Registry
 from adcrawler.store import open_store
 from harness.runner import ROOT
 from harness.scrapyd import (
@@ -36,7 +38,7 @@ def start_fleet(tmp_path, pg_url, mock_factory, egg):
     """Three nodes with the egg deployed, their jobs pointed at a simulator started with ``mock_args``."""
     started = []
 
-    def start(*mock_args: str) -> SimpleNamespace:
+    def start(*mock_args: str, lazy: tuple[str, ...] = ()) -> SimpleNamespace:
         mock = mock_factory(*QUIET, "--campaigns", str(CAMPAIGNS), *mock_args)
         registry = write_registry(tmp_path / "clients.toml", SLUGS)
         store = open_store(pg_url, "")  # the tables exist before a test looks at them
@@ -44,7 +46,8 @@ def start_fleet(tmp_path, pg_url, mock_factory, egg):
         store.close()
         # Held syncs wait for the simulator's release: a sync timeout that cannot fire first.
         nodes = start_nodes(HOSTS, tmp_path, node_env(mock.url, pg_url, tmp_path, registry,
-                                                      ADCRAWLER_TIMEOUT_SYNC="6000"))  # 60 s at 0.01
+                                                      ADCRAWLER_TIMEOUT_SYNC="6000"),  # 60 s at 0.01
+                            lazy)
         started.extend(nodes)
         for node in nodes:
             node.deploy(egg)
@@ -94,6 +97,16 @@ def test_each_node_runs_its_share_in_few_jobs_and_every_client_once(start_fleet)
     syncs = fleet.mock.stats()["syncs"]
     assert all(set(syncs[slug].values()) == {1} and len(syncs[slug]) == CAMPAIGNS for slug in SLUGS)
 
+    # A job a dispatcher scheduled before that sync (a racing dispatcher's) finds it done and skips it.
+    late = f"{datetime.fromtimestamp(time.time() - 120, timezone.utc):{STAMP}}-beef-001"
+    requests.post(f"{fleet.urls[0]}/schedule.json", auth=(USER, PASSWORD), timeout=10,
+                  data={"project": "adcrawler", "spider": "campaigns", "client": "fleet00", "jobid": late})
+    wait_for(lambda: fleet.db.rows("SELECT 1 FROM sync_runs WHERE job_id = %s AND finished_at IS NOT NULL",
+                                   (late,)), 60, "the late job to record its client")
+    reason = fleet.db.scalar("SELECT outcome || ': ' || outcome_reasons FROM sync_runs WHERE job_id = %s", (late,))
+    assert reason.startswith("skipped: synced at ") and reason.endswith("UTC, after this job was scheduled")
+    assert fleet.mock.stats()["syncs"] == syncs
+
 
 def test_a_client_pending_or_running_is_not_scheduled_again_and_the_lock_has_the_last_word(start_fleet):
     fleet = start_fleet("--hold-syncs", "2")  # every run stays going until released
@@ -127,7 +140,7 @@ def test_a_client_pending_or_running_is_not_scheduled_again_and_the_lock_has_the
     assert all(set(syncs[slug].values()) == {1} for slug in SLUGS)  # the skipped job sent nothing
 
 
-def test_a_node_killed_mid_run_its_clients_go_to_their_next_node(start_fleet):
+def test_a_node_killed_mid_run_its_clients_go_to_their_next_node_in_the_same_dispatch(start_fleet):
     fleet = start_fleet("--hold-syncs", "2")
     cmd, env = dispatch_command(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait",
                                 "--poll", "0.5")
@@ -144,24 +157,53 @@ def test_a_node_killed_mid_run_its_clients_go_to_their_next_node(start_fleet):
     finally:
         if first.poll() is None:
             first.kill()
-    # The waiting dispatcher tells cron: the lost clients, and a status that is not 0.
-    assert first.returncode == 1, out + err
-    assert f"node {dead.url}: stopped answering" in err
-    assert all(f"{slug}: running: its job ended before the run did" in err for slug in lost), err
-    assert out.strip().endswith(f"clients: {len(lost)} running, {len(SLUGS) - len(lost)} succeeded"), out
-
-    again = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait",
-                     "--poll", "0.5")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert f"node {dead.url}: not answering" in again.stderr
+    # The lost clients waited for their killed runs' leases, ran on their next node, and the one
+    # waiting dispatcher tells cron that every client succeeded.
+    assert first.returncode == 0, out + err
+    assert f"node {dead.url}: stopped answering; its clients go to their next node" in err
+    assert out.strip().endswith(f"clients: {len(SLUGS)} succeeded"), out
     assert _latest_outcomes(fleet.db) == {slug: "succeeded" for slug in SLUGS}
     killed = fleet.db.rows("SELECT client_id, node, outcome_reasons FROM sync_runs WHERE outcome = 'interrupted'")
     assert sorted(r[0] for r in killed) == lost
     assert all(r[1] == dead.url and r[2] == "the process ended before the run did" for r in killed)
-    moved = dict(fleet.db.rows("SELECT client_id, node FROM sync_runs WHERE outcome = 'succeeded' "
-                               "AND client_id = ANY(%s)", (lost,)))
-    assert set(moved) == set(lost) and dead.url not in moved.values()
+    moved = fleet.db.rows("SELECT client_id, node FROM sync_runs WHERE outcome = 'succeeded' AND client_id = ANY(%s)",
+                          (lost,))
+    assert sorted(r[0] for r in moved) == lost and dead.url not in {r[1] for r in moved}
+    assert fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'succeeded'") == len(SLUGS)
     _all_stored_once(fleet)
+
+
+def test_a_node_that_never_starts_its_jobs_has_them_moved_and_a_client_is_done_only_once_run(start_fleet):
+    fleet = start_fleet(lazy=(HOSTS[0],))
+    lazy = fleet.nodes[0]
+    stuck = sorted(slug for slug, url in fleet.plan.items() if url == lazy.url)
+    assert stuck
+
+    # Waiting: the lazy node's jobs are cancelled once past the start limit; their clients run elsewhere.
+    first = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait", "--poll",
+                     "0.5", "--start-limit", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"node {lazy.url}: job " in first.stderr and "has not started in 2 s; cancelled" in first.stderr
+    assert first.stdout.strip().endswith(f"clients: {len(SLUGS)} succeeded"), first.stdout
+    assert lazy.jobs()["pending"] == []
+
+    # Not waiting (cron without --wait) leaves jobs pending there; the next dispatch finds them stale by
+    # their scheduled time and moves them, and does not count them as done before they ran.
+    assert dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10").returncode == 0
+    registry = Registry.load(fleet.registry)
+    assert sorted(c.slug for job in lazy.jobs()["pending"] for c in registry.select(job["args"]["client"])) == stuck
+    wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'succeeded'")
+             == 2 * len(SLUGS) - len(stuck), 120, "the other nodes' runs to end")
+    time.sleep(3)
+    again = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait", "--poll",
+                     "0.5", "--start-limit", "2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "has not started in" in again.stderr and "already pending" not in again.stdout
+    assert again.stdout.strip().endswith(f"clients: {len(SLUGS)} succeeded"), again.stdout
+    assert lazy.jobs()["pending"] == []
+    runs = fleet.db.rows("SELECT client_id, node, outcome FROM sync_runs")
+    assert lazy.url not in {r[1] for r in runs}
+    assert Counter(r[0] for r in runs if r[2] == "succeeded") == Counter(SLUGS * 3) - Counter(stuck)
 
 
 def test_two_dispatchers_racing_run_each_client_once(start_fleet):

@@ -28,7 +28,7 @@ class Command(OperatorCommand, ScrapyCommand):
     reads = ("DATABASE_URL", "ADCRAWLER_DATA_DIR", "ADCRAWLER_CLIENTS_FILE", "ADCRAWLER_SCRAPYD_NODES")
 
     def syntax(self) -> str:
-        return "CLIENTS [--wait] [--nodes URL,URL] [--shard-size N] [--dry-run]"
+        return "CLIENTS [--wait] [--nodes URL,URL] [--shard-size N] [--start-limit S] [--dry-run]"
 
     def short_desc(self) -> str:
         return "Spread clients over scrapyd nodes, in a few jobs of many clients per node"
@@ -40,6 +40,8 @@ class Command(OperatorCommand, ScrapyCommand):
         parser.add_argument("--wait", action="store_true",
                             help="wait for the jobs to end; exit 0 only if every client succeeded")
         parser.add_argument("--wait-limit", type=float, default=24 * 3600, help="seconds --wait waits at most")
+        parser.add_argument("--start-limit", type=float, default=600.0,
+                            help="seconds a job may stay pending before its clients go to their next node")
         parser.add_argument("--poll", type=float, default=5.0, help="seconds between --wait's looks at the nodes")
         parser.add_argument("--dry-run", action="store_true", help="print the plan, schedule nothing")
 
@@ -58,6 +60,8 @@ def dispatch_command(settings: Any, args: list[str], opts: argparse.Namespace) -
         urls = parse("ADCRAWLER_SCRAPYD_NODES", opts.nodes) if opts.nodes else value(s, "ADCRAWLER_SCRAPYD_NODES")
         if opts.shard_size < 1:
             raise ConfigError(f"--shard-size {opts.shard_size}: expected a whole number > 0")
+        if not opts.start_limit > 0:
+            raise ConfigError(f"--start-limit {opts.start_limit}: expected seconds > 0")
         registry = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None)
         clients = registry.select(args[0])
         if any(c.slug not in registry.clients for c in clients):
@@ -74,15 +78,15 @@ def dispatch_command(settings: Any, args: list[str], opts: argparse.Namespace) -
     dispatcher = fleet.Fleet(nodes, fleet.PROJECT, registry)
     store = None if opts.dry_run else fleet.open_fleet_store(s, dispatcher.err)
     try:
-        jobs, status = fleet.dispatch(dispatcher, clients, opts.shard_size, store, opts.dry_run)
+        run = fleet.dispatch(dispatcher, clients, opts.shard_size, store, opts.dry_run, opts.start_limit)
         if not opts.wait or opts.dry_run:
-            return status
-        logs = fleet.wait(dispatcher, jobs, opts.poll, opts.wait_limit)
+            return run.status
+        logs = fleet.wait(run, store, opts.poll, opts.wait_limit)
         try:
             if store is None:
                 raise StoreError("not connected")
             store.drop()  # hours may have passed: a fresh session
-            return max(status, fleet.report(dispatcher, jobs, store, logs))
+            return fleet.report(run, store, logs)
         except Exception as exc:  # noqa: BLE001 - any driver error: said, and the status says it
             dispatcher.err(f"database unavailable ({first_line(exc)}): how the runs ended is not known")
             return 1

@@ -21,6 +21,7 @@ from adcrawler import logs
 from adcrawler.config import DRY_RUN, scaled
 from adcrawler.disk import JobState
 from adcrawler.ledger import CLIENTS_HELD, Result, RunLedger
+from adcrawler.registry import scheduled_at
 from adcrawler.retry import Decision, GaveUp, RetryPolicy, Verdict, keep_trying
 from adcrawler.stats import PREFIX, RunStats, key
 from adcrawler.store import Database, RunOrigin, Store, first_line
@@ -82,15 +83,25 @@ class RunRecorder:
         origin = self.origin
         self.store.lease_as(run_id, f"job {origin.job_id} on {origin.node}" if origin.job_id
                             else f"pid {origin.pid} on {origin.node}", self.database.lease)
+        scheduled = scheduled_at(origin.job_id or "")
         for client in list(self.ledger.runs):
+            reason = None
             if not await call(self.store.try_lock, client):
+                reason = ""  # the store names the holder
+            elif scheduled and not self.job.resumed:
+                # Two dispatchers that looked at once both send a client; the job that comes second
+                # finds it synced since it was scheduled and does not sync it again.
+                last = await call(self.store.last_success, client)
+                if last is not None and last.timestamp() > scheduled:
+                    reason = f"synced at {last:%H:%M:%S} UTC, after this job was scheduled"
+            if reason is not None:
                 self.ledger.skip(client)
                 try:
-                    holder = await call(self.store.record_skipped, run_id, client, datetime.now(timezone.utc),
-                                        self.origin)
+                    reason = await call(self.store.record_skipped, run_id, client, datetime.now(timezone.utc),
+                                        self.origin, reason)
                 except Exception as exc:  # noqa: BLE001 - the skip is logged all the same
-                    holder = f"another run holds the client (not recorded: {first_line(exc)})"
-                logger.warning("Client %s skipped: %s", client, holder, extra={"client": client})
+                    reason = f"{reason or 'another run holds the client'} (not recorded: {first_line(exc)})"
+                logger.warning("Client %s skipped: %s", client, reason, extra={"client": client})
                 continue
             try:
                 stale = await call(self.store.start_run, run_id, client, self.ledger.starting(client), self.origin)

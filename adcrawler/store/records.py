@@ -101,14 +101,16 @@ class RunQueries(Connection):
             self._insert_many(cur, RUN_STARTED, [(run_id, client, started_at, "running", *origin)], fetch=False)
         return stale
 
-    def record_skipped(self, run_id: str, client: str, at: datetime, origin: RunOrigin = RunOrigin()) -> str:
-        """Record that this run skipped ``client`` (another run holds its lock); returns who holds it."""
+    def record_skipped(self, run_id: str, client: str, at: datetime, origin: RunOrigin = RunOrigin(),
+                       reason: str = "") -> str:
+        """Record that this run skipped ``client`` (by default: another run holds its lock); returns why."""
         with self._transaction() as cur:
-            self._execute(cur, "SELECT run_id, job_id, node FROM sync_runs WHERE client_id = %s AND outcome = "
-                               "'running' AND run_id <> %s ORDER BY started_at DESC LIMIT 1", (client, run_id))
-            holder = cur.fetchone()
-            reason = "another run holds the client" + (
-                f": run {holder[0]}" + (f", job {holder[1]} on {holder[2]}" if holder[1] else "") if holder else "")
+            if not reason:
+                self._execute(cur, "SELECT run_id, job_id, node FROM sync_runs WHERE client_id = %s AND outcome = "
+                                   "'running' AND run_id <> %s ORDER BY started_at DESC LIMIT 1", (client, run_id))
+                holder = cur.fetchone()
+                reason = "another run holds the client" + (
+                    f": run {holder[0]}" + (f", job {holder[1]} on {holder[2]}" if holder[1] else "") if holder else "")
             self._execute(cur, "SELECT 1 FROM sync_runs WHERE run_id = %s AND client_id = %s", (run_id, client))
             if cur.fetchone() is None:  # a resumed run keeps the row of its first attempt
                 self._insert_many(cur, RUN_STARTED, [(run_id, client, at, "skipped", *origin)], fetch=False)
