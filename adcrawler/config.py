@@ -19,6 +19,7 @@ from scrapy.settings import BaseSettings
 PREFIX = "ADCRAWLER_"
 EXIT_CONFIG = 2  # a bad setting, client registry or command line
 DRY_RUN = "adcrawler_dry_run"  # the Scrapy setting the crawl command makes of -a dry_run=1
+CONFIRM_REMOVALS = "adcrawler_confirm_removals"  # ... and of -a confirm_removals=1
 
 
 class ConfigError(ValueError):
@@ -155,6 +156,9 @@ SETTINGS: list[Setting] = [
     Setting("ADCRAWLER_OUTAGE_LIMIT", "600", SECONDS,
             "how long a platform that answers nothing (its token endpoint included) is waited out, one probe per "
             "backoff, before the client is given up (s)"),
+    Setting("ADCRAWLER_REMOVAL_GUARD", "0.5", SCALE,
+            "a complete listing that would mark more than this share of a client's campaigns removed marks none "
+            "(the client is partial) until a run with -a confirm_removals=1 (1 = no guard)"),
     Setting("ADCRAWLER_KEEP_DAYS", "0", DAYS, "stats files older than this are removed after a run"),
     Setting("ADCRAWLER_PUSHGATEWAY_URL", "", OPTIONAL_URL,
             "Pushgateway to push each client's metrics to, during the run and at its end (empty = off)"),

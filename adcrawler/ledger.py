@@ -20,6 +20,7 @@ from adcrawler.listing import Listing
 from adcrawler.model import Campaign, CampaignItem
 from adcrawler.registry import Client
 from adcrawler.stats import RunStats
+from adcrawler.store.writes import Removals
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class ClientRun:
     auth_failure: str | None = None
     unavailable: str | None = None  # the platform failed everything for longer than allowed: since when
     recovered: int = 0  # failed syncs that succeeded in this pass
+    removals: Removals | None = None  # what the listing changed in which campaigns are current
     faults: list[str] = field(default_factory=list)  # what kept the run from its work or its record
     requests_sent: int = 0
     last_latency: float = 0.0
@@ -399,6 +401,37 @@ class RunLedger:
             for flag in item.quality_flags:
                 self.stats.inc("flags", item.client_id, reason=flag)
 
+    def listings(self) -> dict[str, tuple[set[str], bool]]:
+        """Each held client's listed campaign ids, and whether its listing was complete: read to its
+        end, no page unreadable, not truncated or stopped, every announced campaign and every record
+        with an id (only a complete listing says a campaign is gone)."""
+        out = {}
+        for client, run in self.runs.items():
+            if run.state is not State.HELD or not run.listing.pages:
+                continue
+            keys, listing = run.listing.keys, run.listing
+            listed = {key[3:] for key in keys if key.startswith("id:")}
+            out[client] = (listed, run.listing_done and not (run.list_failed or listing.truncated or listing.missing
+                                                             or listing.stop_reason or run.unavailable)
+                           and len(listed) == len(keys))
+        return out
+
+    def removed(self, client: str, removals: Removals) -> None:
+        run = self.runs[client]
+        run.removals = removals
+        self.stats.inc("campaigns_removed", client, len(removals.removed))
+        self.stats.inc("campaigns_back", client, removals.back)
+        self.stats.inc("campaigns_removal_held", client, removals.held)
+        if removals.removed:
+            shown = ", ".join(removals.removed[:10]) + (" ..." if len(removals.removed) > 10 else "")
+            logger.info("Client %s: %d campaign(s) no longer listed, marked removed: %s", client,
+                        len(removals.removed), shown, extra={"client": client})
+        if removals.back:
+            logger.info("Client %s: %d campaign(s) marked removed are listed again", client, removals.back,
+                        extra={"client": client})
+        if removals.held:
+            logger.warning("Client %s: %s", client, held_text(removals), extra={"client": client})
+
     def spooled(self, client: str, cause: str, rows: int = 1) -> None:
         if client in self.runs:
             spooled = self.runs[client].spooled
@@ -488,10 +521,17 @@ def client_outcome(run: ClientRun, stopped_early: bool, dry_run: bool = False) -
         run.spooled.values())
     if unstored > 0:
         reasons.append(f"{unstored} not stored")
+    if run.removals and run.removals.held:
+        reasons.append(held_text(run.removals))
     reasons.extend(run.faults)
     if stopped_early and not reasons:
         reasons.append("the crawl stopped early")
     return Outcome(Result.PARTIAL if reasons else Result.SUCCEEDED, tuple(reasons))
+
+
+def held_text(removals: Removals) -> str:
+    return (f"the listing shrank from {removals.before} to {removals.listed} campaigns: {removals.held} removals "
+            "held back (if they are real, confirm with -a confirm_removals=1)")
 
 
 def after_replay(outcome: str | None, reasons: str | None, unreadable: int = 0) -> tuple[str, str | None]:

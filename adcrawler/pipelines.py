@@ -13,7 +13,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.utils.asyncio import CallLaterResult, call_later, run_in_thread
 
-from adcrawler.config import DRY_RUN, scaled, value
+from adcrawler.config import CONFIRM_REMOVALS, DRY_RUN, scaled, value
 from adcrawler.disk import JobState, Journal, append_spool
 from adcrawler.ledger import CLIENTS_HELD, RunLedger
 from adcrawler.logs import log_failure
@@ -32,7 +32,8 @@ FLUSH_INTERVAL = 5.0  # the longest a row waits in memory, real seconds (scaled)
 
 class StorePipeline:
     def __init__(self, stats: RunStats, ledger: RunLedger, database: Database, flush_interval: float,
-                 policy: RetryPolicy, spool_dir: Path, stopping: Callable[[], bool] = lambda: False):
+                 policy: RetryPolicy, spool_dir: Path, stopping: Callable[[], bool] = lambda: False,
+                 removal_guard: float = 0.5, confirm_removals: bool = False):
         self.stats = stats
         self.ledger = ledger
         self.database = database
@@ -40,6 +41,7 @@ class StorePipeline:
         self.policy = policy
         self.spool_dir = spool_dir
         self.stopping = stopping  # True once the crawl is being stopped (SIGTERM): no more retries
+        self.removal_guard, self.confirm_removals = removal_guard, confirm_removals
         self.run_id = ""
         self.journal: Journal | None = None
         self.store: Store | None = None
@@ -56,7 +58,8 @@ class StorePipeline:
             raise NotConfigured  # a dry run writes nothing (the spider says so at start)
         pipeline = cls(RunStats(crawler), RunLedger.of(crawler), Database.of(crawler), scaled(s, FLUSH_INTERVAL),
                        RetryPolicy.from_settings(s), Path(value(s, "ADCRAWLER_DATA_DIR"), "spool"),
-                       lambda: not crawler.engine.running)
+                       lambda: not crawler.engine.running, value(s, "ADCRAWLER_REMOVAL_GUARD"),
+                       s.getbool(CONFIRM_REMOVALS))
         crawler.signals.connect(pipeline.start_run, signal=CLIENTS_HELD)
         return pipeline
 
@@ -129,6 +132,19 @@ class StorePipeline:
                 count = sum(1 for item in self.unsaved if item.client_id == client)
                 self.ledger.fault(client, f"{count} records could be neither written nor spooled")
         self._journal(Journal.close)
+        await self._removals()
+
+    async def _removals(self) -> None:
+        """Once every row is written: the campaigns each listing says are gone, or back."""
+        assert self.store is not None
+        for client, (listed, complete) in self.ledger.listings().items():
+            try:
+                removals = await self.database.call(self.store.mark_removed, client, listed, complete,
+                                                    self.removal_guard, self.confirm_removals)
+            except Exception as exc:  # noqa: BLE001 - any driver error: the client says it
+                self.ledger.fault(client, f"removed campaigns could not be marked ({first_line(exc)})")
+                continue
+            self.ledger.removed(client, removals)
 
     async def flush(self) -> None:
         async with self.lock:

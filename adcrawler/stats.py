@@ -27,6 +27,11 @@ COUNTERS = {
     "campaigns_conflicting": "campaigns listed again with other contents (the list moved while it was read): "
                              "the later version kept",
     "campaigns_beyond_total": "records past the announced total (the platform's total is wrong): kept",
+    "campaigns_removed": "campaigns an earlier complete listing had and this complete listing has not: marked "
+                         "removed (`removed_at`), kept with their history",
+    "campaigns_back": "campaigns marked removed by an earlier run and listed again: unmarked",
+    "campaigns_removal_held": "removals held back because the listing shrank by more than "
+                              "`ADCRAWLER_REMOVAL_GUARD` (the client is partial until confirmed)",
     "listings_truncated": "listings stopped by `ADCRAWLER_MAX_CAMPAIGNS` with more to list (the client is partial)",
     "list_pages": "list pages parsed",
     "list_failed": "list pages given up on",

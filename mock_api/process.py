@@ -81,6 +81,11 @@ class MockProcess:
         req = urllib.request.Request(f"{self.url}/__mock__/outage?seconds={seconds}", method="POST")
         urllib.request.urlopen(req, timeout=10).close()
 
+    def serve(self, campaigns: int) -> None:
+        """Serve ``campaigns`` per client from now on (fewer: the rest were deleted at the source)."""
+        req = urllib.request.Request(f"{self.url}/__mock__/campaigns?count={campaigns}", method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+
     def held(self) -> int:
         """Sync calls the simulator holds now (--hold-syncs)."""
         return self.stats()["held"]

@@ -192,6 +192,7 @@ class MockApi:
         app.router.add_post("/__mock__/release", self.release)
         app.router.add_post("/__mock__/expire", self.expire)
         app.router.add_post("/__mock__/outage", self.outage)
+        app.router.add_post("/__mock__/campaigns", self.set_campaigns)
         app.router.add_get("/__mock__/config", self.show_config)
         return app
 
@@ -541,6 +542,12 @@ class MockApi:
         """Answer every call with a 503 for ``seconds`` (real seconds, unscaled; 0 ends an outage)."""
         self.state.down_until = time.monotonic() + float(request.query.get("seconds", "0"))
         return web.json_response({"down_for": float(request.query.get("seconds", "0"))})
+
+    async def set_campaigns(self, request: web.Request) -> web.Response:
+        """Serve the first ``count`` campaigns per client from now on: the others were deleted at the
+        source (a later, larger count brings them back)."""
+        self.config.campaigns = int(request.query["count"])
+        return web.json_response({"campaigns": self.config.campaigns})
 
     async def revoke(self, request: web.Request) -> web.Response:
         """Revoke every token issued so far, as a platform does on a credential rotation."""

@@ -12,7 +12,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
 from adcrawler import disk
-from adcrawler.config import DRY_RUN, EXIT_CONFIG, value
+from adcrawler.config import CONFIRM_REMOVALS, DRY_RUN, EXIT_CONFIG, value
 from adcrawler.extensions.recorder import JOB, NODE
 from adcrawler.ledger import RunLedger
 from adcrawler.pipelines import SCHEMA_BEHIND
@@ -35,7 +35,8 @@ class Command(ScrapyCrawl):
         super().process_options(args, opts)
         assert self.settings is not None
         # Spider arguments every component must know: settings of their own.
-        for argument, setting in (("dry_run", DRY_RUN), ("_job", JOB), ("node", NODE)):
+        for argument, setting in (("dry_run", DRY_RUN), ("confirm_removals", CONFIRM_REMOVALS), ("_job", JOB),
+                                  ("node", NODE)):
             if argument in opts.spargs:
                 self.settings.set(setting, opts.spargs[argument], priority="cmdline")
         prepare(self.settings)
@@ -43,7 +44,8 @@ class Command(ScrapyCrawl):
             unknown = sorted(set(opts.spargs) - set(CampaignsSpider.arguments))
             if unknown:
                 raise ClientConfigError(f"unknown spider argument(s) {', '.join(unknown)}: campaigns takes "
-                                        "-a client=<name>, -a client=a,b or -a client=all, and -a dry_run=1")
+                                        "-a client=<name>, -a client=a,b or -a client=all, -a dry_run=1 and "
+                                        "-a confirm_removals=1")
             Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None).select(opts.spargs.get("client", ""))
             if self.settings.get("JOBDIR"):
                 disk.claim(self.settings["JOBDIR"])
@@ -89,11 +91,12 @@ def summary(ledger: RunLedger, stats: dict) -> str:
         took = f"{g('elapsed_seconds'):.1f}s" + (f" ({g('elapsed_seconds') / bound:.2f}x)" if bound else "")
         stored = run.would_store if ledger.dry_run else len(run.stored)
         synced = len(run.syncable) if ledger.dry_run else len(run.synced)
+        removed = len(run.removals.removed) if run.removals else 0
         rows.append((run.client.name, run.outcome.name if run.outcome else "-", run.seen, stored, synced,
-                     len(run.failed), run.quarantined, run.requests_sent, g("responses_429"), took))
+                     len(run.failed), run.quarantined, removed, run.requests_sent, g("responses_429"), took))
     header = ("client", "outcome", "listed", "would store" if ledger.dry_run else "stored",
-              "would sync" if ledger.dry_run else "synced", "sync failed", "quarantined", "requests", "429s",
-              "time (x lower bound)")
+              "would sync" if ledger.dry_run else "synced", "sync failed", "quarantined", "removed", "requests",
+              "429s", "time (x lower bound)")
     return table(header, rows)
 
 

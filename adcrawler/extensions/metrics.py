@@ -47,7 +47,8 @@ LAST_SUCCESS = "adcrawler_last_success_timestamp_seconds"  # not pushed when thi
 METRICS = [
     Metric("adcrawler_campaigns", "counter", "Campaigns of the last run, by result", "campaigns_", "result",
            ("seen", "synced", "sync_failed", "recovered", "stored", "flagged", "quarantined", "quarantined_again",
-            "resumed", "not_attempted", "duplicate", "conflicting", "beyond_total")),
+            "resumed", "not_attempted", "duplicate", "conflicting", "beyond_total", "removed", "back",
+            "removal_held")),
     Metric("adcrawler_requests_sent", "counter", "API requests sent, retries included", "requests_sent"),
     Metric("adcrawler_responses", "counter", "Answers received, by endpoint and status", "responses/", "status"),
     Metric("adcrawler_retries", "counter", "API requests retried, by reason", "retries/", "reason"),

@@ -195,6 +195,10 @@ MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
             expires_at {ts} NOT NULL
         )""".format(ts="TIMESTAMPTZ")},
     ]),
+    (8, [
+        # A campaign gone from a complete listing is marked, never deleted: its history stays.
+        "ALTER TABLE campaigns ADD COLUMN removed_at {ts}",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -224,6 +228,8 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "sync_error": "why the last sync failed, when it did",
         "fetched_at": "when the platform last sent the record (updated even when nothing in it changed)",
         "updated_at": "when this row last changed",
+        "removed_at": "when a complete listing first lacked the campaign (removed or archived at the source); "
+                      "NULL: listed by the last complete listing. Cleared when it is listed again",
     }),
     "campaign_metrics": ("Performance history: one row per campaign per run, the time series to chart", {
         "run_id": "the run that fetched it (sync_runs.run_id)",

@@ -70,6 +70,17 @@ REJECTED = ("INSERT INTO rejected_records (run_id, client_id, campaign_id, reaso
 
 
 @dataclass
+class Removals:
+    """What a listing changed in which campaigns are current (:meth:`CampaignWrites.mark_removed`)."""
+
+    removed: list[str] = field(default_factory=list)  # ids marked removed now
+    back: int = 0  # marked removed before, listed again
+    held: int = 0  # would have been removed; held back by the guard
+    before: int = 0  # current campaigns before this listing
+    listed: int = 0  # campaigns this listing had
+
+
+@dataclass
 class BatchResult:
     inserted: int = 0
     updated: int = 0
@@ -172,3 +183,26 @@ class CampaignWrites(Connection):
                                f"({', '.join(['%s'] * len(campaigns))})", [client, *campaigns])
             found.update((client, row[0]) for row in cur.fetchall())
         return found
+
+    def mark_removed(self, client: str, listed: set[str], complete: bool, guard: float,
+                     confirmed: bool = False) -> Removals:
+        """After a listing of ``client``: unmark the campaigns listed again and, when the listing was
+        complete, mark removed the current ones it lacked, unless they are more than ``guard`` of them
+        and not ``confirmed`` (a short answer for a bad minute would retire most of a client)."""
+        now = datetime.now(timezone.utc)
+        with self._transaction() as cur:
+            self._execute(cur, "SELECT campaign_id, removed_at IS NOT NULL FROM campaigns WHERE client_id = %s",
+                          (client,))
+            rows = cur.fetchall()
+            back = sorted(campaign for campaign, removed in rows if removed and campaign in listed)
+            current = [campaign for campaign, removed in rows if not removed]
+            gone = sorted(set(current) - listed) if complete else []
+            held = bool(gone) and not confirmed and len(gone) > guard * len(current)
+            for ids, at in ((back, None), ([] if held else gone, now)):
+                for start in range(0, len(ids), 500):  # bounded statements, one transaction
+                    chunk = ids[start:start + 500]
+                    self._execute(cur, f"UPDATE campaigns SET removed_at = %s, updated_at = %s WHERE client_id = %s "
+                                       f"AND campaign_id IN ({', '.join(['%s'] * len(chunk))})",
+                                  [at, now, client, *chunk])
+        return Removals(removed=[] if held else gone, back=len(back), held=len(gone) if held else 0,
+                        before=len(current), listed=len(listed))

@@ -1,0 +1,70 @@
+"""Data over time, end to end on both backends: campaigns deleted at the source are marked removed
+by a complete listing only, a listing that shrinks too far removes nothing until confirmed, and a
+campaign that comes back is current again."""
+
+from __future__ import annotations
+
+import time
+
+from harness.runner import run_crawl
+from tests.conftest import QUIET, SCALE, last_line
+
+
+def _crawl(mock, db, **kwargs):
+    time.sleep(60 * float(SCALE))  # a new process cannot see the last one's requests in the window
+    return run_crawl(mock.url, "demo", db.workdir, database_url=db.url, **kwargs)
+
+
+def _current(db) -> int:
+    return db.scalar("SELECT COUNT(*) FROM campaigns WHERE removed_at IS NULL")
+
+
+def _removed(db) -> set[str]:
+    return {r[0] for r in db.rows("SELECT campaign_id FROM campaigns WHERE removed_at IS NOT NULL")}
+
+
+def _ids(first: int, last: int) -> set[str]:
+    return {f"campaign_{n}" for n in range(first, last + 1)}
+
+
+def test_a_campaign_gone_from_a_complete_listing_is_removed_and_comes_back(mock_factory, db):
+    mock = mock_factory(*QUIET, "--campaigns", "30")
+    assert _crawl(mock, db).returncode == 0
+    assert _current(db) == 30 and _removed(db) == set()
+
+    mock.serve(20)
+    second = _crawl(mock, db)
+    assert second.returncode == 0, second.output[-3000:]
+    assert _removed(db) == _ids(21, 30) and _current(db) == 20
+    assert second.stat("campaigns_removed", "demo") == 10
+    assert "10 campaign(s) no longer listed, marked removed: campaign_21, campaign_22" in second.output
+    assert db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE campaign_id = 'campaign_30'") == 1  # kept
+    stats = db.json(db.scalar("SELECT stats FROM sync_runs ORDER BY started_at DESC LIMIT 1"))
+    assert stats["adcrawler/client/demo/campaigns_removed"] == 10  # the run record holds it
+
+    # A listing cut short by the campaign bound is not complete: it removes nothing.
+    truncated = _crawl(mock, db, settings={"ADCRAWLER_PAGE_SIZE": "5", "ADCRAWLER_MAX_CAMPAIGNS": "5"})
+    assert truncated.returncode == 1 and truncated.stat("campaigns_removed", "demo") == 0
+    assert _current(db) == 20
+
+    # 20 -> 3 is more than the guard's half: nothing removed, partial, and the reason says so.
+    mock.serve(3)
+    shrunk = _crawl(mock, db)
+    assert shrunk.returncode == 1, shrunk.output[-3000:]
+    said = "the listing shrank from 20 to 3 campaigns: 17 removals held back"
+    assert said in last_line(shrunk) and shrunk.stat("campaigns_removal_held", "demo") == 17
+    assert db.scalar("SELECT outcome FROM sync_runs ORDER BY started_at DESC LIMIT 1") == "partial"
+    assert _current(db) == 20
+
+    dry = _crawl(mock, db, arguments={"dry_run": "1", "confirm_removals": "1"})
+    assert dry.returncode == 0 and _current(db) == 20  # a dry run writes nothing
+
+    confirmed = _crawl(mock, db, arguments={"confirm_removals": "1"})
+    assert confirmed.returncode == 0, confirmed.output[-3000:]
+    assert confirmed.stat("campaigns_removed", "demo") == 17 and _current(db) == 3
+
+    mock.serve(20)
+    back = _crawl(mock, db)
+    assert back.returncode == 0, back.output[-3000:]
+    assert back.stat("campaigns_back", "demo") == 17 and back.stat("campaigns_removed", "demo") == 0
+    assert _removed(db) == _ids(21, 30) and _current(db) == 20
