@@ -67,6 +67,8 @@ class MockConfig:
     forged_keys: int = 0
     unknown_fields: bool = False
     changing_fields: bool = False
+    sync_lost_rate: float = 0.0  # a sync executed, then its answer never sent (the caller times out)
+    honour_keys: bool = False  # a repeated Idempotency-Key answers the stored result, not executed again
     ignore_page: bool = False
     shifting_list: bool = False
     announced_total: str = ""  # "": the true count; "none": no total; a number: that number
@@ -233,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="add fields the contract does not name to every campaign")
     a("--changing-fields", action="store_true", default=_flag("changing_fields"),
       help="add a field the contract does not name (revision) whose value changes on every call")
+    a("--sync-lost-rate", type=_probability, default=_env("sync_lost_rate", d.sync_lost_rate),
+      help="share of sync calls executed whose answer is then never sent (for --hang-seconds): the caller "
+           "cannot tell it from a sync that never ran (default %(default)s)")
+    a("--honour-idempotency-keys", dest="honour_keys", action="store_true", default=_flag("honour_keys"),
+      help="a sync whose Idempotency-Key was seen answers the first result again without executing "
+           "(IETF draft-ietf-httpapi-idempotency-key-header)")
     a("--ignore-page", action="store_true", default=_flag("ignore_page"),
       help="answer every page with the first one and has_more true")
     a("--shifting-list", action="store_true", default=_flag("shifting_list"),

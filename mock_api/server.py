@@ -100,6 +100,7 @@ class MockState:
         self.partition_moves = 0
         self.released = asyncio.Event()
         self.down_until = 0.0  # monotonic: until then every call answers 503 (POST /__mock__/outage)
+        self.results: dict[tuple[str, str], dict] = {}  # (client, Idempotency-Key) -> the sync's result
 
     def rng(self, client: str, purpose: str) -> random.Random:
         """One generator per (client, purpose), so that with a seed the fault
@@ -488,17 +489,28 @@ class MockApi:
         if unlucky and self.state.sync_tries[client, campaign_id] <= self.config.sync_fail_first:
             self.state.count(client, "sync", 503)
             return _error(503, "Service temporarily unavailable", "Please retry later")
+        key = request.headers.get("Idempotency-Key")
+        if self.config.honour_keys and key and (client, key) in self.state.results:
+            self.state.count(client, "sync", 200)
+            return web.json_response(self.state.results[client, key])
         await self._hold(client)
         await asyncio.sleep(self.config.scaled(self.config.sync_delay))
-        self.state.count(client, "sync", 200)
-        self.state.syncs[client][campaign_id] += 1
-        return web.json_response({
+        self.state.syncs[client][campaign_id] += 1  # executed
+        result = {
             "success": True,
             "campaign_id": campaign_id,
             "synced_at": _iso(time.time()),
             "message": "Campaign data synced successfully" if self.config.quirks
             else f"Campaign {campaign_id} synced successfully",
-        })
+        }
+        if key and self.config.honour_keys:
+            self.state.results[client, key] = result
+        if self.state.rng(client, "lost").random() < self.config.sync_lost_rate:
+            self.state.count(client, "sync", "lost")
+            await asyncio.sleep(self.config.hang_seconds)
+            return _error(504, "Gateway timeout", "The answer was lost")
+        self.state.count(client, "sync", 200)
+        return web.json_response(result)
 
     async def _hold(self, client: str) -> None:
         """--hold-syncs: past the first N sync calls of a client, wait for a release."""

@@ -68,3 +68,21 @@ def test_a_campaign_gone_from_a_complete_listing_is_removed_and_comes_back(mock_
     assert back.returncode == 0, back.output[-3000:]
     assert back.stat("campaigns_back", "demo") == 17 and back.stat("campaigns_removed", "demo") == 0
     assert _removed(db) == _ids(21, 30) and _current(db) == 20
+
+
+def test_a_sync_whose_answer_was_lost_runs_once_where_the_platform_honours_idempotency_keys(mock_factory, tmp_path):
+    from tests.db import Db
+
+    lost = ("--campaigns", "100", "--sync-lost-rate", "0.1", "--hang-seconds", "5", "--seed", "7")
+    executions = {}
+    for honour in (True, False):
+        mock = mock_factory(*QUIET, *lost, *(["--honour-idempotency-keys"] if honour else []))
+        db = Db(tmp_path / str(honour))
+        result = run_crawl(mock.url, "demo", db.workdir, database_url=db.url)
+        assert result.returncode == 0, result.output[-3000:]
+        platform = mock.stats()
+        assert platform["requests"]["demo"]["sync"]["lost"] > 0  # answers were lost and the calls sent again
+        assert db.scalar("SELECT COUNT(*) FROM campaigns WHERE sync_status = 'synced'") == 100
+        executions[honour] = platform["syncs"]["demo"]
+    assert executions[True] == {f"campaign_{n}": 1 for n in range(1, 101)}
+    assert sum(executions[False].values()) > 100  # the same sync executed again without the key

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from adcrawler.auth import AuthenticationFailed
 from adcrawler.config import DRY_RUN, timeout, value
-from adcrawler.ledger import FailedSync, RunLedger
+from adcrawler.ledger import CLIENTS_HELD, FailedSync, RunLedger
 from adcrawler.listing import Entry, Page, read_page
 from adcrawler.model import CampaignItem, InvalidRecord, RejectedRecord, record_key, usable_id, validate_campaign
 from adcrawler.registry import Registry
@@ -82,12 +82,14 @@ class CampaignsSpider(scrapy.Spider):
         spider.page_size = value(s, "ADCRAWLER_PAGE_SIZE")
         spider.timeouts = {endpoint: timeout(s, endpoint) for endpoint in ("list", "sync")}
         spider.dry_run = s.getbool(DRY_RUN)
+        spider.run_id = ""  # a dry run holds no client and sends no sync
         spider.policy = RetryPolicy.from_settings(s)
         spider.clients = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None).select(spider.client_argument)
         spider.stats = RunStats(crawler)
         # Connected before any extension's handler (the spider exists first): the ledger knows
         # the clients before the recorder locks them.
         crawler.signals.connect(spider.opened, signal=signals.spider_opened)
+        crawler.signals.connect(spider.held, signal=CLIENTS_HELD)
         return spider
 
     def opened(self, spider: Any = None) -> None:
@@ -101,11 +103,15 @@ class CampaignsSpider(scrapy.Spider):
             logger.info("Client %s: starting", self.ledger.run(client).client.name, extra={"client": client})
             yield self.list_request(client, 1)
 
-    def _request(self, client: str, endpoint: str, url: str, **kwargs: Any) -> scrapy.Request:
+    def held(self, job: Any, clients: list[str]) -> None:
+        self.run_id = job.run_id  # the same after a JOBDIR resume
+
+    def _request(self, client: str, endpoint: str, url: str, headers: dict[str, str] | None = None,
+                 **kwargs: Any) -> scrapy.Request:
         meta = {CLIENT: client, ENDPOINT: endpoint, "download_slot": f"client:{client}",
                 "download_timeout": self.timeouts[endpoint]}
-        return scrapy.Request(url, headers={"X-Client-ID": client, "Accept": "application/json"}, meta=meta,
-                              dont_filter=True, **kwargs)
+        return scrapy.Request(url, headers={"X-Client-ID": client, "Accept": "application/json", **(headers or {})},
+                              meta=meta, dont_filter=True, **kwargs)
 
     def list_request(self, client: str, page: int) -> scrapy.Request:
         query = urlencode({"page": page, "limit": self.page_size})
@@ -115,8 +121,13 @@ class CampaignsSpider(scrapy.Spider):
 
     def sync_request(self, client: str, campaign_id: str, campaign: Any, fetched_at: datetime) -> scrapy.Request:
         self.ledger.sync_sent(client)
+        # One key per logical call, the same on every retry and pass of this run (IETF
+        # draft-ietf-httpapi-idempotency-key-header): a platform that honours it executes the sync
+        # once however often a lost answer makes us send it; one that does not ignores the header.
+        key = hashlib.sha256(f"{self.run_id}|{client}|{campaign_id}".encode()).hexdigest()[:32]
         return self._request(client, "sync", f"{self.api_url}/api/campaigns/{quote(campaign_id, safe='')}/sync",
-                             method="POST", callback=self.parse_sync, errback=self.sync_failed,
+                             headers={"Idempotency-Key": f'"{key}"'}, method="POST", callback=self.parse_sync,
+                             errback=self.sync_failed,
                              cb_kwargs={"client": client, "campaign_id": campaign_id, "campaign": campaign,
                                         "fetched_at": fetched_at})
 
