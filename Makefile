@@ -50,7 +50,7 @@ test: venv tools
 bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# Regenerate the README's reference tables from the code.
+# Regenerate the reference tables in docs/reference.md from the code.
 docs: venv
 	$(BIN)/python -m scripts.docs
 

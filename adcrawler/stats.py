@@ -67,7 +67,7 @@ COUNTERS = {
 FINAL = {
     "run_id": "the run's id (total only)",
     "campaigns_expected": "campaigns the platform announced (the list's `total`)",
-    "outcome": "`succeeded`, `partial`, `failed` or `skipped` (see Outcomes)",
+    "outcome": "`succeeded`, `partial`, `failed`, `skipped` or `interrupted` (see the outcomes)",
     "outcome_reasons": "why the outcome is not `succeeded`, as the last log line says it",
     "auth_failure": "why the client could not authenticate",
     "locked": "1 when another run held the client's lock (the client was skipped)",

@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=_env("seed", None),
       help="random seed: same seed and same requests give the same faults")
     a("--quirks", action="store_true", default=_flag("quirks"),
-      help="behave exactly like the inherited simulator: see README (fault rates default to 0; "
+      help="behave exactly like the inherited simulator: see docs/reference.md (fault rates default to 0; "
            "explicit ones still apply)")
     a("--crawler-env", default=_env("crawler_env", d.crawler_env),
       help="also write the crawler settings that match this simulator (its URL, time scale and rate) to "

@@ -1,7 +1,7 @@
-"""The README's reference tables, generated from the lists in the code.
+"""The reference tables of docs/reference.md, generated from the lists in the code.
 
-    python -m scripts.docs          # rewrite the tables in README.md
-    python -m scripts.docs --check  # exit 1 if README.md differs (the tests run this)
+    python -m scripts.docs          # rewrite the tables in docs/reference.md
+    python -m scripts.docs --check  # exit 1 if docs/reference.md differs (the tests run this)
 
 Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
 settings (adcrawler.config.SETTINGS), the tables (adcrawler.store.migrations.DOCS),
@@ -23,7 +23,8 @@ from adcrawler.stats import COUNTERS, FINAL
 from adcrawler.store.migrations import DOCS
 from mock_api.config import DEFAULT_FAULTS, ENDPOINTS, FAULTS
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
+SHOWN = "docs/reference.md"  # the path as messages name it
 
 
 def settings_table() -> str:
@@ -87,21 +88,21 @@ def render(text: str) -> str:
     for name, make in TABLES.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
-            raise SystemExit(f"README.md has no {name} table markers")
+            raise SystemExit(f"{SHOWN} has no {name} table markers")
         table = make()
         text = pattern.sub(lambda m, table=table: m.group(1) + table + m.group(2), text)
     return text
 
 
 def main(argv: list[str]) -> int:
-    current = README.read_text(encoding="utf-8")
+    current = REFERENCE.read_text(encoding="utf-8")
     wanted = render(current)
     if "--check" in argv:
         if wanted != current:
-            print("README.md tables differ from the code: run python -m scripts.docs", file=sys.stderr)
+            print(f"{SHOWN} tables differ from the code: run python -m scripts.docs", file=sys.stderr)
             return 1
         return 0
-    README.write_text(wanted, encoding="utf-8")
+    REFERENCE.write_text(wanted, encoding="utf-8")
     return 0
 
 

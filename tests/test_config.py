@@ -68,6 +68,8 @@ REACHES = {
     "ADCRAWLER_TIMEOUT_AUTH": ("4", lambda c: _component(BearerTokenMiddleware, c).timeout, 4.0),
     "ADCRAWLER_TIMEOUT_LIST": ("5", lambda c: c.spider.timeouts["list"], 5.0),
     "ADCRAWLER_TIMEOUT_SYNC": ("6", lambda c: c.spider.timeouts["sync"], 6.0),
+    "ADCRAWLER_OUTAGE_LIMIT": ("120", lambda c: _component(BearerTokenMiddleware, c).outage_limit, 120.0),
+    "ADCRAWLER_REMOVAL_GUARD": ("0.2", lambda c: _component(StorePipeline, c).removal_guard, 0.2),
     "ADCRAWLER_KEEP_DAYS": ("14", lambda c: _component(StatsDump, c).keep_days, 14.0),
     "ADCRAWLER_PUSHGATEWAY_URL": ("http://127.0.0.1:9091", lambda c: _component(PrometheusMetrics, c).pushgateway,
                                   "http://127.0.0.1:9091"),

@@ -1,1 +1,1 @@
-"""Scrapy extensions: log redaction, per-run stats dump, Prometheus metrics."""
+"""Scrapy extensions: run records and locks, per-run stats dump, Prometheus metrics, progress."""

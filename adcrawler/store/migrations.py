@@ -251,7 +251,7 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "client_id": "the platform's client id",
         "started_at": "when the run took the client's lock",
         "finished_at": "when the client's last answer came; NULL while running",
-        "outcome": "running, succeeded, partial, failed, skipped, interrupted (see the README's outcomes); "
+        "outcome": "running, succeeded, partial, failed, skipped, interrupted (see docs/reference.md, outcomes); "
                    "skipped: another run held the client's lock",
         "outcome_reasons": "why the outcome is not succeeded, as the last log line said it",
         "finish_reason": "how the crawl ended (finished, shutdown, auth_failed...)",
