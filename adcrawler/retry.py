@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class Decision:
     detail: str = ""  # for the log line: the error's message
 
 
+RATE_LIMIT_WORDS = re.compile(rb"rate[ _-]?limit|too many requests", re.I)
 # Statuses worth another try (Scrapy's RETRY_HTTP_CODES, and two of CDNs' timeouts).
 RETRY_CODES = frozenset({500, 502, 503, 504, 408, 522, 524})
 # The connection or the transfer failed: nothing usable reached us (Scrapy's RETRY_EXCEPTIONS;
@@ -108,6 +110,9 @@ def judge(endpoint: str, status: int, said: Signals | None, body: bytes) -> Deci
         return Decision(Verdict.RATE_LIMITED, "http_429", wait)
     if status in (401, 403) and endpoint == "auth":
         return Decision(Verdict.REFUSED, f"http_{status}")
+    if status in (400, 403) and (wait is not None or RATE_LIMIT_WORDS.search(body[:2048])):
+        # A secondary limit, as GitHub answers it: a 403 (or 400) with Retry-After or saying so.
+        return Decision(Verdict.RATE_LIMITED, f"http_{status}_rate_limited", wait)
     if status == 401:
         return Decision(Verdict.REAUTH, "http_401")
     if status in RETRY_CODES:

@@ -44,7 +44,8 @@ COUNTERS = {
     "responses": "answers received; per endpoint and status (`responses/<endpoint>_<status>`), retried ones included",
     "retries": "API requests retried, 429s and refused tokens included; per reason (`retries/<reason>`: "
                "`http_503`, `http_429`, `http_401`, `DownloadTimeoutError`, ...)",
-    "responses_429": "429 answers received",
+    "responses_429": "rate-limited answers received: 429s, and 403s or 400s with Retry-After or a rate-limit "
+                     "message (a secondary limit, as GitHub answers it)",
     "rate_signals_malformed": "rate-limit headers that could not be read, ignored; per header "
                               "(`rate_signals_malformed/<header>`)",
     "rate_wait_seconds": "seconds requests waited in the scheduler for the rate budget, summed",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 DEMO_ACCOUNTS = "admin@mixoads.com:SuperSecret123!"
 ENDPOINTS = ("auth", "list", "sync")
 FAULTS = ("503", "429", "401", "garbage", "reset", "hang")
-HEADER_STYLES = ("none", "ietf", "ietf-06", "x-delta", "x-epoch", "x-epoch-ms")
+HEADER_STYLES = ("none", "ietf", "ietf-06", "x-delta", "x-epoch", "x-epoch-ms", "shopify")
 # The default profile: every endpoint fails sometimes, the token endpoint included.
 DEFAULT_FAULTS = {
     "auth_503": 0.1, "auth_429": 0.05, "auth_hang": 0.05,
@@ -84,6 +84,7 @@ class MockConfig:
     partitions: int = 0  # clients spread over this many shared budgets, named by pk (0: off)
     partition_every: int = 0  # a client moves to the next partition after this many requests (0: never)
     reset_early: float = 0.0  # announce resets this many seconds early (a platform that lies a little)
+    rate_limited_status: int = 429  # 403 or 400: a secondary limit answered as GitHub does
     sync_fail_first: int = 0  # answer the first N sync calls of every tenth campaign with a 503
     hold_syncs: int = -1  # answer this many sync calls per client, then hold the rest until released (-1: off)
     hold_client: str = ""  # hold only this client's syncs (empty: every client's)
@@ -267,7 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ratelimit-headers", choices=HEADER_STYLES, default=_env("ratelimit_headers", d.ratelimit_headers),
       help="state the rate limit on every API answer: ietf (RateLimit-Policy and RateLimit, draft -11), "
            "ietf-06 (RateLimit-Limit/-Remaining/-Reset), x-delta, x-epoch, x-epoch-ms (X-RateLimit-*, the reset "
-           "as seconds from now, epoch seconds, epoch milliseconds); none (default)")
+           "as seconds from now, epoch seconds, epoch milliseconds), shopify (X-Shopify-Shop-Api-Call-Limit: "
+           "used/capacity); none (default)")
+    a("--rate-limited-status", type=int, choices=(429, 403, 400), default=_env("rate_limited_status", 429),
+      help="how a request over the limit is answered: 429 (default), or 403 / 400 with Retry-After and a "
+           "secondary-rate-limit message and no other header, as GitHub does")
     a("--limit-schedule", type=_schedule, default=_env("limit_schedule", ""),
       help="change the rate limit at given times: SECONDS:LIMIT[,SECONDS:LIMIT...], seconds since the budget's "
            "first request at the real clock (scaled); a new limit applies to requests that arrive after the change")

@@ -90,6 +90,7 @@ class MockState:
         self.requests: dict[str, dict[str, dict[str, int]]] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(int)))
         self.total_429 = 0
+        self.total_rate_limited = 0  # answers over the limit, whatever their status (--rate-limited-status)
         self.tokens_issued = 0
         self.auth_failures = 0
         self.syncs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -120,6 +121,7 @@ class MockState:
         return {
             "requests": {c: {e: dict(s) for e, s in eps.items()} for c, eps in self.requests.items()},
             "total_429": self.total_429,
+            "total_rate_limited": self.total_rate_limited,
             "peak_concurrency": self.peak_in_flight,
             "in_flight": self.in_flight,
             "tokens_issued": self.tokens_issued,
@@ -238,6 +240,11 @@ class MockApi:
     def _too_many(self) -> web.Response:
         cfg = self.config
         wait = _number(cfg.scaled(cfg.retry_after))
+        self.state.total_rate_limited += 1
+        if cfg.rate_limited_status != 429 and not cfg.quirks:
+            return _error(cfg.rate_limited_status, "Forbidden" if cfg.rate_limited_status == 403 else "Bad Request",
+                          "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                          headers={"retry-after": str(wait)})
         if cfg.quirks:
             return _error(429, "Rate limit exceeded", f"Too many requests. Limit: {cfg.rate_limit} per minute",
                           retry_after=wait)
@@ -370,6 +377,8 @@ class MockApi:
         if style == "ietf-06":
             return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining),
                     "RateLimit-Reset": seconds(reset)}
+        if style == "shopify":
+            return {"X-Shopify-Shop-Api-Call-Limit": f"{limit - remaining}/{limit}"}
         resets = {"x-delta": seconds(reset), "x-epoch": str(math.ceil(time.time() + reset)),
                   "x-epoch-ms": str(math.ceil((time.time() + reset) * 1000))}
         return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining),

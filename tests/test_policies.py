@@ -420,6 +420,15 @@ def test_every_answer_has_one_verdict():
     assert _decide("sync", 404).verdict is Verdict.FATAL and _decide("sync", 403).verdict is Verdict.FATAL
 
 
+def test_a_403_or_400_that_says_it_is_a_rate_limit_is_one():
+    github = b'{"message": "You have exceeded a secondary rate limit. Please wait a few minutes."}'
+    assert _decide("list", 403, github).verdict is Verdict.RATE_LIMITED
+    assert _decide("sync", 400, b"{}", header="30").verdict is Verdict.RATE_LIMITED
+    assert _decide("sync", 400, b"{}", header="30").wait == 30
+    assert _decide("sync", 403, b'{"message": "Forbidden"}').verdict is Verdict.FATAL  # says nothing of limits
+    assert _decide("auth", 403, github).verdict is Verdict.REFUSED  # the token endpoint's 403 is the credentials
+
+
 def test_retry_after_is_honoured_on_503_as_on_429():
     assert _decide("sync", 503, header="7").wait == 7
     assert _decide("sync", 429, b'{"retry_after": 60}').wait == 60  # body only: the inherited platform

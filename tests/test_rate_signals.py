@@ -26,7 +26,7 @@ def _synced_once(mock, client: str, campaigns: int) -> bool:
     return mock.stats()["syncs"].get(client) == {f"campaign_{n}": 1 for n in range(1, campaigns + 1)}
 
 
-@pytest.mark.parametrize("style", ["ietf", "ietf-06", "x-delta", "x-epoch", "x-epoch-ms"])
+@pytest.mark.parametrize("style", ["ietf", "ietf-06", "x-delta", "x-epoch", "x-epoch-ms", "shopify"])
 def test_a_platform_stricter_than_configured_is_followed_from_its_headers(mock_factory, tmp_path, style):
     # Configured for 10 per window, the platform allows 7 and says so: not one 429.
     mock = mock_factory(*EXACT, "--campaigns", "30", "--rate-limit", "7", "--ratelimit-headers", style)
@@ -38,12 +38,16 @@ def test_a_platform_stricter_than_configured_is_followed_from_its_headers(mock_f
     assert Db(tmp_path).rows("SELECT rate_limit FROM sync_runs") == [(7,)]
 
 
-def test_without_headers_the_same_platform_costs_a_burst_of_429s_and_the_budget_learns(mock_factory, tmp_path):
-    mock = mock_factory(*QUIET, "--campaigns", "30", "--rate-limit", "7")
+@pytest.mark.parametrize("status", [429, 403, 400])
+def test_without_headers_the_same_platform_costs_a_burst_of_429s_and_the_budget_learns(mock_factory, tmp_path,
+                                                                                        status):
+    # A 403 or 400 with Retry-After and "secondary rate limit" (GitHub's way) is a 429 by another name.
+    mock = mock_factory(*QUIET, "--campaigns", "30", "--rate-limit", "7", "--rate-limited-status", str(status))
     result = run_crawl(mock.url, "acme", tmp_path)
     assert result.returncode == 0, result.output[-3000:]
     # The first window's burst of 10 meets the limit of 7: at most those 3, then the limit is halved.
-    assert 1 <= mock.stats()["total_429"] <= 3 and _synced_once(mock, CLIENT, 30)
+    assert 1 <= mock.stats()["total_rate_limited"] <= 3 and _synced_once(mock, CLIENT, 30)
+    assert result.stat("responses_429", CLIENT) == mock.stats()["total_rate_limited"]
     assert result.stat("rate_limit_effective", CLIENT) == 5  # halved; probed back up after quiet windows
 
 
