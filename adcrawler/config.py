@@ -159,7 +159,8 @@ SETTINGS: list[Setting] = [
     Setting("ADCRAWLER_REMOVAL_GUARD", "0.5", SCALE,
             "a complete listing that would mark more than this share of a client's campaigns removed marks none "
             "(the client is partial) until a run with -a confirm_removals=1 (1 = no guard)"),
-    Setting("ADCRAWLER_KEEP_DAYS", "0", DAYS, "stats files older than this are removed after a run"),
+    Setting("ADCRAWLER_KEEP_DAYS", "0", DAYS,
+            "history rows, run records and stats files older than this are removed after a run, in short batches"),
     Setting("ADCRAWLER_PUSHGATEWAY_URL", "", OPTIONAL_URL,
             "Pushgateway to push each client's metrics to, during the run and at its end (empty = off)"),
     Setting("ADCRAWLER_METRICS_PORT", "0", PORT, "port of a Prometheus pull endpoint on 127.0.0.1 (0 = off)"),

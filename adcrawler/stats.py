@@ -61,6 +61,9 @@ COUNTERS = {
     "rows_quarantined": "rows the database refused (quarantined with its reason)",
     "rows_spooled": "rows written to the spool file because the database was unreachable",
     "db_batches": "batches committed",
+    "history_pruned": "history rows (campaign_metrics) older than `ADCRAWLER_KEEP_DAYS` removed after the run",
+    "runs_pruned": "run records (sync_runs) older than `ADCRAWLER_KEEP_DAYS` removed after the run",
+    "prune_failed": "clients whose old history could not be removed (tried again by the next run)",
     "journal_failed": "job directories whose journal could not be written (a full disk): the run went on "
                       "without it (total only)",
     "db_retries": "batch writes retried after the database was unreachable; per reason (`db_retries/<reason>`)",

@@ -86,3 +86,26 @@ def test_a_sync_whose_answer_was_lost_runs_once_where_the_platform_honours_idemp
         executions[honour] = platform["syncs"]["demo"]
     assert executions[True] == {f"campaign_{n}": 1 for n in range(1, 101)}
     assert sum(executions[False].values()) > 100  # the same sync executed again without the key
+
+
+def test_history_and_run_records_older_than_the_retention_are_pruned_after_a_run(mock_factory, db):
+    from datetime import datetime, timedelta, timezone
+
+    mock = mock_factory(*QUIET, "--campaigns", "10")
+    assert _crawl(mock, db).returncode == 0 and _crawl(mock, db).returncode == 0
+    first = db.scalar("SELECT run_id FROM sync_runs ORDER BY started_at LIMIT 1")
+    old = datetime.now(timezone.utc) - timedelta(days=40)
+    stamp = old if db.kind == "postgresql" else old.isoformat(timespec="microseconds")
+    db.rows("UPDATE campaign_metrics SET captured_at = %s WHERE run_id = %s RETURNING 1", (stamp, first))
+    db.rows("UPDATE sync_runs SET started_at = %s, finished_at = %s WHERE run_id = %s RETURNING 1",
+            (stamp, stamp, first))
+
+    kept = _crawl(mock, db)  # no retention set: everything is kept
+    assert kept.returncode == 0 and db.scalar("SELECT COUNT(*) FROM campaign_metrics") == 30
+    pruned = _crawl(mock, db, settings={"ADCRAWLER_KEEP_DAYS": "30"})
+    assert pruned.returncode == 0, pruned.output[-3000:]
+    assert pruned.stat("history_pruned", "demo") == 10 and pruned.stat("runs_pruned", "demo") == 1
+    assert "removed 10 history row(s) and 1 run record(s) older than 30 days" in pruned.output
+    assert db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE run_id = %s", (first,)) == 0
+    assert db.scalar("SELECT COUNT(*) FROM campaign_metrics") == 30 and db.scalar("SELECT COUNT(*) FROM sync_runs") == 3
+    assert _current(db) == 10  # the campaigns themselves stay

@@ -473,3 +473,16 @@ def test_a_replay_closes_the_run_it_completes(db, tmp_path):
     assert rows["run6"][:3] == ("succeeded", None, 2)
     assert rows["run7"][0] == "interrupted" and "spool was replayed" in rows["run7"][1]
     assert rows["run7"][2] == 1 and rows["run7"][3] is not None
+
+
+def test_pruning_removes_one_clients_old_history_in_batches(store, db, monkeypatch):
+    from datetime import timedelta
+
+    later = T0 + timedelta(days=40)
+    for run, at in (("old1", T0), ("old2", T0), ("new", later)):
+        store.write(run, [item(n, fetched_at=at) for n in range(1, 8)] + [item(1, client="globex", fetched_at=at)])
+    monkeypatch.setattr(type(store), "PRUNE_BATCH", 3)  # 14 rows: five batches, each its own transaction
+    assert store.prune("acme", T0 + timedelta(days=10)) == (14, 0)
+    assert db.rows("SELECT client_id, run_id, COUNT(*) FROM campaign_metrics GROUP BY 1, 2 ORDER BY 1, 2") == [
+        ("acme", "new", 7), ("globex", "new", 1), ("globex", "old1", 1), ("globex", "old2", 1)]
+    assert store.prune("acme", T0 + timedelta(days=10)) == (0, 0)

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from scrapy import signals
@@ -18,7 +18,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import sleep
 
 from adcrawler import logs
-from adcrawler.config import DRY_RUN, scaled
+from adcrawler.config import DRY_RUN, scaled, value
 from adcrawler.disk import JobState
 from adcrawler.ledger import CLIENTS_HELD, Result, RunLedger
 from adcrawler.registry import scheduled_at
@@ -35,8 +35,9 @@ JOB, NODE = "adcrawler_job", "adcrawler_node"
 
 class RunRecorder:
     def __init__(self, crawler: Crawler, jobdir: str | None, origin: RunOrigin,
-                 check_interval: float = LOCK_CHECK_INTERVAL):
+                 check_interval: float = LOCK_CHECK_INTERVAL, keep_days: float = 0):
         self.crawler = crawler
+        self.keep_days = keep_days  # history and run records kept this long (0: for ever)
         self.origin = origin
         self.check_interval = check_interval
         self.job = JobState.load(jobdir)
@@ -56,7 +57,8 @@ class RunRecorder:
         job = s.get(JOB)
         origin = RunOrigin(job_id=job, node=s.get(NODE) or socket.gethostname(),
                            egg_version=os.environ.get("SCRAPYD_EGG_VERSION") if job else None, pid=os.getpid())
-        ext = cls(crawler, s.get("JOBDIR") or None, origin, scaled(s, LOCK_CHECK_INTERVAL, 0.05))
+        ext = cls(crawler, s.get("JOBDIR") or None, origin, scaled(s, LOCK_CHECK_INTERVAL, 0.05),
+                  value(s, "ADCRAWLER_KEEP_DAYS"))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
@@ -148,11 +150,31 @@ class RunRecorder:
             return
         all_stats = dict(self.crawler.stats.get_stats())
         for client in self.ledger.owned():
+            if self.keep_days:
+                await self._prune(client)
+                all_stats = dict(self.crawler.stats.get_stats())
             await self._record(client, reason, all_stats)
         await self.database.close()  # releases the locks
         if self.ledger.owned():
             # A job directory whose run ended starts a new run next time; a stopped one resumes.
             self._save_job("running" if reason == "shutdown" else "finished")
+
+    async def _prune(self, client: str) -> None:
+        """Remove the client's history and run records older than ADCRAWLER_KEEP_DAYS; a failure
+        is said and counted, and costs the run nothing (the next run prunes them)."""
+        before = datetime.now(timezone.utc) - timedelta(days=self.keep_days)
+        try:
+            history, runs = await self.database.call(self.store.prune, client, before)
+        except Exception as exc:  # noqa: BLE001 - any driver error
+            self.stats.inc("prune_failed", client)
+            logger.warning("Client %s: old history could not be removed (%s)", client, first_line(exc),
+                           extra={"client": client})
+            return
+        self.stats.inc("history_pruned", client, history)
+        self.stats.inc("runs_pruned", client, runs)
+        if history or runs:
+            logger.info("Client %s: removed %d history row(s) and %d run record(s) older than %g days", client,
+                        history, runs, self.keep_days, extra={"client": client})
 
     def _save_job(self, state: str) -> None:
         try:

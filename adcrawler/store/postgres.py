@@ -29,6 +29,7 @@ class Lease:
 
 class PostgresStore(Store):
     dialect = "postgresql"
+    ROW_ID = "ctid"
     # Out of a column's range, text it cannot hold (a NUL is refused before it is sent: ValueError),
     # a constraint: these rows. Permission denied and the like are faults.
     refusal = (psycopg2.DataError, psycopg2.IntegrityError, UnicodeEncodeError, ValueError)

@@ -171,3 +171,25 @@ class RunQueries(Connection):
         [(last,)] = self._rows("SELECT MAX(finished_at) FROM sync_runs WHERE client_id = %s AND outcome = "
                                "'succeeded'", (client,))
         return self._timestamp(last)
+
+    # A batch of rows by their physical id (SQLite's rowid, PostgreSQL's ctid): no index needed.
+    ROW_ID = "rowid"
+    PRUNE_BATCH = 5000  # rows per transaction: a concurrent run's write waits at most one batch
+
+    def prune(self, client: str, before: datetime) -> tuple[int, int]:
+        """Remove the client's history rows captured and run records finished before ``before``, a
+        batch per transaction; returns (history rows, run records) removed."""
+        removed = []
+        for table, column in (("campaign_metrics", "captured_at"), ("sync_runs", "finished_at")):
+            count = 0
+            while True:
+                with self._transaction() as cur:
+                    self._execute(cur, f"DELETE FROM {table} WHERE {self.ROW_ID} IN (SELECT {self.ROW_ID} FROM "
+                                       f"{table} WHERE client_id = %s AND {column} < %s LIMIT {self.PRUNE_BATCH})",
+                                  (client, before))
+                    count += cur.rowcount
+                if cur.rowcount < self.PRUNE_BATCH:
+                    break
+            removed.append(count)
+        return removed[0], removed[1]
+
