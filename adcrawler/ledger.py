@@ -17,7 +17,7 @@ from scrapy.crawler import Crawler
 from adcrawler.budget import lower_bound_seconds
 from adcrawler.config import DRY_RUN, scaled, value
 from adcrawler.listing import Listing
-from adcrawler.model import Campaign, CampaignItem
+from adcrawler.model import MODELLED, Campaign, CampaignItem
 from adcrawler.registry import Client
 from adcrawler.stats import RunStats
 from adcrawler.store.writes import Removals
@@ -102,6 +102,8 @@ class ClientRun:
     unavailable: str | None = None  # the platform failed everything for longer than allowed: since when
     recovered: int = 0  # failed syncs that succeeded in this pass
     removals: Removals | None = None  # what the listing changed in which campaigns are current
+    fields_seen: set[str] = field(default_factory=set)  # top-level fields of the records listed
+    fields_in_every: set[str] | None = None  # ... and those every record had
     faults: list[str] = field(default_factory=list)  # what kept the run from its work or its record
     requests_sent: int = 0
     last_latency: float = 0.0
@@ -268,9 +270,13 @@ class RunLedger:
             if run.listing.total is not None:
                 self.stats.set("campaigns_expected", run.listing.total, client)
 
-    def listed(self, client: str, key: str, digest: str) -> str:
+    def listed(self, client: str, key: str, digest: str, record: Any = None) -> str:
         """A record listed: ``new``, ``duplicate`` or ``changed`` (listed before with other contents)."""
-        verdict = self.runs[client].listing.admit(key, digest)
+        run = self.runs[client]
+        verdict = run.listing.admit(key, digest)
+        if verdict == "new" and isinstance(record, dict):
+            run.fields_seen.update(record)
+            run.fields_in_every = set(record) if run.fields_in_every is None else run.fields_in_every & set(record)
         self.stats.inc({"new": "campaigns_seen", "duplicate": "campaigns_duplicate",
                         "changed": "campaigns_conflicting"}[verdict], client)
         return verdict
@@ -432,6 +438,27 @@ class RunLedger:
         if removals.held:
             logger.warning("Client %s: %s", client, held_text(removals), extra={"client": client})
 
+    def fields(self, client: str) -> tuple[set[str], set[str]]:
+        run = self.runs[client]
+        return run.fields_seen, run.fields_in_every or set()
+
+    def fields_changed(self, client: str, before: tuple[set[str], set[str]] | None) -> None:
+        """Say once which fields appeared since the last complete listing (and are not modelled),
+        and which every record had then and none has now."""
+        run = self.runs[client]
+        seen, every = before or (set(), set())
+        new = sorted(run.fields_seen - MODELLED - seen)
+        gone = sorted(every - run.fields_seen)
+        self.stats.inc("fields_new", client, len(new))
+        self.stats.inc("fields_vanished", client, len(gone))
+        if new:
+            logger.info("Client %s: the records carry field(s) the campaigns do not model, new since the last "
+                        "listing: %s (kept in raw)", client, _names(new),
+                        extra={"client": client})
+        if gone:
+            logger.warning("Client %s: field(s) every record had at the last listing and none has now: %s", client,
+                           _names(gone), extra={"client": client})
+
     def spooled(self, client: str, cause: str, rows: int = 1) -> None:
         if client in self.runs:
             spooled = self.runs[client].spooled
@@ -527,6 +554,11 @@ def client_outcome(run: ClientRun, stopped_early: bool, dry_run: bool = False) -
     if stopped_early and not reasons:
         reasons.append("the crawl stopped early")
     return Outcome(Result.PARTIAL if reasons else Result.SUCCEEDED, tuple(reasons))
+
+
+def _names(fields: list[str]) -> str:
+    """Field names for a log line (the log escapes them; a name may be any length)."""
+    return ", ".join(name[:64] for name in fields[:20]) + (" ..." if len(fields) > 20 else "")
 
 
 def held_text(removals: Removals) -> str:

@@ -176,6 +176,7 @@ class InvalidRecord(ValueError):
 
 # Fields a record may lack: stored as NULL and flagged missing_<field>.
 OPTIONAL = ("name", "status", "budget", "impressions", "clicks", "conversions", "created_at")
+MODELLED = frozenset(("id", *OPTIONAL))  # the record's fields the campaign declaration reads
 
 
 def record_key(record: Any, text: str = "") -> str:

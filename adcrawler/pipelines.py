@@ -135,7 +135,8 @@ class StorePipeline:
         await self._removals()
 
     async def _removals(self) -> None:
-        """Once every row is written: the campaigns each listing says are gone, or back."""
+        """Once every row is written: the campaigns each listing says are gone, or back, and the
+        fields that appeared or vanished since the last complete listing."""
         assert self.store is not None
         for client, (listed, complete) in self.ledger.listings().items():
             try:
@@ -145,6 +146,13 @@ class StorePipeline:
                 self.ledger.fault(client, f"removed campaigns could not be marked ({first_line(exc)})")
                 continue
             self.ledger.removed(client, removals)
+            if complete:
+                try:
+                    before = await self.database.call(self.store.swap_fields, client, *self.ledger.fields(client))
+                except Exception as exc:  # noqa: BLE001 - any driver error: the client says it
+                    self.ledger.fault(client, f"the records' fields could not be recorded ({first_line(exc)})")
+                    continue
+                self.ledger.fields_changed(client, before)
 
     async def flush(self) -> None:
         async with self.lock:

@@ -30,6 +30,9 @@ COUNTERS = {
     "campaigns_removed": "campaigns an earlier complete listing had and this complete listing has not: marked "
                          "removed (`removed_at`), kept with their history",
     "campaigns_back": "campaigns marked removed by an earlier run and listed again: unmarked",
+    "fields_new": "top-level record fields the campaigns do not model, new since the last complete listing "
+                  "(said once; kept in raw)",
+    "fields_vanished": "fields every record had at the last complete listing and none has now",
     "campaigns_removal_held": "removals held back because the listing shrank by more than "
                               "`ADCRAWLER_REMOVAL_GUARD` (the client is partial until confirmed)",
     "listings_truncated": "listings stopped by `ADCRAWLER_MAX_CAMPAIGNS` with more to list (the client is partial)",

@@ -109,3 +109,19 @@ def test_history_and_run_records_older_than_the_retention_are_pruned_after_a_run
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE run_id = %s", (first,)) == 0
     assert db.scalar("SELECT COUNT(*) FROM campaign_metrics") == 30 and db.scalar("SELECT COUNT(*) FROM sync_runs") == 3
     assert _current(db) == 10  # the campaigns themselves stay
+
+
+def test_fields_that_appear_or_vanish_are_said_once(mock_factory, db):
+    plain = mock_factory(*QUIET, "--campaigns", "10")
+    extra = mock_factory(*QUIET, "--campaigns", "10", "--unknown-fields")  # objective, labels, bid_strategy
+    counts = []
+    for mock in (plain, extra, extra, plain, plain):
+        result = _crawl(mock, db)
+        assert result.returncode == 0, result.output[-3000:]
+        counts.append((result.stat("fields_new", "demo"), result.stat("fields_vanished", "demo")))
+        if counts[-1][0]:
+            assert "new since the last listing: bid_strategy, labels, objective (kept in raw)" in result.output
+        if counts[-1][1]:
+            assert "every record had at the last listing and none has now: bid_strategy, labels, objective" in (
+                result.output)
+    assert counts == [(0, 0), (3, 0), (0, 0), (0, 3), (0, 0)]

@@ -155,7 +155,7 @@ class CampaignsSpider(scrapy.Spider):
         for entry in body.entries:
             record = entry.value if entry.error is None else {"id": entry.id}
             seen = self.ledger.listed(client, record_key(record, entry.text),
-                                      hashlib.sha1(entry.text.encode()).hexdigest())
+                                      hashlib.sha1(entry.text.encode()).hexdigest(), record)
             if seen == "new":
                 new += 1
                 yield from self._take(client, entry, fetched_at)

@@ -198,6 +198,13 @@ MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
     (8, [
         # A campaign gone from a complete listing is marked, never deleted: its history stays.
         "ALTER TABLE campaigns ADD COLUMN removed_at {ts}",
+        # The top-level fields of a client's records at its last complete listing: what is new, or gone.
+        """CREATE TABLE client_fields (
+            client_id TEXT NOT NULL,
+            field TEXT NOT NULL,
+            in_every INTEGER NOT NULL,
+            PRIMARY KEY (client_id, field)
+        )""",
     ]),
 ]
 
@@ -285,6 +292,11 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "payload": "the record exactly as sent (JSON text)",
         "payload_sha1": "the payload's SHA-1: a record is quarantined once per run",
         "seen_at": "when the platform sent it",
+    }),
+    "client_fields": ("The top-level fields of a client's records at its last complete listing", {
+        "client_id": "the platform's client id",
+        "field": "a field name, as sent",
+        "in_every": "1: every record had it; 0: some did",
     }),
     "client_leases": ("PostgreSQL only: which run holds each client, until when (renewed while it runs)", {
         "client_id": "the platform's client id",

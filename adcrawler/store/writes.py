@@ -206,3 +206,18 @@ class CampaignWrites(Connection):
                                   [at, now, client, *chunk])
         return Removals(removed=[] if held else gone, back=len(back), held=len(gone) if held else 0,
                         before=len(current), listed=len(listed))
+
+    def swap_fields(self, client: str, seen: set[str], in_every: set[str]) -> tuple[set[str], set[str]] | None:
+        """Record the fields of the client's records at this complete listing; returns those of the
+        previous one (seen, in every record), or None when there was none."""
+        with self._transaction() as cur:
+            self._execute(cur, "SELECT field, in_every FROM client_fields WHERE client_id = %s", (client,))
+            rows = cur.fetchall()
+            self._execute(cur, "DELETE FROM client_fields WHERE client_id = %s", (client,))
+            if seen:
+                self._insert_many(cur, "INSERT INTO client_fields (client_id, field, in_every) VALUES {values}",
+                                  [(client, name, int(name in in_every)) for name in sorted(seen)], fetch=False)
+        if not rows:
+            return None
+        return {name for name, _ in rows}, {name for name, every in rows if every}
+
