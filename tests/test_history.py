@@ -4,9 +4,12 @@ campaign that comes back is current again."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
-from harness.runner import run_crawl
+from harness.runner import ROOT, run_crawl
 from tests.conftest import QUIET, SCALE, last_line
 
 
@@ -68,6 +71,14 @@ def test_a_campaign_gone_from_a_complete_listing_is_removed_and_comes_back(mock_
     assert back.returncode == 0, back.output[-3000:]
     assert back.stat("campaigns_back", "demo") == 17 and back.stat("campaigns_removed", "demo") == 0
     assert _removed(db) == _ids(21, 30) and _current(db) == 20
+
+    # scrapy runs says what each run changed.
+    env = {**os.environ, "DATABASE_URL": db.url, "ADCRAWLER_DATA_DIR": str(db.workdir)}
+    runs = subprocess.run([sys.executable, "-m", "scrapy", "runs", "demo", "-n", "10"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert runs.returncode == 0, runs.stderr
+    for said in ("removed 10", "held 17", "removed 17", "back 17"):
+        assert said in runs.stdout, runs.stdout
 
 
 def test_a_sync_whose_answer_was_lost_runs_once_where_the_platform_honours_idempotency_keys(mock_factory, tmp_path):

@@ -12,9 +12,19 @@ from scrapy.commands import ScrapyCommand
 
 from adcrawler.config import value
 from adcrawler.registry import ClientConfigError, Registry
+from adcrawler.stats import key
 
 from . import OperatorCommand, fail, table
 
+CHANGES = (("campaigns_removed", "removed {}"), ("campaigns_back", "back {}"), ("campaigns_removal_held", "held {}"),
+           ("fields_new", "new fields {}"), ("fields_vanished", "vanished fields {}"))
+
+
+def changes(run: dict) -> str:
+    """What a run changed over time, from its stats: removals, returns, held removals, fields."""
+    stats = run.get("stats") or {}
+    counts = ((stats.get(key(name, run["client_id"]), 0), text) for name, text in CHANGES)
+    return ", ".join(text.format(n) for n, text in counts if n) or "-"
 
 class Command(OperatorCommand, ScrapyCommand):
     reads = (*OperatorCommand.reads, "ADCRAWLER_SYNC_MAX_AGE")
@@ -61,9 +71,9 @@ class Command(OperatorCommand, ScrapyCommand):
                          took, r["outcome"] or "-",
                          f"{r['campaigns_seen']}/{r['campaigns_synced']}/{r['campaigns_failed']}",
                          f"{r['rows_inserted']}/{r['rows_updated']}", r["records_rejected"], r["run_id"][:12],
-                         ran_by(r), r["outcome_reasons"] or ""))
+                         changes(r), ran_by(r), r["outcome_reasons"] or ""))
         print(table(("started (UTC)", "client", "took", "outcome", "seen/synced/failed", "ins/upd",
-                     "quarantined", "run", "ran by", "reasons"), rows))
+                     "quarantined", "run", "changes", "ran by", "reasons"), rows))
         print(f"{len(rows)} run(s)" + (f" of {client.name}" if client else ""))
 
 

@@ -143,12 +143,14 @@ class RunQueries(Connection):
         """The last ``limit`` runs (of ``client``, or of every client), newest first."""
         columns = ("run_id", "client_id", "started_at", "finished_at", "outcome", "outcome_reasons", "campaigns_seen",
                    "campaigns_synced", "campaigns_failed", "rows_inserted", "rows_updated", "records_rejected",
-                   "job_id", "node", "egg_version", "pid")
+                   "job_id", "node", "egg_version", "pid", "stats")
         where, params = ("WHERE client_id = %s ", [client]) if client else ("", [])
         rows = [dict(zip(columns, row)) for row in self._rows(
             f"SELECT {', '.join(columns)} FROM sync_runs {where}ORDER BY started_at DESC LIMIT %s", [*params, limit])]
         for row in rows:
             row["started_at"], row["finished_at"] = map(self._timestamp, (row["started_at"], row["finished_at"]))
+            if isinstance(row["stats"], str):  # SQLite keeps JSON as text
+                row["stats"] = json.loads(row["stats"])
         return rows
 
     def client_states(self) -> dict[str, dict[str, Any]]:
