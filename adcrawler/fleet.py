@@ -188,7 +188,8 @@ class Dispatch:
     shard_size: int
     start_limit: float = START_LIMIT
     placed: dict[str, Job] = field(default_factory=dict)
-    avoid: set[str] = field(default_factory=set)  # nodes lost or that do not start jobs
+    avoid: set[str] = field(default_factory=set)  # nodes lost or that do not start jobs: none is sent more
+    lost: set[str] = field(default_factory=set)  # nodes that stopped answering: none is asked more
     moved: set[str] = field(default_factory=set)  # clients given a second node (once per dispatch)
     leases: dict[str, Any] = field(default_factory=dict)  # a waiting client's lease expiry when first seen
     status: int = 0
@@ -303,7 +304,7 @@ def wait(run: Dispatch, store: Store | None, poll: float, limit: float, lost_aft
     orphans: list[str] = []
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        left = {job.job_id: job for job in run.jobs() if job.job_id not in logs and job.node not in run.avoid}
+        left = {job.job_id: job for job in run.jobs() if job.job_id not in logs and job.node not in run.lost}
         if not left and not orphans:
             break
         for node in sorted({job.node for job in left.values()}):
@@ -314,6 +315,7 @@ def wait(run: Dispatch, store: Store | None, poll: float, limit: float, lost_aft
                 if silent[node] >= lost_after:
                     fleet.err(f"node {node}: stopped answering; its clients go to their next node")
                     run.avoid.add(node)
+                    run.lost.add(node)
                     orphans += [slug for job in left.values() if job.node == node for slug in job.slugs]
                 continue
             silent[node] = 0
@@ -327,14 +329,14 @@ def wait(run: Dispatch, store: Store | None, poll: float, limit: float, lost_aft
                     job.started = True
                 elif (job.scheduled and fleet.clock() - job.scheduled > run.start_limit
                       and fleet.cancel(job, f"has not started in {run.start_limit:.0f} s")):
-                    run.avoid.add(node)
+                    run.avoid.add(node)  # its other jobs are cancelled in turn, not waited for
                     logs[job.job_id] = ""
                     orphans += job.slugs
         if orphans:
             orphans = run.move(orphans, store)
         time.sleep(poll)
     for job in run.jobs():
-        if job.job_id not in logs and job.node not in run.avoid:
+        if job.job_id not in logs and job.node not in run.lost:
             fleet.err(f"node {job.node}: job {job.job_id} still running after {limit:.0f} s; not waited for")
     return logs
 
@@ -360,8 +362,9 @@ def report(run: Dispatch, store: Store, logs: dict[str, str]) -> int:
         status = 1
         where = f"job {job.job_id} on {job.node}" + (f" (log {logs[job.job_id]})" if logs.get(job.job_id) else "")
         if row is None:
-            reasons = ("its node was lost" if job.node in run.avoid and not job.started else
-                       "the job ended before recording it")
+            reasons = ("its node was lost" if job.node in run.lost else
+                       "its job was cancelled before it started" if job.job_id in logs and not logs[job.job_id]
+                       else "the job ended before recording it")
         elif outcome == RUNNING:
             reasons = "its job ended before the run did (killed, or its node was lost)"
         else:

@@ -180,10 +180,11 @@ def test_a_node_that_never_starts_its_jobs_has_them_moved_and_a_client_is_done_o
     assert stuck
 
     # Waiting: the lazy node's jobs are cancelled once past the start limit; their clients run elsewhere.
-    first = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait", "--poll",
+    first = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "3", "--wait", "--poll",
                      "0.5", "--start-limit", "2")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert f"node {lazy.url}: job " in first.stderr and "has not started in 2 s; cancelled" in first.stderr
+    assert len(stuck) > 3  # several jobs there, each cancelled in turn
+    assert first.stderr.count("has not started in 2 s; cancelled") == -(-len(stuck) // 3), first.stderr
     assert first.stdout.strip().endswith(f"clients: {len(SLUGS)} succeeded"), first.stdout
     assert lazy.jobs()["pending"] == []
 
