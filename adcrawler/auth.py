@@ -244,7 +244,7 @@ class BearerTokenMiddleware:
                                      patience=lambda: self.outage_limit)
         except GaveUp as exc:
             tries = f"{exc.attempts} attempt{'s' * (exc.attempts > 1)}"
-            if exc.elapsed >= self.outage_limit:
+            if self.outage_limit and exc.elapsed >= self.outage_limit:
                 since = datetime.fromtimestamp(time.time() - exc.elapsed, timezone.utc)
                 raise AuthenticationFailed(f"platform unavailable since {since:%H:%M:%S} UTC: token endpoint "
                                            f"{exc.decision.reason}, {tries}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 from scrapy import Request
@@ -89,6 +90,12 @@ def make_scheduler(limit=2, window=60.0):
     return crawler, scheduler, clock
 
 
+def answered(scheduler, request, status=200):
+    """A request's answer reached the engine: the downloader's two signals, in their order."""
+    scheduler.response_downloaded(SimpleNamespace(status=status), request)
+    scheduler.request_left_downloader(request)
+
+
 def drain(scheduler):
     out = []
     while (request := scheduler.next_request()) is not None:
@@ -105,7 +112,7 @@ def test_a_client_gets_its_budget_then_waits_a_window_after_an_answer():
         assert [r.url[-1] for r in sent] == ["0", "1"]
         assert scheduler.has_pending_requests() and len(scheduler) == 3
         clock.now += 2
-        scheduler.request_left_downloader(sent[0])  # answered at 1002: its place frees at 1062
+        answered(scheduler, sent[0])  # answered at 1002: its place frees at 1062
         assert drain(scheduler) == []
         clock.now = 1061.9
         assert drain(scheduler) == []
@@ -164,7 +171,7 @@ def test_clients_naming_one_partition_share_its_budget_and_take_turns():
         for request in first[:2]:  # one answer of each client names the partition
             scheduler.headers_received(said, 0, request)
         for request in first:
-            scheduler.request_left_downloader(request)
+            answered(scheduler, request)
         assert scheduler.sharing("acme-corp") == ["acme-corp", "globex"]
         for client in ("acme-corp", "globex"):
             for n in range(4, 8):
@@ -191,7 +198,7 @@ def _run_until_done(scheduler, clock, partition_of, rounds=200):
         for request in batch:
             scheduler.headers_received(_partition(partition_of(request.meta[CLIENT], turn)), 0, request)
             clock.advance(0.5)
-            scheduler.request_left_downloader(request)
+            answered(scheduler, request)
         sent += batch
         for budget in scheduler.budgets.values():  # every answer is in: nothing is in flight
             assert budget.in_flight == 0 and budget.wait_time() < float("inf")
@@ -241,7 +248,7 @@ def test_the_engine_is_woken_when_a_budget_frees():
     scheduler.enqueue_request(second)
     assert drain(scheduler) == [first]
     clock.advance(2)
-    scheduler.request_left_downloader(first)  # its place frees a window after this answer
+    answered(scheduler, first)  # its place frees a window after this answer
     assert drain(scheduler) == []
     clock.advance(59.9)
     assert crawler.engine.crawled == []  # the window has not passed
@@ -356,6 +363,7 @@ def test_wrong_credentials_fail_the_client_at_once(monkeypatch):
 
 def test_a_token_endpoint_that_never_recovers_fails_the_client_after_its_retries(monkeypatch):
     crawler, mw, engine = token_setup(monkeypatch, [(503, {}, {})] * 10)
+    mw.outage_limit = 0.0  # no outage to wait out (test_faults waits one out): the retry count decides
 
     async def scenario():
         with pytest.raises(AuthenticationFailed, match=r"token endpoint unavailable \(http_503\) after 7 attempts"):

@@ -352,7 +352,8 @@ def test_a_slug_not_in_the_registry_and_an_unknown_argument_are_errors():
     proc = _crawl_cli("-a", "client=demo", "-a", "bogus=1")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("adcrawler: unknown spider argument(s) bogus: campaigns takes "
-                                   "-a client=<name>, -a client=a,b or -a client=all, and -a dry_run=1")
+                                   "-a client=<name>, -a client=a,b or -a client=all, -a dry_run=1 and "
+                                   "-a confirm_removals=1")
 
 
 # -- what the platform sends never writes a log line of its own ----------------------------
