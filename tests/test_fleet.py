@@ -115,6 +115,9 @@ def test_a_client_pending_or_running_is_not_scheduled_again_and_the_lock_has_the
     wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running'") == len(SLUGS),
              120, "every client's run to be going")
     jobs_before = sum(len(n.jobs()["running"]) for n in fleet.nodes)
+    for job in (j for node in fleet.nodes for j in node.jobs()["running"]):  # the node's secret stays with it
+        environ = open(f"/proc/{job['pid']}/environ", "rb").read()
+        assert b"SCRAPYD_PASSWORD" not in environ and PASSWORD.encode() not in environ
 
     again = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url)
     assert again.returncode == 0, again.stderr
