@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from scrapy.settings import BaseSettings
@@ -134,6 +135,20 @@ def configure(settings: BaseSettings) -> None:
     _handler = handler
     # Scrapy must not add a handler of its own (it would print its start-up lines as text).
     settings.set("LOG_INSTALL_ROOT_HANDLER", False, priority="cmdline")
+
+
+def keep_copy(path: Path) -> None:
+    """Write this process's log to ``path`` too (appended: a resumed run adds to its file), as the
+    console has it: a run's log lasts as long as its stats, not as long as scrapyd keeps job logs."""
+    if _handler is None or isinstance(_handler, logging.NullHandler):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    copy = logging.FileHandler(path, encoding="utf-8")
+    copy.setFormatter(_handler.formatter)
+    copy.setLevel(_handler.level)
+    for f in _handler.filters:
+        copy.addFilter(f)
+    logging.getLogger().addHandler(copy)
 
 
 def error_line(message: str, settings: BaseSettings | None = None) -> str:

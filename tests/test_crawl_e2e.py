@@ -301,7 +301,10 @@ def test_secrets_never_reach_logs_stats_or_database(mock_factory, tmp_path):
     tokens = mock.stats()["tokens"]
     assert tokens
     stored = json.dumps(db.rows("SELECT * FROM sync_runs"), default=str)
-    outputs = {"log": result.output, "stats": json.dumps(result.stats), "database": stored}
+    [run_log] = (tmp_path / "logs").glob("*.log")  # the run's own copy of its log
+    assert "Sync complete" in run_log.read_text()
+    outputs = {"log": result.output, "run log": run_log.read_text(), "stats": json.dumps(result.stats),
+               "database": stored}
     for secret in [DEMO_PASSWORD, "U3VwZXJTZWNyZXQxMjMh", *tokens]:  # base64 of the password, too
         for name, text in outputs.items():
             assert secret not in text, f"secret found in {name}"

@@ -79,6 +79,10 @@ def test_a_campaign_gone_from_a_complete_listing_is_removed_and_comes_back(mock_
     assert runs.returncode == 0, runs.stderr
     for said in ("removed 10", "held 17", "removed 17", "back 17"):
         assert said in runs.stdout, runs.stdout
+    last = db.scalar("SELECT run_id FROM sync_runs ORDER BY started_at DESC LIMIT 1")
+    log = db.workdir / "logs" / f"{last}.log"  # kept beside the stats, as long as they are
+    assert f"run {last[:12]}: log {log}" in runs.stdout and "campaign(s) marked removed are listed again" in (
+        log.read_text())
 
 
 def test_a_sync_whose_answer_was_lost_runs_once_where_the_platform_honours_idempotency_keys(mock_factory, tmp_path):

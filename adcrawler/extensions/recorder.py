@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from scrapy import signals
@@ -31,6 +32,11 @@ logger = logging.getLogger(__name__)
 LOCK_CHECK_INTERVAL = 5.0  # how often the locks are checked, real seconds (scaled)
 # Set by the crawl command from scrapyd's spider arguments: which job and node run this.
 JOB, NODE = "adcrawler_job", "adcrawler_node"
+
+
+def run_log(data_dir: str, run_id: str) -> Path:
+    """Where a run's own copy of its log is (``scrapy runs`` names it)."""
+    return Path(data_dir, "logs", f"{run_id}.log")
 
 
 class RunRecorder:
@@ -59,6 +65,7 @@ class RunRecorder:
                            egg_version=os.environ.get("SCRAPYD_EGG_VERSION") if job else None, pid=os.getpid())
         ext = cls(crawler, s.get("JOBDIR") or None, origin, scaled(s, LOCK_CHECK_INTERVAL, 0.05),
                   value(s, "ADCRAWLER_KEEP_DAYS"))
+        logs.keep_copy(run_log(value(s, "ADCRAWLER_DATA_DIR"), ext.job.run_id))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext

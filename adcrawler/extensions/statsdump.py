@@ -26,9 +26,9 @@ logger = logging.getLogger(__name__)
 CLOSE_WAIT = 60.0
 
 
-def prune(directory: Path, keep_days: float, now: float) -> list[Path]:
-    """Remove the stats files older than ``keep_days`` (0: keep all); returns them."""
-    old = [p for p in directory.glob("*.json") if keep_days and now - p.stat().st_mtime > keep_days * 86400]
+def prune(directory: Path, keep_days: float, now: float, pattern: str = "*.json") -> list[Path]:
+    """Remove the stats files (or the run logs) older than ``keep_days`` (0: keep all); returns them."""
+    old = [p for p in directory.glob(pattern) if keep_days and now - p.stat().st_mtime > keep_days * 86400]
     for path in old:
         path.unlink(missing_ok=True)
     return old
@@ -63,5 +63,7 @@ class StatsDump:
         await run_in_thread(write_private, self.path, text)
         logger.info("Run stats written to %s", self.path)
         removed = await run_in_thread(prune, self.directory, self.keep_days, time.time())
-        if removed:
-            logger.info("Removed %d stats file(s) older than %g days", len(removed), self.keep_days)
+        removed_logs = await run_in_thread(prune, self.directory.parent / "logs", self.keep_days, time.time(), "*.log")
+        if removed or removed_logs:
+            logger.info("Removed %d stats file(s) and %d run log(s) older than %g days", len(removed),
+                        len(removed_logs), self.keep_days)
