@@ -132,9 +132,9 @@ class StorePipeline:
                 count = sum(1 for item in self.unsaved if item.client_id == client)
                 self.ledger.fault(client, f"{count} records could be neither written nor spooled")
         self._journal(Journal.close)
-        await self._removals()
+        await self._after_listings()
 
-    async def _removals(self) -> None:
+    async def _after_listings(self) -> None:
         """Once every row is written: the campaigns each listing says are gone, or back, and the
         fields that appeared or vanished since the last complete listing."""
         assert self.store is not None
