@@ -109,7 +109,7 @@ def write_report(r: dict[str, Any], path: Path) -> None:
         lines += ["## h. Rate-limit signals, time scale 0.05 (a 3 s window)", "", *_when(r, "signals"),
                   "One client, 100 campaigns, no injected faults. The ideal is what a client knowing every rule "
                   "of the platform would take for the requests the crawler sent, under the limits in force (the "
-                  "simulator's own admission rule, `mock_api/ratelimit.py`), plus the last answer's latency. "
+                  "simulator's own admission rule, `mock_api/window.py`), plus the last answer's latency. "
                   "Each figure is the median of its runs; 429s the most in one run.", "",
                   *_table(["case", "wall / ideal (median)", "runs", "429s (most in a run)", "limit at the end"],
                           [[c["case"], c["median_ratio"], " ".join(str(x["ratio"]) for x in c["runs"]),
