@@ -57,8 +57,9 @@ def test_runs_shows_a_clients_last_runs_newest_first(quiet_mock, db):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:6] == ["started", "(UTC)", "client", "took", "outcome", "seen/synced/failed"]
-    rows = lines[1:-1]
-    assert len(rows) == 2 and all(" demo " in r and " succeeded " in r and " 100/100/0 " in r for r in rows)
+    rows, logs = lines[1:3], lines[3:-1]
+    assert all(" demo " in r and " succeeded " in r and " 100/100/0 " in r for r in rows)
+    assert len(logs) == 2 and all(Path(line.split(": log ")[1]).is_file() for line in logs)  # each run's own log
     assert all(f" {socket.gethostname()} pid " in r for r in rows)  # started by hand: the host and process
     assert lines[-1] == "2 run(s) of demo"
     # Newest first: the second run inserted nothing (100/0 ins/upd unchanged rows are not counted).

@@ -75,13 +75,13 @@ class Command(OperatorCommand, ScrapyCommand):
                          changes(r), ran_by(r), r["outcome_reasons"] or ""))
         print(table(("started (UTC)", "client", "took", "outcome", "seen/synced/failed", "ins/upd",
                      "quarantined", "run", "changes", "ran by", "reasons"), rows))
-        print(f"{len(rows)} run(s)" + (f" of {client.name}" if client else ""))
         data_dir = value(self.settings, "ADCRAWLER_DATA_DIR")
         for r in runs:  # a run's own log, beside its stats on the host that ran it
             path = run_log(data_dir, r["run_id"])
             print(f"run {r['run_id'][:12]}: log {path}" if path.exists() else
                   f"run {r['run_id'][:12]}: log {path.relative_to(data_dir)} under ADCRAWLER_DATA_DIR on "
                   f"{r['node'] or 'the host that ran it'}")
+        print(f"{len(rows)} run(s)" + (f" of {client.name}" if client else ""))
 
 
     def stale(self, registry: Registry, age: float) -> None:
