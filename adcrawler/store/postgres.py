@@ -93,8 +93,10 @@ class PostgresStore(Store):
             return lost
         try:
             with self._transaction() as cur:
+                # A lease past its expiry that still names this run was taken by no one since (a taker
+                # writes its own run id): renewing it is safe, as when this process stalled for a while.
                 cur.execute("UPDATE client_leases SET expires_at = now() + %s * interval '1 second' WHERE run_id = "
-                            "%s AND client_id = ANY(%s) AND expires_at > now() RETURNING client_id",
+                            "%s AND client_id = ANY(%s) RETURNING client_id",
                             (lease.seconds, lease.owner[0], list(lease.held)))
                 renewed = {row[0] for row in cur.fetchall()}
         except psycopg2.Error as exc:
