@@ -226,7 +226,7 @@ class Dispatch:
         holds (killed, or on a lost node): they wait for the lease to end. A lease renewed meanwhile
         is a live run's: its client is left to it."""
         clients = self.fleet.registry.clients
-        leases = store.leases() if store is not None else {}
+        leases = store.leases([clients[slug].client_id for slug in slugs]) if store is not None and slugs else {}
         ready, waiting = [], []
         for slug in slugs:
             lease = leases.get(clients[slug].client_id)

@@ -80,9 +80,9 @@ class Connection:
         taken again); where a lock is a lease, renewed."""
         raise NotImplementedError
 
-    def leases(self) -> dict[str, dict[str, Any]]:
-        """Every client's lease where locks are leases: its ``run_id``, ``holder``, ``expires_at``
-        and whether it is ``live`` (not expired)."""
+    def leases(self, client_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """The lease of each client (every client: None) where locks are leases: its ``run_id``,
+        ``holder``, ``expires_at`` and whether it is ``live`` (not expired)."""
         return {}
 
     # -- shared -------------------------------------------------------------------------

@@ -110,10 +110,11 @@ class PostgresStore(Store):
             del lease.held[client]
         return lost
 
-    def leases(self) -> dict[str, dict[str, Any]]:
+    def leases(self, client_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
         columns = ("run_id", "holder", "expires_at", "live")
-        return {row[0]: dict(zip(columns, row[1:])) for row in self._rows(
-            "SELECT client_id, run_id, holder, expires_at, expires_at > now() FROM client_leases")}
+        sql = "SELECT client_id, run_id, holder, expires_at, expires_at > now() FROM client_leases"
+        rows = self._rows(sql) if client_ids is None else self._rows(f"{sql} WHERE client_id = ANY(%s)", (client_ids,))
+        return {row[0]: dict(zip(columns, row[1:])) for row in rows}
 
     def close(self) -> None:
         # Released now: a run that starts right after this one finds its clients free.
