@@ -108,6 +108,7 @@ class ClientRun:
     requests_sent: int = 0
     last_latency: float = 0.0
     outcome: Outcome | None = None
+    recorded: tuple[int, int] | None = None  # (synced, failed) as the run record counts them
 
     @property
     def client_id(self) -> str:
@@ -395,6 +396,10 @@ class RunLedger:
         return retry
 
     # -- what happened to rows ----------------------------------------------------------------
+    def recorded(self, client: str, synced: int, failed: int) -> None:
+        """The run record counts these from the rows: with an earlier attempt's, when resumed."""
+        self.runs[client].recorded = (synced, failed)
+
     def stored(self, item: CampaignItem) -> None:
         """``item`` was written (a campaign stored twice in a run counts once)."""
         run = self.runs.get(item.client_id)

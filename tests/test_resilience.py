@@ -92,6 +92,10 @@ def test_killed_run_resumes_without_resyncing(mock_factory, tmp_path, sig):
     assert db.rows("SELECT outcome, campaigns_seen, campaigns_synced, rows_inserted FROM sync_runs") == [
         ("succeeded", 100, 100, 100)]
     assert_run_counts_match_rows(db)
+    # The summary counts what the run record counts: listed, stored, synced.
+    lines = second.output.splitlines()
+    row = lines[lines.index(next(line for line in lines if line.endswith("Summary:"))) + 2]
+    assert row.split()[:5] == ["demo", "succeeded", "100", "100", "100"], row
     # The job directory holds only our own JSON files: no request queue, no pickled spider.
     assert sorted(p.name for p in jobdir.iterdir()) == ["adcrawler-journal.jsonl", "adcrawler-run.json"]
 

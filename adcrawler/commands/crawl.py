@@ -89,8 +89,12 @@ def summary(ledger: RunLedger, stats: dict) -> str:
 
         bound = g("lower_bound_seconds")
         took = f"{g('elapsed_seconds'):.1f}s" + (f" ({g('elapsed_seconds') / bound:.2f}x)" if bound else "")
-        stored = run.would_store if ledger.dry_run else len(run.stored)
-        synced = len(run.syncable) if ledger.dry_run else len(run.synced)
+        if ledger.dry_run:
+            stored, synced = run.would_store, len(run.syncable)
+        elif run.recorded:  # what the run record says, a resumed run's earlier attempts included
+            stored, synced = sum(run.recorded), run.recorded[0]
+        else:
+            stored, synced = len(run.stored), len(run.synced)
         removed = len(run.removals.removed) if run.removals else 0
         rows.append((run.client.name, run.outcome.name if run.outcome else "-", run.seen, stored, synced,
                      len(run.failed), run.quarantined, removed, run.requests_sent, g("responses_429"), took))

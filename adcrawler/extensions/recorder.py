@@ -202,8 +202,9 @@ class RunRecorder:
                 return Decision(Verdict.RETRY, type(exc).__name__, detail=first_line(exc)), None
 
         try:  # retried like a batch: a restart while the run ends does not lose its record
-            await keep_trying("database", attempt, self.policy, self.stats, client,
-                              patience=lambda: self.database.patience(failures[-1]))
+            self.ledger.recorded(client, *await keep_trying(
+                "database", attempt, self.policy, self.stats, client,
+                patience=lambda: self.database.patience(failures[-1])))
         except GaveUp as exc:
             logger.error("Could not record the run of client %s: %s: %s", client, exc.decision.reason,
                          exc.decision.detail, extra={"client": client})

@@ -130,14 +130,16 @@ class RunQueries(Connection):
             f"SELECT {', '.join(columns)} FROM sync_runs WHERE job_id IN ({', '.join(['%s'] * len(job_ids))}) "
             "ORDER BY started_at", job_ids)] if job_ids else []
 
-    def record_run(self, row: dict[str, Any]) -> None:
-        """Complete the ``sync_runs`` row of (run_id, client_id)."""
+    def record_run(self, row: dict[str, Any]) -> tuple[int, int]:
+        """Complete the ``sync_runs`` row of (run_id, client_id); returns the campaigns it counts
+        synced and failed (a resumed run's include those of its earlier attempts)."""
         values = tuple(json.dumps(row[c], default=str, sort_keys=True) if c == "stats" else row.get(c)
                        for c in RUN_COLUMNS)
         with self._transaction() as cur:
             self._insert_many(cur, RUN, [values], fetch=False)
-            self._execute(cur, f"UPDATE sync_runs SET {COUNTS_FROM_ROWS} WHERE run_id = %s AND client_id = %s",
-                          (row["run_id"], row["client_id"]))
+            self._execute(cur, f"UPDATE sync_runs SET {COUNTS_FROM_ROWS} WHERE run_id = %s AND client_id = %s "
+                          "RETURNING campaigns_synced, campaigns_failed", (row["run_id"], row["client_id"]))
+            return cur.fetchone()
 
     def last_runs(self, client: str | None, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` runs (of ``client``, or of every client), newest first."""
