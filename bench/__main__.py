@@ -1,6 +1,6 @@
 """The benchmarks: ``python -m bench`` (``make bench``) writes bench/RESULTS.md and bench/results.json.
 
-    python -m bench [--only a,b,c,d,e,f,g,h] [--sizes 10,100,200,400] [--runs N]
+    python -m bench [--only a,b,c,d,e,f,g,h,i] [--sizes 10,100,200,400] [--runs N]
 
 Every figure is a ratio or a count from this run, never an absolute time taken
 as a promise (these machines are noisy):
@@ -24,8 +24,11 @@ h. rate-limit signals at time scale 0.05: one client against a platform that
    states its limit in each header style, changes it mid-run (10 -> 5, 10 -> 20)
    with and without saying so, or announces resets early, and ten clients
    sharing one budget: wall time over the ideal under the limits actually in
-   force (the platform's own admission rule, ``mock_api.ratelimit``), 429s, and
-   how evenly the shared budget is spread.
+   force (the platform's own admission rule, ``mock_api.window``), 429s, and
+   how evenly the shared budget is spread;
+i. history over time, on PostgreSQL: a run's database time beside 10 M history
+   rows over that without history, and pruning most of them while a run writes
+   (:mod:`bench.history`).
 
 The lower bound of a client is (ceil(requests / limit) - 1) x window + the
 latency of its last answer (a sync takes 2 s at the real clock).
@@ -51,7 +54,7 @@ from bench.fleet import fleet
 from bench.measure import check, crawl, ratios, run_measured, spread
 from harness.runner import ROOT, crawl_command, latest_stats
 from mock_api.process import MockProcess
-from mock_api.ratelimit import ideal_sends
+from mock_api.window import ideal_sends
 
 OUT = Path(__file__).resolve().parent
 LIMIT, WINDOW = 10, 60.0
@@ -217,6 +220,28 @@ def upserts(rows: int) -> dict[str, Any]:
     return {"rows": rows, **result}
 
 
+def history(prune_clients: int) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "bench.history", "--prune-clients", str(prune_clients)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600)
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    result = json.loads(proc.stdout)
+    run, prune = result["run"], result["prune"]
+    for figures in (result["sizes_mb"], prune["sizes_mb_after"]):
+        for name in figures:
+            figures[name] = round(figures[name])
+    run["ratios"] = [round(x, 3) for x in run["ratios"]]
+    for name in ("median_ratio", "median_empty_s", "median_full_s"):
+        run[name] = round(run[name], 3)
+    for name in ("calls", "calls_share"):
+        run[name] = {call: round(x, 3) for call, x in run[name].items()}
+    prune["seconds"], prune["longest_client_s"] = round(prune["seconds"], 1), round(prune["longest_client_s"], 3)
+    prune["history_rows_per_s"] = round(prune["history_rows_per_s"])
+    prune["concurrent"] = {name: round(x, 4) if isinstance(x, float) else x for name, x in prune["concurrent"].items()}
+    result["generate_s"], result["raw_bytes"] = round(result["generate_s"]), round(result["raw_bytes"])
+    return result
+
+
 def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit.stdout.strip(),
@@ -230,6 +255,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100,200,400", help="client counts for section d")
     parser.add_argument("--runs", type=int, default=3, help="runs of sections a, b and c")
     parser.add_argument("--rows", type=int, default=100_000, help="rows for section f")
+    parser.add_argument("--prune-clients", type=int, default=0, help="clients pruned in section i (0: all)")
     parser.add_argument("--fleet-clients", type=int, default=400, help="clients for section g")
     parser.add_argument("--fleet-baseline", type=int, default=0,
                         help="clients in section g's one-job-per-client baseline (0: all of them)")
@@ -247,7 +273,8 @@ def main() -> None:
              ("e", "fairness", fairness),
              ("f", "upserts", lambda: upserts(args.rows)),
              ("g", "fleet", lambda: fleet(args.fleet_clients, args.fleet_baseline or None)),
-             ("h", "signals", lambda: signals(args.runs))]
+             ("h", "signals", lambda: signals(args.runs)),
+             ("i", "history", lambda: history(args.prune_clients))]
     for letter, name, run in steps:
         if letter in only:
             print(f"bench: section {letter} ({name})...", flush=True)

@@ -120,6 +120,48 @@ def write_report(r: dict[str, Any], path: Path) -> None:
                   *_table(["signals", "429s", "slowest client / ideal", "slowest / fastest client"],
                           [[x["headers"], x["429s"], x["wall_over_ideal"], x["slowest_over_fastest_client"]]
                            for x in h["shared"]]), ""]
+    if "history" in r:
+        i = r["history"]
+        run, prune, load, mb = i["run"], i["prune"], i["prune"]["concurrent"], i["sizes_mb"]
+        lines += [f"## i. History over time: a run's database time beside {i['history_rows']:,} history rows, and "
+                  "pruning them (PostgreSQL)", "", *_when(r, "history"),
+                  f"Two databases with the same {i['clients']:,} clients x {i['campaigns']} campaigns in `campaigns` "
+                  f"(raw records of {i['raw_bytes']} bytes on average); one of them also with {i['runs']} runs of "
+                  f"history per client over {i['days']} days: {i['history_rows']:,} `campaign_metrics` rows "
+                  f"({mb['campaign_metrics']:,} MB with its indexes: {mb['campaign_metrics_heap']:,} MB of rows, "
+                  f"{mb['campaign_metrics_indexes']:,} MB of indexes) and {i['clients'] * i['runs']:,} `sync_runs` "
+                  f"rows ({mb['sync_runs']} MB), made by one INSERT ... SELECT FROM generate_series each in "
+                  f"{i['generate_s']} s (the history's indexes built after its rows), then ANALYZE "
+                  "(`bench/history.py`).", "",
+                  f"A run's database time: the store calls of each client's run of {i['campaigns']} campaigns, as the "
+                  "recorder and the pipeline make them (lease, last success, run record started, known problems, "
+                  "`write` in batches of 50, lease renewal, removals, fields, run record completed, lease released; "
+                  f"the connection's opening not counted), for {run['clients_per_rep']} clients in turn, each "
+                  "client's run in the database with the history and in the one without back to back (which goes first "
+                  "alternates): each repetition's time with the history over its time without:", "",
+                  *_table(["repetition", *map(str, range(1, len(run["ratios"]) + 1)), "median"],
+                          [["with history / without", *run["ratios"], f"**{run['median_ratio']}**"]]), "",
+                  "Per call: the median time with the history over the median without, and its share of the "
+                  "run's time with the history (median):", "",
+                  *_table(["", *run["calls"]], [["with / without", *run["calls"].values()],
+                                                ["share", *run["calls_share"].values()]]), "",
+                  f"Pruning with `ADCRAWLER_KEEP_DAYS={prune['keep_days']}`: `prune(client, now - "
+                  f"{prune['keep_days']} days)` for {prune['clients_pruned']:,} of the {i['clients']:,} clients, one "
+                  "after the other on one connection (a fleet's runs each prune their own client), while a thread "
+                  "ran other clients' runs through the same store calls on its own connection, each call timed "
+                  "(a wait: one call's time).", "",
+                  *_table(["history rows pruned", "run records pruned", "seconds", "history rows / s",
+                           "longest client (s)", "history rows left"],
+                          [[f"{prune['history_rows']:,}", f"{prune['run_records']:,}", prune["seconds"],
+                            f"{prune['history_rows_per_s']:,}", prune["longest_client_s"],
+                            f"{prune['rows_left']:,}"]]), "",
+                  *_table(["the concurrent run's calls", "longest wait (s)", "its call", "median wait (s)",
+                           "p99 wait (s)", "waits over 1 s", "median wait, the run alone before the prune (s)"],
+                          [[load["calls"], f"**{load['longest_wait_s']}**", load["longest_call"],
+                            load["median_wait_s"], load["p99_wait_s"], load["waits_over_1s"],
+                            load["median_wait_alone_s"]]]), "",
+                  f"After the prune `campaign_metrics` takes {prune['sizes_mb_after']['campaign_metrics']:,} MB "
+                  f"with {prune['dead_rows']:,} dead rows until a VACUUM makes their space reusable.", ""]
     path.write_text("\n".join(lines))
 
 
