@@ -206,6 +206,10 @@ MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
             PRIMARY KEY (client_id, field)
         )""",
     ]),
+    (9, [
+        # Every run reads its clients' last success: one index entry, however many runs are kept.
+        "CREATE INDEX sync_runs_last_success ON sync_runs (client_id, finished_at) WHERE outcome = 'succeeded'",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
