@@ -24,10 +24,9 @@ from adcrawler.store import Store, first_line, open_store
 
 SPIDER = "campaigns"
 PROJECT = "adcrawler"  # the scrapyd project, as scrapy.cfg deploys it
-SHARD_SIZE = 250  # clients per job: one process holds hundreds near their bound (bench g)
 RUNNING = "running"  # a sync_runs row whose run has not recorded its end
 SUCCEEDED, SKIPPED = Result.SUCCEEDED.value, Result.SKIPPED.value
-START_LIMIT = 600.0  # s a job of ours may stay pending before it is moved to the next node
+LOST_AFTER = 3  # polls a node leaves unanswered in a row before it is lost
 
 
 class CredentialsRefused(Exception):
@@ -57,6 +56,11 @@ class Node(ScrapydClient):
         if response.status_code == 401:
             raise CredentialsRefused("credentials refused (SCRAPYD_USERNAME / SCRAPYD_PASSWORD)")
         return _process_response(response)
+
+
+def first(slugs: list[str]) -> str:
+    """The first 20, and `` ...`` when there are more."""
+    return ", ".join(slugs[:20]) + (" ..." if len(slugs) > 20 else "")
 
 
 def rank(key: str, nodes: list[str]) -> list[str]:
@@ -170,7 +174,7 @@ class Fleet:
         try:
             answer = self.nodes[job.node].cancel(self.project, job.job_id)
         except NODE_ERRORS as exc:
-            self.err(f"node {job.node}: cancelling job {job.job_id} failed ({first_line(exc) or type(exc).__name__})")
+            self.err(f"node {job.node}: cancelling job {job.job_id} failed ({first_line(exc)})")
             return False
         if answer.get("prevstate") == "running":
             job.started = True
@@ -186,7 +190,7 @@ class Dispatch:
 
     fleet: Fleet
     shard_size: int
-    start_limit: float = START_LIMIT
+    start_limit: float
     placed: dict[str, Job] = field(default_factory=dict)
     avoid: set[str] = field(default_factory=set)  # nodes lost or that do not start jobs: none is sent more
     lost: set[str] = field(default_factory=set)  # nodes that stopped answering: none is asked more
@@ -213,8 +217,7 @@ class Dispatch:
                 try:
                     job = fleet.schedule(node, slugs, self.seq)
                 except NODE_ERRORS as exc:
-                    fleet.err(f"node {node}: scheduling a job of {len(slugs)} clients failed: "
-                              f"{first_line(exc) or type(exc).__name__}")
+                    fleet.err(f"node {node}: scheduling a job of {len(slugs)} clients failed: {first_line(exc)}")
                     self.status = 1
                     continue
                 self.placed.update((slug, job) for slug in slugs)
@@ -257,8 +260,8 @@ class Dispatch:
         return list({job.job_id: job for job in self.placed.values()}.values())
 
 
-def dispatch(fleet: Fleet, clients: list[Client], shard_size: int, store: Store | None, dry_run: bool = False,
-             start_limit: float = START_LIMIT) -> Dispatch:
+def dispatch(fleet: Fleet, clients: list[Client], shard_size: int, store: Store | None, dry_run: bool,
+             start_limit: float) -> Dispatch:
     """Schedule ``clients``: a client busy in a live job is held by that job (waited for, not sent
     again), unless the job was ours and has not started within ``start_limit``: then it is cancelled
     and its clients sent to their next node."""
@@ -278,14 +281,13 @@ def dispatch(fleet: Fleet, clients: list[Client], shard_size: int, store: Store 
             freed += [fleet.registry.clients[slug] for slug in job.slugs if fleet.busy.pop(slug, None)]
     held = sorted(wanted & set(fleet.busy))
     if held:
-        fleet.out(f"{len(held)} clients already pending or running, not scheduled again: "
-                  f"{', '.join(held[:20])}{' ...' if len(held) > 20 else ''}")
+        fleet.out(f"{len(held)} clients already pending or running, not scheduled again: {first(held)}")
         run.placed.update((slug, fleet.busy[slug]) for slug in held)
     todo = [c.slug for c in clients if c.slug not in fleet.busy and c not in freed] + [c.slug for c in freed]
     ready, waiting = run.free(todo, store)
     if waiting:  # (a dry run has no store: none waits)
         fleet.out(f"{len(waiting)} clients wait for the lease of a run that ended without releasing it: "
-                  f"{', '.join(waiting[:20])}{' ...' if len(waiting) > 20 else ''}")
+                  + first(waiting))
         while waiting:  # an unrenewed lease ends within store.LEASE, a minute
             time.sleep(1)
             more, waiting = run.free(waiting, store)
@@ -294,7 +296,7 @@ def dispatch(fleet: Fleet, clients: list[Client], shard_size: int, store: Store 
     return run
 
 
-def wait(run: Dispatch, store: Store | None, poll: float, limit: float, lost_after: int = 3) -> dict[str, str]:
+def wait(run: Dispatch, store: Store | None, poll: float, limit: float) -> dict[str, str]:
     """Wait until every client's job has ended; returns each job's log URL. A job that does not start
     within the start limit is cancelled, and a node that stops answering is lost: their clients go to
     their next node once (after the lease of a lost run has ended)."""
@@ -312,7 +314,7 @@ def wait(run: Dispatch, store: Store | None, poll: float, limit: float, lost_aft
                 answer = fleet.nodes[node].jobs(fleet.project)
             except NODE_ERRORS:
                 silent[node] = silent.get(node, 0) + 1
-                if silent[node] >= lost_after:
+                if silent[node] >= LOST_AFTER:
                     fleet.err(f"node {node}: stopped answering; its clients go to their next node")
                     run.avoid.add(node)
                     run.lost.add(node)
