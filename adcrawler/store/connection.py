@@ -86,8 +86,9 @@ class Connection:
         return {}
 
     # -- shared -------------------------------------------------------------------------
-    def _execute(self, cur: Any, sql: str, params: tuple | list = ()) -> None:
+    def _execute(self, cur: Any, sql: str, params: tuple | list = ()) -> Any:
         cur.execute(self._sql(sql), [self._value(v) for v in params])
+        return cur
 
     @contextmanager
     def _transaction(self, kind: str = "write") -> Iterator[Any]:

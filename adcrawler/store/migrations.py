@@ -342,12 +342,8 @@ def comments(dialect: str) -> list[str]:
 class Migrations(Connection):
     def migrate(self, target: int = LATEST) -> int:
         """Apply the migrations this database lacks, up to ``target``; returns the version now in force.
-
-        Serialised: several processes starting together on a fresh database
-        apply each migration once (PostgreSQL advisory lock, SQLite exclusive
-        transaction); the others then find it applied. A schema already up to date
-        is only read: a role that may read and write rows, and nothing more, crawls.
-        """
+        Processes starting together apply each migration once (see ``_begin``); a schema already up to
+        date is only read, so a role that may only read and write rows crawls."""
         current = self.version()
         if current == target:
             return current
@@ -361,8 +357,7 @@ class Migrations(Connection):
     def _migrate(self, target: int) -> int:
         with self._transaction("migrate") as cur:
             self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
-            self._execute(cur, "SELECT MAX(version) FROM schema_version")
-            current = cur.fetchone()[0] or 0
+            current = self._execute(cur, "SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
             if current > LATEST:
                 raise StoreError(f"database schema version {current} is newer than this code ({LATEST})")
             for version in range(current + 1, target + 1):

@@ -75,9 +75,8 @@ class RunQueries(Connection):
         with self._transaction() as cur:
             self._execute(cur, f"UPDATE sync_runs SET {COUNTS_FROM_ROWS} WHERE run_id = %s AND client_id = %s",
                           (run_id, client))
-            self._execute(cur, "SELECT outcome, outcome_reasons FROM sync_runs WHERE run_id = %s AND client_id = %s",
-                          (run_id, client))
-            row = cur.fetchone()
+            row = self._execute(cur, "SELECT outcome, outcome_reasons FROM sync_runs WHERE run_id = %s AND "
+                                     "client_id = %s", (run_id, client)).fetchone()
         if row is None or not self.try_lock(client):  # no row, or a run of the client is going on
             return
         outcome, reasons = close(*row)
@@ -91,9 +90,9 @@ class RunQueries(Connection):
         """Record the run as ``running``; returns the runs of ``client`` that never finished
         (killed), now marked ``interrupted``. Call only while holding the client's lock."""
         with self._transaction() as cur:
-            self._execute(cur, "SELECT run_id, started_at FROM sync_runs WHERE client_id = %s "
-                               "AND outcome = 'running' AND run_id <> %s", (client, run_id))
-            stale = [(row[0], self._timestamp(row[1])) for row in cur.fetchall()]
+            stale = [(row[0], self._timestamp(row[1])) for row in self._execute(
+                cur, "SELECT run_id, started_at FROM sync_runs WHERE client_id = %s AND outcome = 'running' AND "
+                     "run_id <> %s", (client, run_id)).fetchall()]
             if stale:
                 self._execute(cur, "UPDATE sync_runs SET outcome = 'interrupted', outcome_reasons = "
                                    f"'the process ended before the run did', {COUNTS_FROM_ROWS}, {SEEN_FROM_ROWS} "
@@ -106,13 +105,14 @@ class RunQueries(Connection):
         """Record that this run skipped ``client`` (by default: another run holds its lock); returns why."""
         with self._transaction() as cur:
             if not reason:
-                self._execute(cur, "SELECT run_id, job_id, node FROM sync_runs WHERE client_id = %s AND outcome = "
-                                   "'running' AND run_id <> %s ORDER BY started_at DESC LIMIT 1", (client, run_id))
-                holder = cur.fetchone()
+                holder = self._execute(cur, "SELECT run_id, job_id, node FROM sync_runs WHERE client_id = %s AND "
+                                            "outcome = 'running' AND run_id <> %s ORDER BY started_at DESC LIMIT 1",
+                                       (client, run_id)).fetchone()
                 reason = "another run holds the client" + (
                     f": run {holder[0]}" + (f", job {holder[1]} on {holder[2]}" if holder[1] else "") if holder else "")
-            self._execute(cur, "SELECT 1 FROM sync_runs WHERE run_id = %s AND client_id = %s", (run_id, client))
-            if cur.fetchone() is None:  # a resumed run keeps the row of its first attempt
+            # A resumed run keeps the row of its first attempt.
+            if self._execute(cur, "SELECT 1 FROM sync_runs WHERE run_id = %s AND client_id = %s",
+                             (run_id, client)).fetchone() is None:
                 self._insert_many(cur, RUN_STARTED, [(run_id, client, at, "skipped", *origin)], fetch=False)
                 self._execute(cur, "UPDATE sync_runs SET finished_at = %s, outcome_reasons = %s, finish_reason = "
                                    "'skipped' WHERE run_id = %s AND client_id = %s", (at, reason, run_id, client))
@@ -120,8 +120,7 @@ class RunQueries(Connection):
 
     def running(self) -> list[tuple[str, str | None]]:
         """(client, job id) of every run recorded as running: going on, or killed and not yet marked."""
-        return [(client, job) for client, job in self._rows("SELECT client_id, job_id FROM sync_runs WHERE "
-                                                            "outcome = 'running'")]
+        return self._rows("SELECT client_id, job_id FROM sync_runs WHERE outcome = 'running'")
 
     def runs_of_jobs(self, job_ids: list[str]) -> list[dict[str, Any]]:
         """The runs the given scrapyd jobs recorded, oldest first."""
@@ -137,9 +136,9 @@ class RunQueries(Connection):
                        for c in RUN_COLUMNS)
         with self._transaction() as cur:
             self._insert_many(cur, RUN, [values], fetch=False)
-            self._execute(cur, f"UPDATE sync_runs SET {COUNTS_FROM_ROWS} WHERE run_id = %s AND client_id = %s "
-                          "RETURNING campaigns_synced, campaigns_failed", (row["run_id"], row["client_id"]))
-            return cur.fetchone()
+            return self._execute(cur, f"UPDATE sync_runs SET {COUNTS_FROM_ROWS} WHERE run_id = %s AND client_id = %s "
+                                      "RETURNING campaigns_synced, campaigns_failed",
+                                 (row["run_id"], row["client_id"])).fetchone()
 
     def last_runs(self, client: str | None, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` runs (of ``client``, or of every client), newest first."""

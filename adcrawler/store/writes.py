@@ -17,7 +17,6 @@ from .connection import Connection, StoreError, first_line
 FIELDS = columns(CampaignItem)
 KEY = tuple(sorted((name for name, c in FIELDS.items() if c.key), key=lambda name: FIELDS[name].key))
 CAMPAIGN_COLUMNS = (*FIELDS, "updated_at")  # updated_at: the store's own
-COLUMN_TYPES = {**{name: c.type for name, c in FIELDS.items()}, "updated_at": "ts"}
 # A row is unchanged, and not rewritten, when all of these are equal.
 COMPARED = tuple(name for name, c in FIELDS.items() if c.compared and not c.key)
 # A failed sync keeps the time of the last successful one.
@@ -52,17 +51,13 @@ def row_change(inserted: bool | None) -> str:
     return "unchanged" if inserted is None else "inserted" if inserted else "updated"
 
 
-def column_value(column: str, value: Any) -> Any:
-    """A field's value as its column holds it (flags: a JSON array, or NULL when there is none)."""
-    if COLUMN_TYPES[column] == "flags":
-        return json.dumps(list(value)) if value else None
-    return value
-
-
 def campaign_row(item: CampaignItem, now: datetime) -> dict[str, Any]:
-    """The ``campaigns`` row of ``item``, by column name, read through ItemAdapter."""
+    """The ``campaigns`` row of ``item`` by column name; flags a JSON array, or NULL when there is none."""
     adapter = ItemAdapter(item)
-    return {**{name: column_value(name, adapter[name]) for name in FIELDS}, "updated_at": now}
+    row = {**{name: adapter[name] for name in FIELDS}, "updated_at": now}
+    for name in (name for name, c in FIELDS.items() if c.type == "flags"):
+        row[name] = json.dumps(list(row[name])) if row[name] else None
+    return row
 
 
 REJECTED = ("INSERT INTO rejected_records (run_id, client_id, campaign_id, reason, payload, payload_sha1, seen_at) "
@@ -109,23 +104,18 @@ class WriteResult:
 
 
 class CampaignWrites(Connection):
-    def write(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> WriteResult:
+    def write(self, run_id: str, items: list[CampaignItem | RejectedRecord], result: WriteResult | None = None,
+              ) -> WriteResult:
         """Store ``items``, halving a batch the database refuses for its content until each refused row
         stands alone and is quarantined; any other error (the database's fault) propagates."""
-        result = WriteResult()
-        self._write_or_split(run_id, items, result)
-        return result
-
-    def _write_or_split(self, run_id: str, items: list[CampaignItem | RejectedRecord], result: WriteResult) -> None:
+        result = WriteResult() if result is None else result
         try:
             result.add(self.write_batch(run_id, items), items)
-            return
+            return result
         except self.refusal as exc:
             if len(items) > 1:
-                middle = len(items) // 2
-                self._write_or_split(run_id, items[:middle], result)
-                self._write_or_split(run_id, items[middle:], result)
-                return
+                self.write(run_id, items[:len(items) // 2], result)
+                return self.write(run_id, items[len(items) // 2:], result)
             reason = f"refused by the database: {first_line(exc)}"
         item = items[0]
         result.refused.append((item, reason))
@@ -134,6 +124,7 @@ class CampaignWrites(Connection):
         quarantined = RejectedRecord.of(item.client_id, None, reason, item.fetched_at,
                                         text=item.raw or json.dumps({"id": item.campaign_id}), cid=item.campaign_id)
         result.add(self.write_batch(run_id, [quarantined]), [])
+        return result
 
     def write_batch(self, run_id: str, items: list[CampaignItem | RejectedRecord]) -> dict[str, BatchResult]:
         """One batch in one transaction; per client, what happened to its rows. Writing the same
@@ -179,9 +170,9 @@ class CampaignWrites(Connection):
             by_client.setdefault(client, []).append(campaign)
         found: set[tuple[str, str]] = set()
         for client, campaigns in by_client.items():
-            self._execute(cur, f"SELECT campaign_id FROM campaigns WHERE client_id = %s AND campaign_id IN "
-                               f"({', '.join(['%s'] * len(campaigns))})", [client, *campaigns])
-            found.update((client, row[0]) for row in cur.fetchall())
+            found.update((client, row[0]) for row in self._execute(
+                cur, f"SELECT campaign_id FROM campaigns WHERE client_id = %s AND campaign_id IN "
+                     f"({', '.join(['%s'] * len(campaigns))})", [client, *campaigns]).fetchall())
         return found
 
     def mark_removed(self, client: str, listed: set[str], complete: bool, guard: float,
@@ -191,9 +182,8 @@ class CampaignWrites(Connection):
         and not ``confirmed`` (a short answer for a bad minute would retire most of a client)."""
         now = datetime.now(timezone.utc)
         with self._transaction() as cur:
-            self._execute(cur, "SELECT campaign_id, removed_at IS NOT NULL FROM campaigns WHERE client_id = %s",
-                          (client,))
-            rows = cur.fetchall()
+            rows = self._execute(cur, "SELECT campaign_id, removed_at IS NOT NULL FROM campaigns WHERE client_id = %s",
+                                 (client,)).fetchall()
             back = sorted(campaign for campaign, removed in rows if removed and campaign in listed)
             current = [campaign for campaign, removed in rows if not removed]
             gone = sorted(set(current) - listed) if complete else []
@@ -211,8 +201,8 @@ class CampaignWrites(Connection):
         """Record the fields of the client's records at this complete listing; returns those of the
         previous one (seen, in every record), or None when there was none."""
         with self._transaction() as cur:
-            self._execute(cur, "SELECT field, in_every FROM client_fields WHERE client_id = %s", (client,))
-            rows = cur.fetchall()
+            rows = self._execute(cur, "SELECT field, in_every FROM client_fields WHERE client_id = %s",
+                                 (client,)).fetchall()
             self._execute(cur, "DELETE FROM client_fields WHERE client_id = %s", (client,))
             if seen:
                 self._insert_many(cur, "INSERT INTO client_fields (client_id, field, in_every) VALUES {values}",
