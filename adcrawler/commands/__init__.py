@@ -9,6 +9,7 @@ import os
 import resource
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -29,10 +30,8 @@ def prepare(settings: BaseSettings, log: bool = True, names: Iterable[str] = BY_
         warnings = resolve(settings, names)
     except ConfigError as exc:
         fail(str(exc), settings)
-    try:  # a password inside DATABASE_URL must never reach a log line
+    with suppress(ValueError):  # a password inside DATABASE_URL must never reach a log line
         logs.SECRETS.add(urlsplit(settings.get("DATABASE_URL") or "").password)
-    except ValueError:
-        pass
     os.umask(PRIVATE_UMASK)  # data files we create are private to this user
     # A thousand requests on the wire need more descriptors than many shells allow (1024).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -54,16 +53,12 @@ def fail(message: str, settings: BaseSettings | None = None) -> None:
     print(line, file=sys.stderr, flush=True)
     log_file = settings.get("LOG_FILE") if settings is not None else None
     if log_file:  # a scrapyd job: its log is where scrapyd shows what happened
-        try:
-            with open(log_file, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-        except OSError:
-            pass  # stderr has it
+        with suppress(OSError), open(log_file, "a", encoding="utf-8") as fh:  # (on failure, stderr has it)
+            fh.write(line + "\n")
     sys.exit(EXIT_CONFIG)
 
 
 def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    """Rows as aligned columns under a header, for a person to read."""
     cells = [tuple(map(str, header)), *(tuple(map(str, row)) for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells)
@@ -88,7 +83,7 @@ class OperatorCommand:
 
     def registry(self) -> Registry:
         try:
-            return Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None)
+            return Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE"))
         except ClientConfigError as exc:
             fail(str(exc), self.settings)
             raise  # not reached: fail exits

@@ -4,9 +4,8 @@ variables are set (never a credential's value)."""
 from __future__ import annotations
 
 import argparse
-import os
 
-from decouple import UndefinedValueError, config
+from decouple import config
 from scrapy.commands import ScrapyCommand
 
 from . import OperatorCommand, table
@@ -19,17 +18,8 @@ class Command(OperatorCommand, ScrapyCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         registry = self.registry()
         rows = [(c.slug, c.client_id, c.email_env, c.password_env,
-                 "yes" if _is_set(c.email_env) and _is_set(c.password_env) else "no")
+                 "yes" if config(c.email_env, default="") and config(c.password_env, default="") else "no")
                 for c in registry.clients.values()]
         print(table(("slug", "client id", "email variable", "password variable", "set"), rows))
         other = "any other slug is its own client id" if registry.allow_unregistered else "no other slug"
         print(f"{len(rows)} client(s) in {registry.path}; {other}")
-
-
-def _is_set(name: str) -> bool:
-    if os.environ.get(name):
-        return True
-    try:
-        return bool(config(name))
-    except UndefinedValueError:
-        return False

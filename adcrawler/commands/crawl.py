@@ -46,7 +46,7 @@ class Command(ScrapyCrawl):
                 raise ClientConfigError(f"unknown spider argument(s) {', '.join(unknown)}: campaigns takes "
                                         "-a client=<name>, -a client=a,b or -a client=all, -a dry_run=1 and "
                                         "-a confirm_removals=1")
-            Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE") or None).select(opts.spargs.get("client", ""))
+            Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE")).select(opts.spargs.get("client", ""))
             if self.settings.get("JOBDIR"):
                 disk.claim(self.settings["JOBDIR"])
         except (ClientConfigError, disk.JobDirInUse) as exc:
@@ -81,7 +81,6 @@ def tune_gc() -> None:
 
 
 def summary(ledger: RunLedger, stats: dict) -> str:
-    """A table of the run, one row per client."""
     rows = []
     for client, run in sorted(ledger.runs.items()):
         def g(name: str, c: str = client) -> float:

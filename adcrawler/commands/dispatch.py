@@ -20,8 +20,6 @@ try:  # scrapyd-client is the dispatcher's, not the crawler's: a scrapyd node ru
     from adcrawler import fleet
 except ImportError as missing:
     fleet, MISSING = None, missing.name
-else:
-    MISSING = ""
 
 
 class Command(OperatorCommand, ScrapyCommand):
@@ -49,8 +47,7 @@ class Command(OperatorCommand, ScrapyCommand):
         self.exitcode = dispatch_command(self.settings, args, opts)
 
 
-def dispatch_command(settings: Any, args: list[str], opts: argparse.Namespace) -> int:
-    s = settings
+def dispatch_command(s: Any, args: list[str], opts: argparse.Namespace) -> int:
     if fleet is None:
         print(f"dispatch: needs {MISSING} (pip install scrapyd-client)", file=sys.stderr)
         return EXIT_CONFIG
@@ -62,7 +59,7 @@ def dispatch_command(settings: Any, args: list[str], opts: argparse.Namespace) -
             raise ConfigError(f"--shard-size {opts.shard_size}: expected a whole number > 0")
         if not opts.start_limit > 0:
             raise ConfigError(f"--start-limit {opts.start_limit}: expected seconds > 0")
-        registry = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None)
+        registry = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE"))
         clients = registry.select(args[0])
         if any(c.slug not in registry.clients for c in clients):
             raise ClientConfigError("dispatch sends registry clients only: add the client to the registry")
