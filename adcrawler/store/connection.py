@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -109,13 +109,10 @@ class Connection:
                 self.drop()
             raise
         finally:
-            try:
+            with suppress(Exception):  # a cursor of a lost connection: nothing to close
                 cur.close()
-            except Exception:  # noqa: BLE001 - a cursor of a lost connection: nothing to close
-                pass
 
     def _rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
-        """The rows a read-only query returns."""
         with self._transaction("read") as cur:
             self._execute(cur, sql, params)
             return cur.fetchall()
@@ -124,10 +121,8 @@ class Connection:
         """Forget a connection that is gone; the next call opens a new one."""
         conn, self.conn = self.conn, None
         if conn is not None:
-            try:
+            with suppress(Exception):  # already closed by the server or the network
                 conn.close()
-            except Exception:  # noqa: BLE001 - already closed by the server or the network
-                pass
 
     def close(self) -> None:
         self.drop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,12 +120,9 @@ class PostgresStore(Store):
     def close(self) -> None:
         # Released now: a run that starts right after this one finds its clients free.
         if self.lease.held:
-            try:
-                with self._transaction() as cur:
-                    cur.execute("DELETE FROM client_leases WHERE run_id = %s AND client_id = ANY(%s)",
-                                (self.lease.owner[0], list(self.lease.held)))
-            except psycopg2.Error:
-                pass  # they expire by themselves
+            with suppress(psycopg2.Error), self._transaction() as cur:  # (on failure, they expire by themselves)
+                cur.execute("DELETE FROM client_leases WHERE run_id = %s AND client_id = ANY(%s)",
+                            (self.lease.owner[0], list(self.lease.held)))
             self.lease.held.clear()
         super().close()
 

@@ -170,7 +170,6 @@ class RunQueries(Connection):
         return states
 
     def last_success(self, client: str) -> datetime | None:
-        """When the client's last successful run finished."""
         [(last,)] = self._rows("SELECT MAX(finished_at) FROM sync_runs WHERE client_id = %s AND outcome = "
                                "'succeeded'", (client,))
         return self._timestamp(last)

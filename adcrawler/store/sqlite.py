@@ -95,9 +95,7 @@ class SqliteStore(Store):
             fh.close()
             return False
         self._locks[client] = fh
-        if client in self.locks_lost():  # the file was replaced while we took it
-            return False
-        return True
+        return client not in self.locks_lost()  # lost: the file was replaced while we took it
 
     def locks_lost(self) -> dict[str, str]:
         # The lock is on the file we opened: it is lost when that file is no longer the one at
