@@ -107,10 +107,8 @@ def _entry(line: str) -> tuple[str, CampaignItem | RejectedRecord]:
     data = entry["item"]
     if entry["kind"] == "rejected":
         return str(entry["run_id"]), RejectedRecord.model_validate(data)
-    decoded = {}
-    for name, kind in _CAMPAIGN_TYPES.items():
-        value = data[name]
-        decoded[name] = _DECODE[kind](value) if value is not None and kind in _DECODE else value
+    decoded = {name: _DECODE[kind](data[name]) if data[name] is not None and kind in _DECODE else data[name]
+               for name, kind in _CAMPAIGN_TYPES.items()}
     return str(entry["run_id"]), CampaignItem.model_construct(**decoded)
 
 

@@ -79,7 +79,6 @@ def redact_everywhere() -> None:
 
 
 def set_run_id(run_id: str) -> None:
-    """Every JSON line from now on carries this run id."""
     _context["run_id"] = run_id
 
 
