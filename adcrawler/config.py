@@ -20,6 +20,7 @@ PREFIX = "ADCRAWLER_"
 EXIT_CONFIG = 2  # a bad setting, client registry or command line
 DRY_RUN = "adcrawler_dry_run"  # the Scrapy setting the crawl command makes of -a dry_run=1
 CONFIRM_REMOVALS = "adcrawler_confirm_removals"  # ... and of -a confirm_removals=1
+RESUME_RUNS = "adcrawler_resume_runs"  # ... and of -a resume=RUN,... (scrapy dispatch sets it)
 
 
 class ConfigError(ValueError):

@@ -161,11 +161,11 @@ class Fleet:
                 job.slugs.append(by_id.get(client, client))
                 self.busy[job.slugs[-1]] = job
 
-    def schedule(self, node: str, slugs: list[str], seq: int) -> Job:
+    def schedule(self, node: str, slugs: list[str], seq: int, resume: list[str] | None = None) -> Job:
         now = self.clock()
         job_id = f"{datetime.fromtimestamp(now, timezone.utc).strftime(STAMP)}-{secrets.token_hex(2)}-{seq:03d}"
         args = [("client", self.registry.shard(slugs)), ("node", node), ("jobid", job_id),
-                ("_version", self.versions[node])]
+                ("_version", self.versions[node]), *([("resume", ",".join(resume))] if resume else [])]
         self.nodes[node].schedule(self.project, SPIDER, args)
         return Job(node, job_id, slugs, now)
 
@@ -194,7 +194,8 @@ class Dispatch:
     placed: dict[str, Job] = field(default_factory=dict)
     avoid: set[str] = field(default_factory=set)  # nodes lost or that do not start jobs: none is sent more
     lost: set[str] = field(default_factory=set)  # nodes that stopped answering: none is asked more
-    moved: set[str] = field(default_factory=set)  # clients given a second node (once per dispatch)
+    moved: dict[str, str] = field(default_factory=dict)  # client -> the job it last left (once per job lost)
+    resume: dict[str, set[str]] = field(default_factory=dict)  # client -> its lost runs, for its next node to finish
     leases: dict[str, Any] = field(default_factory=dict)  # a waiting client's lease expiry when first seen
     status: int = 0
     seq: int = 0
@@ -214,15 +215,17 @@ class Dispatch:
                     fleet.out(f"node {node}: would run a job of {len(slugs)} clients: {', '.join(slugs)}")
                     continue
                 self.seq += 1
+                resume = sorted({run for slug in slugs for run in self.resume.get(slug, ())})
                 try:
-                    job = fleet.schedule(node, slugs, self.seq)
+                    job = fleet.schedule(node, slugs, self.seq, resume)
                 except NODE_ERRORS as exc:
                     fleet.err(f"node {node}: scheduling a job of {len(slugs)} clients failed: {first_line(exc)}")
                     self.status = 1
                     continue
                 self.placed.update((slug, job) for slug in slugs)
                 fleet.out(f"node {node}: job {job.job_id} holds {len(slugs)} clients "
-                          f"(version {fleet.versions[node]})")
+                          f"(version {fleet.versions[node]})" + (f", finishing {len(resume)} lost run(s)" if resume
+                                                                 else ""))
 
     def free(self, slugs: list[str], store: Store | None) -> tuple[list[str], list[str]]:
         """Split clients into those free to send and those whose lease a run no live job holds still
@@ -243,16 +246,22 @@ class Dispatch:
         return ready, waiting
 
     def move(self, slugs: list[str], store: Store | None) -> list[str]:
-        """Give clients whose job was lost or cancelled their next node, once each (a client whose run
-        ended there stays). Returns the clients still waiting for a lost run's lease."""
+        """Give clients whose job was lost or cancelled their next node, once per job (a client whose
+        run ended there stays); the run a lost job left going is finished there, not done again.
+        Returns the clients still waiting for a lost run's lease."""
         clients = self.fleet.registry.clients
-        ended = {(row["client_id"], row["job_id"]) for row in store.runs_of_jobs(
-            sorted({self.placed[slug].job_id for slug in slugs}))
-            if row["outcome"] != RUNNING} if store is not None else set()
-        slugs = [slug for slug in slugs if slug not in self.moved
-                 and (clients[slug].client_id, self.placed[slug].job_id) not in ended]
+        rows = store.runs_of_jobs(sorted({self.placed[slug].job_id for slug in slugs})) if store else []
+        runs = {(row["client_id"], row["job_id"]): row for row in rows}
+        slugs = [slug for slug in slugs if self.moved.get(slug) != self.placed[slug].job_id
+                 and runs.get((clients[slug].client_id, self.placed[slug].job_id), {}).get("outcome", RUNNING)
+                 == RUNNING]
         ready, waiting = self.free(slugs, store)
-        self.moved.update(ready)  # a second node is a client's last this dispatch: the next one tries again
+        for slug in ready:  # a node lost or lazy is avoided from then on: a client moves once per node at most
+            job = self.placed[slug]
+            self.moved[slug] = job.job_id
+            lost = runs.get((clients[slug].client_id, job.job_id))
+            if lost:
+                self.resume.setdefault(slug, set()).add(lost["run_id"])
         self.place([clients[slug] for slug in ready])
         return waiting
 

@@ -13,7 +13,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.utils.asyncio import CallLaterResult, call_later, run_in_thread
 
-from adcrawler.config import CONFIRM_REMOVALS, DRY_RUN, scaled, value
+from adcrawler.config import CONFIRM_REMOVALS, DRY_RUN, RESUME_RUNS, scaled, value
 from adcrawler.disk import JobState, Journal, append_spool
 from adcrawler.ledger import CLIENTS_HELD, RunLedger
 from adcrawler.logs import log_failure
@@ -33,7 +33,7 @@ FLUSH_INTERVAL = 5.0  # the longest a row waits in memory, real seconds (scaled)
 class StorePipeline:
     def __init__(self, stats: RunStats, ledger: RunLedger, database: Database, flush_interval: float,
                  policy: RetryPolicy, spool_dir: Path, stopping: Callable[[], bool] = lambda: False,
-                 removal_guard: float = 0.5, confirm_removals: bool = False):
+                 removal_guard: float = 0.5, confirm_removals: bool = False, resume_runs: tuple[str, ...] = ()):
         self.stats = stats
         self.ledger = ledger
         self.database = database
@@ -42,6 +42,7 @@ class StorePipeline:
         self.spool_dir = spool_dir
         self.stopping = stopping  # True once the crawl is being stopped (SIGTERM): no more retries
         self.removal_guard, self.confirm_removals = removal_guard, confirm_removals
+        self.resume_runs = resume_runs  # earlier runs whose synced campaigns this one does not sync again
         self.run_id = ""
         self.journal: Journal | None = None
         self.store: Store | None = None
@@ -59,7 +60,7 @@ class StorePipeline:
         pipeline = cls(RunStats(crawler), RunLedger.of(crawler), Database.of(crawler), scaled(s, FLUSH_INTERVAL),
                        RetryPolicy.from_settings(s), Path(value(s, "ADCRAWLER_DATA_DIR"), "spool"),
                        lambda: not crawler.engine.running, value(s, "ADCRAWLER_REMOVAL_GUARD"),
-                       s.getbool(CONFIRM_REMOVALS))
+                       s.getbool(CONFIRM_REMOVALS), tuple(r for r in (s.get(RESUME_RUNS) or "").split(",") if r))
         crawler.signals.connect(pipeline.start_run, signal=CLIENTS_HELD)
         return pipeline
 
@@ -76,7 +77,8 @@ class StorePipeline:
 
     async def start_run(self, job: JobState, clients: list[str]) -> None:
         """Write for ``job`` from now on; a resumed run stores what its interrupted attempt journaled,
-        and tells the ledger what it stored (sent by the recorder once it holds the clients)."""
+        and tells the ledger what it (or a run named by ``-a resume``) stored (sent by the recorder
+        once it holds the clients)."""
         self.run_id, self.journal = job.run_id, job.journal()
         if self.journal is not None:
             pending = self.journal.pending()
@@ -84,9 +86,10 @@ class StorePipeline:
                 logger.info("Resuming run %s: storing %d journaled records first", self.run_id, len(pending))
                 await self._write(pending, count=False)  # counted by the attempt that fetched them
             self._journal(Journal.rewrite, [])
-        if job.resumed:
+        earlier = [*self.resume_runs, *([self.run_id] if job.resumed else [])]
+        if earlier:
             for client in clients:
-                self.ledger.resume(client, await self.database.call(self.store.done_campaigns, self.run_id, client))
+                self.ledger.resume(client, await self.database.call(self.store.done_campaigns, earlier, client))
 
     async def process_item(self, item: Any) -> Any:
         if not isinstance(item, (CampaignItem, RejectedRecord)):  # not ours to store

@@ -21,7 +21,8 @@ COUNTERS = {
                                    "counted, not alerted on",
     "records_at_parser_limit": "records past a limit of the JSON parser (nesting, digits): read record by record "
                                "and quarantined as sent",
-    "campaigns_resumed": "campaigns skipped because an interrupted attempt of this run stored them",
+    "campaigns_resumed": "campaigns skipped because an interrupted attempt of this run (or a run it continues: "
+                         "`-a resume`) stored them as synced",
     "campaigns_not_attempted": "campaigns listed but not synced because the crawl stopped first",
     "campaigns_duplicate": "records listed again on another page (synced once)",
     "campaigns_conflicting": "campaigns listed again with other contents (the list moved while it was read): "

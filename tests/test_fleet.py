@@ -144,16 +144,18 @@ def test_a_client_pending_or_running_is_not_scheduled_again_and_the_lock_has_the
 
 
 def test_a_node_killed_mid_run_its_clients_go_to_their_next_node_in_the_same_dispatch(start_fleet):
-    fleet = start_fleet("--hold-syncs", "2")
+    fleet = start_fleet("--hold-syncs", "8")  # each client's first 8 syncs answered, the rest held
     cmd, env = dispatch_command(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait",
                                 "--poll", "0.5")
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dead = fleet.nodes[0]
+    lost = sorted(slug for slug, url in fleet.plan.items() if url == dead.url)
+    assert lost
     try:
         wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running'")
                  == len(SLUGS), 120, "every client's run to be going")
-        dead = fleet.nodes[0]
-        lost = sorted(slug for slug, url in fleet.plan.items() if url == dead.url)
-        assert lost
+        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE client_id = ANY(%s)",
+                                         (lost,)) == 8 * len(lost), 60, "the lost clients' answered syncs stored")
         dead.kill()
         fleet.mock.release()
         out, err = first.communicate(timeout=240)
@@ -174,6 +176,16 @@ def test_a_node_killed_mid_run_its_clients_go_to_their_next_node_in_the_same_dis
     assert sorted(r[0] for r in moved) == lost and dead.url not in {r[1] for r in moved}
     assert fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'succeeded'") == len(SLUGS)
     _all_stored_once(fleet)
+    # The next node finished the killed runs' work: what they had stored was not synced again.
+    assert "finishing 1 lost run(s)" in out, out
+    done = fleet.db.rows("SELECT m.client_id, m.campaign_id FROM campaign_metrics m JOIN sync_runs r "
+                         "USING (run_id, client_id) WHERE r.outcome = 'interrupted' AND m.sync_status = 'synced'")
+    assert len(done) == 8 * len(lost)
+    syncs = fleet.mock.stats()["syncs"]
+    assert all(syncs[client][campaign] == 1 for client, campaign in done)
+    resumed = fleet.db.rows("SELECT client_id, (stats->>('adcrawler/client/' || client_id || '/campaigns_resumed'))"
+                            "::int FROM sync_runs WHERE outcome = 'succeeded' AND client_id = ANY(%s)", (lost,))
+    assert dict(resumed) == {slug: 8 for slug in lost}
 
 
 def test_a_node_that_never_starts_its_jobs_has_them_moved_and_a_client_is_done_only_once_run(start_fleet):
@@ -208,6 +220,42 @@ def test_a_node_that_never_starts_its_jobs_has_them_moved_and_a_client_is_done_o
     runs = fleet.db.rows("SELECT client_id, node, outcome FROM sync_runs")
     assert lazy.url not in {r[1] for r in runs}
     assert Counter(r[0] for r in runs if r[2] == "succeeded") == Counter(SLUGS * 3) - Counter(stuck)
+
+
+def test_a_client_moved_off_a_lazy_node_onto_one_then_killed_moves_again_in_the_same_dispatch(start_fleet):
+    fleet = start_fleet("--hold-syncs", "8", lazy=(HOSTS[0],))
+    lazy, dead = fleet.nodes[0], fleet.nodes[1]
+    clients = Registry.load(fleet.registry).select("all")
+    second = assign(clients, fleet.urls, set(fleet.urls) - {lazy.url})
+    twice = sorted(slug for slug, url in fleet.plan.items() if url == lazy.url and second[slug] == dead.url)
+    on_dead = sorted(slug for slug, url in second.items() if url == dead.url)
+    assert twice
+    cmd, env = dispatch_command(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait",
+                                "--poll", "0.5", "--start-limit", "2")
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running' AND node = %s",
+                                         (dead.url,)) == len(on_dead), 120, "the runs on the node to kill")
+        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE client_id = ANY(%s)",
+                                         (on_dead,)) == 8 * len(on_dead), 60, "their answered syncs stored")
+        dead.kill()
+        fleet.mock.release()
+        out, err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # Off the lazy node, then off the killed one: each client ends on the last node, in this dispatch.
+    assert first.returncode == 0, out + err
+    assert out.strip().endswith(f"clients: {len(SLUGS)} succeeded"), out
+    assert _latest_outcomes(fleet.db) == {slug: "succeeded" for slug in SLUGS}
+    last = dict(fleet.db.rows("SELECT client_id, node FROM sync_runs WHERE outcome = 'succeeded' AND "
+                              "client_id = ANY(%s)", (twice,)))
+    assert set(last) == set(twice) and set(last.values()) == {fleet.nodes[2].url}
+    _all_stored_once(fleet)
+    syncs = fleet.mock.stats()["syncs"]
+    done = fleet.db.rows("SELECT m.client_id, m.campaign_id FROM campaign_metrics m JOIN sync_runs r "
+                         "USING (run_id, client_id) WHERE r.outcome = 'interrupted' AND m.sync_status = 'synced'")
+    assert len(done) == 8 * len(on_dead) and all(syncs[client][campaign] == 1 for client, campaign in done)
 
 
 def test_two_dispatchers_racing_run_each_client_once(start_fleet):

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import re
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
 from adcrawler import disk
-from adcrawler.config import CONFIRM_REMOVALS, DRY_RUN, EXIT_CONFIG, value
+from adcrawler.config import CONFIRM_REMOVALS, DRY_RUN, EXIT_CONFIG, RESUME_RUNS, value
 from adcrawler.extensions.recorder import JOB, NODE
 from adcrawler.ledger import RunLedger
 from adcrawler.pipelines import SCHEMA_BEHIND
@@ -23,6 +24,7 @@ from adcrawler.stats import key
 from . import fail, prepare, table
 
 logger = logging.getLogger("adcrawler.crawl")
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # as JobState makes them
 
 
 class Command(ScrapyCrawl):
@@ -36,7 +38,7 @@ class Command(ScrapyCrawl):
         assert self.settings is not None
         # Spider arguments every component must know: settings of their own.
         for argument, setting in (("dry_run", DRY_RUN), ("confirm_removals", CONFIRM_REMOVALS), ("_job", JOB),
-                                  ("node", NODE)):
+                                  ("node", NODE), ("resume", RESUME_RUNS)):
             if argument in opts.spargs:
                 self.settings.set(setting, opts.spargs[argument], priority="cmdline")
         prepare(self.settings)
@@ -46,6 +48,9 @@ class Command(ScrapyCrawl):
                 raise ClientConfigError(f"unknown spider argument(s) {', '.join(unknown)}: campaigns takes "
                                         "-a client=<name>, -a client=a,b or -a client=all, -a dry_run=1 and "
                                         "-a confirm_removals=1")
+            bad = [r for r in opts.spargs.get("resume", "").split(",") if r and not RUN_ID.fullmatch(r)]
+            if bad:
+                raise ClientConfigError(f"-a resume: {bad[0][:40]!r} is not a run id (32 hex digits)")
             Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE")).select(opts.spargs.get("client", ""))
             if self.settings.get("JOBDIR"):
                 disk.claim(self.settings["JOBDIR"])

@@ -65,14 +65,17 @@ class CampaignsSpider(scrapy.Spider):
                    "send no sync",
         "confirm_removals": "1: mark removed the campaigns a complete listing lacks even when they are more than "
                             "ADCRAWLER_REMOVAL_GUARD of the client's (the listing really shrank)",
+        "resume": "run ids, comma-separated: the campaigns they stored as synced are not synced again (scrapy "
+                  "dispatch sets it for the clients of a lost node, so their next node finishes those runs' work)",
         "node": "the scrapyd node the job was scheduled on, as the dispatcher names it (recorded with the run)",
         "_job": "the scrapyd job id (scrapyd sets it)",
         "_version": "the project version scrapyd runs (scrapyd sets it)",
     }
 
-    def __init__(self, client: str = "", dry_run: str = "", confirm_removals: str = "", *args: Any, **kwargs: Any):
+    def __init__(self, client: str = "", dry_run: str = "", confirm_removals: str = "", resume: str = "",
+                 *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.client_argument = client  # dry_run, confirm_removals: read as settings (the crawl command sets them)
+        self.client_argument = client  # the others: read as settings (the crawl command sets them)
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> CampaignsSpider:

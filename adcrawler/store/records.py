@@ -57,10 +57,11 @@ class RunOrigin(NamedTuple):
 
 
 class RunQueries(Connection):
-    def done_campaigns(self, run_id: str, client: str) -> set[str]:
-        """Campaigns this run already stored as synced (for a resumed run)."""
-        return {row[0] for row in self._rows("SELECT campaign_id FROM campaign_metrics WHERE run_id = %s AND "
-                                             "client_id = %s AND sync_status = 'synced'", (run_id, client))}
+    def done_campaigns(self, run_ids: list[str], client: str) -> set[str]:
+        """Campaigns these runs already stored as synced (a resumed run's, or those it continues)."""
+        return {row[0] for row in self._rows(
+            f"SELECT campaign_id FROM campaign_metrics WHERE run_id IN ({', '.join(['%s'] * len(run_ids))}) AND "
+            "client_id = %s AND sync_status = 'synced'", (*run_ids, client))}
 
     def known_problems(self, client: str, run_id: str) -> set[str]:
         """What earlier runs of ``client`` quarantined: ``RejectedRecord.problem`` keys."""
@@ -124,7 +125,7 @@ class RunQueries(Connection):
 
     def runs_of_jobs(self, job_ids: list[str]) -> list[dict[str, Any]]:
         """The runs the given scrapyd jobs recorded, oldest first."""
-        columns = ("client_id", "job_id", "node", "outcome", "outcome_reasons", "started_at")
+        columns = ("client_id", "job_id", "node", "outcome", "outcome_reasons", "started_at", "run_id")
         return [dict(zip(columns, row)) for row in self._rows(
             f"SELECT {', '.join(columns)} FROM sync_runs WHERE job_id IN ({', '.join(['%s'] * len(job_ids))}) "
             "ORDER BY started_at", job_ids)] if job_ids else []
