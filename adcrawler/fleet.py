@@ -75,13 +75,8 @@ def group(client: Client) -> str:
 
 def assign(clients: list[Client], nodes: list[str], alive: set[str]) -> dict[str, str]:
     """Each client's slug to its group's best-ranked live node; clients with no live node are left out."""
-    out = {}
-    for client in clients:
-        for node in rank(group(client), nodes):
-            if node in alive:
-                out[client.slug] = node
-                break
-    return out
+    best = {c.slug: next((node for node in rank(group(c), nodes) if node in alive), None) for c in clients}
+    return {slug: node for slug, node in best.items() if node is not None}
 
 
 def shards(clients: list[Client], size: int) -> list[list[str]]:
@@ -90,8 +85,7 @@ def shards(clients: list[Client], size: int) -> list[list[str]]:
     groups: dict[str, list[str]] = {}
     for client in sorted(clients, key=lambda c: c.slug):
         groups.setdefault(group(client), []).append(client.slug)
-    count = -(-len(clients) // size) if clients else 0
-    jobs: list[list[str]] = [[] for _ in range(count)]
+    jobs: list[list[str]] = [[] for _ in range(-(-len(clients) // size))]
     for members in sorted(groups.values(), key=len, reverse=True):  # largest first: even sizes
         min(jobs, key=len).extend(members)
     return [sorted(job) for job in jobs if job]
@@ -151,11 +145,9 @@ class Fleet:
 
     def note_running(self, store: Store | None) -> None:
         """Add the clients whose run is recorded as running by a job still alive on a node."""
-        if store is None:
-            return
         by_id = {c.client_id: c.slug for c in self.registry.clients.values()}
         jobs: dict[str, Job] = {}
-        for client, job_id in store.running():
+        for client, job_id in store.running() if store is not None else []:
             if job_id in self.live_jobs:
                 job = jobs.setdefault(job_id, Job(self.live_jobs[job_id], job_id, [], started=True))
                 job.slugs.append(by_id.get(client, client))
