@@ -1,6 +1,6 @@
 """The benchmarks: ``python -m bench`` (``make bench``) writes bench/RESULTS.md and bench/results.json.
 
-    python -m bench [--only a,b,c,d,e,f,g,h,i] [--sizes 10,100,200,400] [--runs N]
+    python -m bench [--only a,b,c,d,e,f,g,g2,h,i] [--sizes 10,100,200,400] [--runs N]
 
 Every figure is a ratio or a count from this run, never an absolute time taken
 as a promise (these machines are noisy):
@@ -20,6 +20,10 @@ e. fairness: 60 clients x 30 campaigns with 32 concurrent requests, faults on
 f. 100,000 campaign upserts into PostgreSQL and SQLite, batched against row by row;
 g. the fleet: 400 clients over two real scrapyd nodes at time scale 0.2, in shards
    (a job per node) against one job per client (:mod:`bench.fleet`);
+g2. a bad day: 120 clients over three scrapyd nodes in jobs of 10, healthy, then with one node
+   lazy (its jobs cancelled after a 25 s start limit) and another killed at a third of the healthy
+   makespan, under one ``scrapy dispatch all --wait``: outcomes, exit code, the makespans' ratio,
+   429s, campaigns stored twice and synced twice (:func:`bench.fleet.bad_day`);
 h. rate-limit signals at time scale 0.05: one client against a platform that
    states its limit in each header style, changes it mid-run (10 -> 5, 10 -> 20)
    with and without saying so, or announces resets early, and ten clients
@@ -50,7 +54,7 @@ from typing import Any
 
 from adcrawler.budget import lower_bound_seconds
 from adcrawler.stats import key
-from bench.fleet import fleet
+from bench.fleet import bad_day, fleet
 from bench.measure import check, crawl, ratios, run_measured, spread
 from harness.runner import ROOT, crawl_command, latest_stats
 from mock_api.process import MockProcess
@@ -273,6 +277,7 @@ def main() -> None:
              ("e", "fairness", fairness),
              ("f", "upserts", lambda: upserts(args.rows)),
              ("g", "fleet", lambda: fleet(args.fleet_clients, args.fleet_baseline or None)),
+             ("g2", "bad_day", bad_day),
              ("h", "signals", lambda: signals(args.runs)),
              ("i", "history", lambda: history(args.prune_clients))]
     for letter, name, run in steps:

@@ -104,6 +104,51 @@ def write_report(r: dict[str, Any], path: Path) -> None:
                   f"Fleet over one job per client, clients finished per second of makespan: "
                   f"**{g['fleet_over_baseline_throughput']}x**. Fleet peak RSS over one process: "
                   f"**{g['fleet_rss_over_one_process']}x**.", ""]
+    if "bad_day" in r:
+        g = r["bad_day"]
+        runs = (("healthy", g["healthy"]), ("bad day", g["bad_day"]))
+        k = g["bad_day"]["killed"]
+        lines += [f"## g2. A bad day: {g['clients']} clients x {g['campaigns']} campaigns over {g['nodes']} scrapyd "
+                  f"nodes, jobs of {g['shard_size']} clients, time scale {g['time_scale']}", "",
+                  *_when(r, "bad_day"),
+                  "Real scrapyd nodes on 127.0.0.2 to .4, one PostgreSQL database and one simulator per run, "
+                  f"`scrapy dispatch all --wait --shard-size {g['shard_size']} --start-limit {g['start_limit_s']:g} "
+                  "--poll 1`, the same clients and seed twice: three healthy nodes; then the bad day, 127.0.0.2 "
+                  "lazy (it takes jobs and never starts them) and 127.0.0.3 killed (its crawls, then scrapyd, "
+                  "SIGKILL) at a third of the healthy makespan, while the one dispatch waits. Latest outcome: "
+                  "each client's last run that was not skipped. Synced twice: campaigns the platform executed "
+                  "more than once.", "",
+                  *_table(["run", "exit code", "latest outcomes", "of those not succeeded: moved once already",
+                           "jobs", "jobs cancelled", "makespan (s)", "median ratio", "worst ratio", "429s",
+                           "campaigns stored", "stored twice", "synced twice", "load average (5 min, at the end)"],
+                          [[name, x["exit_code"], ", ".join(f"{n} {o}" for o, n in sorted(x["latest_outcomes"].items()))
+                            + (f", {x['clients_without_run']} no run" if x["clients_without_run"] else ""),
+                            x["not_succeeded_after_a_move"], x["jobs"], x["jobs_cancelled"], x["makespan_s"],
+                            x["median"], x["worst"], x["429s"], f"{x['stored']:,}", x["stored_twice"],
+                            f"{x['synced_twice']:,}", x["load_average_5m"]] for name, x in runs]), "",
+                  "Ratios: each client's wall time over its rate-limit lower bound, of the clients whose job wrote "
+                  "its stats (a killed job writes none).", "",
+                  f"Bad day over healthy makespan: **{g['bad_over_healthy_makespan']}x** (target <= 2). "
+                  f"The node was killed at {k['at_s']} s with {k['clients']} runs going; "
+                  f"{k['rerun_elsewhere']} of their clients ran again elsewhere in the same dispatch. Those runs "
+                  f"had the platform execute {k['syncs_executed_by_killed_runs']:,} syncs, "
+                  f"{k['of_which_stored_by_them']:,} of them stored before the kill and {k['in_flight']:,} in "
+                  f"flight (executed, not stored); the clients run again had "
+                  f"{k['synced_twice_of_their_clients']:,} campaigns synced twice. Their leases "
+                  f"({g['lease_s']:g} s unrenewed) held them {k['lease_left_at_kill_s']} s more after the kill"
+                  + (f", {g['lease_wait_share_of_extra_pct']}% of the bad day's extra time."
+                     if g["lease_wait_share_of_extra_pct"] is not None else "."), "",
+                  "A client's run on its next node is a new run (new Idempotency-Keys; a run resumes only in its "
+                  "own JOBDIR): it syncs again what the killed run had synced and stored.", "",
+                  *([f"{g['bad_day']['not_succeeded_after_a_move']} clients did not succeed because they had "
+                     "already been moved once (from the lazy node to the one killed): a dispatch moves a client "
+                     "once (`Dispatch.move`, adcrawler/fleet.py).", ""] if g["bad_day"]["not_succeeded_after_a_move"]
+                    else []),
+                  *[f"**PostgreSQL restarted during the {name} run** (the server is shared): its figures "
+                    "include that outage." for name, x in runs if x.get("postgres_restarted")]]
+        if g["bad_day"].get("dispatch_stderr"):
+            lines += ["What the bad day's dispatch said on stderr (besides its cancellations), first lines:", "",
+                      "```", *g["bad_day"]["dispatch_stderr"], "```", ""]
     if "signals" in r:
         h = r["signals"]
         lines += ["## h. Rate-limit signals, time scale 0.05 (a 3 s window)", "", *_when(r, "signals"),
