@@ -215,9 +215,9 @@ class Dispatch:
                     self.status = 1
                     continue
                 self.placed.update((slug, job) for slug in slugs)
+                finishing = f", finishing {len(resume)} lost run(s)" if resume else ""
                 fleet.out(f"node {node}: job {job.job_id} holds {len(slugs)} clients "
-                          f"(version {fleet.versions[node]})" + (f", finishing {len(resume)} lost run(s)" if resume
-                                                                 else ""))
+                          f"(version {fleet.versions[node]}){finishing}")
 
     def free(self, slugs: list[str], store: Store | None) -> tuple[list[str], list[str]]:
         """Split clients into those free to send and those whose lease a run no live job holds still
@@ -242,7 +242,7 @@ class Dispatch:
         run ended there stays); the run a lost job left going is finished there, not done again.
         Returns the clients still waiting for a lost run's lease."""
         clients = self.fleet.registry.clients
-        rows = store.runs_of_jobs(sorted({self.placed[slug].job_id for slug in slugs})) if store else []
+        rows = store.runs_of_jobs(sorted({self.placed[slug].job_id for slug in slugs})) if store is not None else []
         runs = {(row["client_id"], row["job_id"]): row for row in rows}
         slugs = [slug for slug in slugs if self.moved.get(slug) != self.placed[slug].job_id
                  and runs.get((clients[slug].client_id, self.placed[slug].job_id), {}).get("outcome", RUNNING)
