@@ -233,7 +233,7 @@ def _day_run(clients: list[str], tmp: Path, egg: Path, seed: int, scale: float, 
         timed = [c for c in clients if key("elapsed_seconds", c) in stats]
         out = {"exit_code": returncode, "makespan_s": round(makespan, 1),
                "latest_outcomes": dict(Counter(o for _, o, _ in latest)),
-               # Not succeeded, last placed in a job scheduled past the start limit: moved once already.
+               # Not succeeded, last placed in a job scheduled past the start limit: after a move.
                "not_succeeded_after_a_move": sum(o != "succeeded" and scheduled_at(j) - first >= start_limit
                                                  for _, o, j in latest),
                "clients_timed": len(timed), **spread(ratios(stats, timed)),

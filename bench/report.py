@@ -118,7 +118,7 @@ def write_report(r: dict[str, Any], path: Path) -> None:
                   "SIGKILL) at a third of the healthy makespan, while the one dispatch waits. Latest outcome: "
                   "each client's last run that was not skipped. Synced twice: campaigns the platform executed "
                   "more than once.", "",
-                  *_table(["run", "exit code", "latest outcomes", "of those not succeeded: moved once already",
+                  *_table(["run", "exit code", "latest outcomes", "not succeeded after a move",
                            "jobs", "jobs cancelled", "makespan (s)", "median ratio", "worst ratio", "429s",
                            "campaigns stored", "stored twice", "synced twice", "load average (5 min, at the end)"],
                           [[name, x["exit_code"], ", ".join(f"{n} {o}" for o, n in sorted(x["latest_outcomes"].items()))
@@ -138,12 +138,12 @@ def write_report(r: dict[str, Any], path: Path) -> None:
                   f"({g['lease_s']:g} s unrenewed) held them {k['lease_left_at_kill_s']} s more after the kill"
                   + (f", {g['lease_wait_share_of_extra_pct']}% of the bad day's extra time."
                      if g["lease_wait_share_of_extra_pct"] is not None else "."), "",
-                  "A client's run on its next node is a new run (new Idempotency-Keys; a run resumes only in its "
-                  "own JOBDIR): it syncs again what the killed run had synced and stored.", "",
-                  *([f"{g['bad_day']['not_succeeded_after_a_move']} clients did not succeed because they had "
-                     "already been moved once (from the lazy node to the one killed): a dispatch moves a client "
-                     "once (`Dispatch.move`, adcrawler/fleet.py).", ""] if g["bad_day"]["not_succeeded_after_a_move"]
-                    else []),
+                  "A client's run on its next node finishes the killed run (`-a resume`): what that run stored "
+                  "is not synced again, so only the syncs in flight at the kill run twice. The synced-twice column "
+                  "also counts the syncs retried after a timeout, healthy or not (the simulator ignores "
+                  "Idempotency-Keys by default).", "",
+                  *([f"{g['bad_day']['not_succeeded_after_a_move']} clients did not succeed after a move.", ""]
+                    if g["bad_day"]["not_succeeded_after_a_move"] else []),
                   *[f"**PostgreSQL restarted during the {name} run** (the server is shared): its figures "
                     "include that outage." for name, x in runs if x.get("postgres_restarted")]]
         if g["bad_day"].get("dispatch_stderr"):
