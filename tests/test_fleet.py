@@ -77,6 +77,32 @@ def _all_stored_once(fleet: SimpleNamespace) -> None:
     assert_run_counts_match_rows(fleet.db)
 
 
+def _kill_mid_dispatch(fleet: SimpleNamespace, cmd: list[str], env: dict, dead, clients: list[str]):
+    """Start the waiting dispatcher; once ``clients`` run on ``dead`` with their 8 answered syncs
+    stored (the simulator holds the rest), kill the node and release the syncs."""
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running' AND node = %s",
+                                         (dead.url,)) == len(clients), 120, "the runs on the node to kill")
+        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE client_id = ANY(%s)",
+                                         (clients,)) == 8 * len(clients), 60, "their answered syncs stored")
+        dead.kill()
+        fleet.mock.release()
+        out, err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    return first, out, err
+
+
+def _killed_runs_work_not_redone(fleet: SimpleNamespace, clients: list[str]) -> None:
+    """Each campaign the killed runs stored as synced was synced once on the platform."""
+    done = fleet.db.rows("SELECT m.client_id, m.campaign_id FROM campaign_metrics m JOIN sync_runs r "
+                         "USING (run_id, client_id) WHERE r.outcome = 'interrupted' AND m.sync_status = 'synced'")
+    syncs = fleet.mock.stats()["syncs"]
+    assert len(done) == 8 * len(clients) and all(syncs[client][campaign] == 1 for client, campaign in done)
+
+
 def test_each_node_runs_its_share_in_few_jobs_and_every_client_once(start_fleet):
     fleet = start_fleet()
     result = dispatch(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "6", "--wait",
@@ -147,21 +173,10 @@ def test_a_node_killed_mid_run_its_clients_go_to_their_next_node_in_the_same_dis
     fleet = start_fleet("--hold-syncs", "8")  # each client's first 8 syncs answered, the rest held
     cmd, env = dispatch_command(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait",
                                 "--poll", "0.5")
-    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     dead = fleet.nodes[0]
     lost = sorted(slug for slug, url in fleet.plan.items() if url == dead.url)
     assert lost
-    try:
-        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running'")
-                 == len(SLUGS), 120, "every client's run to be going")
-        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE client_id = ANY(%s)",
-                                         (lost,)) == 8 * len(lost), 60, "the lost clients' answered syncs stored")
-        dead.kill()
-        fleet.mock.release()
-        out, err = first.communicate(timeout=240)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    first, out, err = _kill_mid_dispatch(fleet, cmd, env, dead, lost)
     # The lost clients waited for their killed runs' leases, ran on their next node, and the one
     # waiting dispatcher tells cron that every client succeeded.
     assert first.returncode == 0, out + err
@@ -178,11 +193,7 @@ def test_a_node_killed_mid_run_its_clients_go_to_their_next_node_in_the_same_dis
     _all_stored_once(fleet)
     # The next node finished the killed runs' work: what they had stored was not synced again.
     assert "finishing 1 lost run(s)" in out, out
-    done = fleet.db.rows("SELECT m.client_id, m.campaign_id FROM campaign_metrics m JOIN sync_runs r "
-                         "USING (run_id, client_id) WHERE r.outcome = 'interrupted' AND m.sync_status = 'synced'")
-    assert len(done) == 8 * len(lost)
-    syncs = fleet.mock.stats()["syncs"]
-    assert all(syncs[client][campaign] == 1 for client, campaign in done)
+    _killed_runs_work_not_redone(fleet, lost)
     resumed = fleet.db.rows("SELECT client_id, (stats->>('adcrawler/client/' || client_id || '/campaigns_resumed'))"
                             "::int FROM sync_runs WHERE outcome = 'succeeded' AND client_id = ANY(%s)", (lost,))
     assert dict(resumed) == {slug: 8 for slug in lost}
@@ -232,18 +243,7 @@ def test_a_client_moved_off_a_lazy_node_onto_one_then_killed_moves_again_in_the_
     assert twice
     cmd, env = dispatch_command(fleet.urls, "all", fleet.registry, fleet.pg_url, "--shard-size", "10", "--wait",
                                 "--poll", "0.5", "--start-limit", "2")
-    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running' AND node = %s",
-                                         (dead.url,)) == len(on_dead), 120, "the runs on the node to kill")
-        wait_for(lambda: fleet.db.scalar("SELECT COUNT(*) FROM campaign_metrics WHERE client_id = ANY(%s)",
-                                         (on_dead,)) == 8 * len(on_dead), 60, "their answered syncs stored")
-        dead.kill()
-        fleet.mock.release()
-        out, err = first.communicate(timeout=240)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    first, out, err = _kill_mid_dispatch(fleet, cmd, env, dead, on_dead)
     # Off the lazy node, then off the killed one: each client ends on the last node, in this dispatch.
     assert first.returncode == 0, out + err
     assert out.strip().endswith(f"clients: {len(SLUGS)} succeeded"), out
@@ -252,10 +252,7 @@ def test_a_client_moved_off_a_lazy_node_onto_one_then_killed_moves_again_in_the_
                               "client_id = ANY(%s)", (twice,)))
     assert set(last) == set(twice) and set(last.values()) == {fleet.nodes[2].url}
     _all_stored_once(fleet)
-    syncs = fleet.mock.stats()["syncs"]
-    done = fleet.db.rows("SELECT m.client_id, m.campaign_id FROM campaign_metrics m JOIN sync_runs r "
-                         "USING (run_id, client_id) WHERE r.outcome = 'interrupted' AND m.sync_status = 'synced'")
-    assert len(done) == 8 * len(on_dead) and all(syncs[client][campaign] == 1 for client, campaign in done)
+    _killed_runs_work_not_redone(fleet, on_dead)
 
 
 def test_two_dispatchers_racing_run_each_client_once(start_fleet):
