@@ -1,6 +1,5 @@
-"""The run ledger: every client's run state and outcome, owned in one place, reached through the crawler.
-Components tell it what happened through its methods and read its state; none writes a field. Its
-outcome is what the run records, the metrics, the exit status and the last line say."""
+"""The run ledger: each client's run state and outcome, in one place. Components tell it what
+happened through its methods; what it settles is what the record, metrics and exit status say."""
 
 from __future__ import annotations
 
@@ -163,7 +162,6 @@ class RunLedger:
 
     # -- the clients of this crawl, and which this run holds ------------------------------
     def open(self, clients: Iterable[Client]) -> None:
-        """The clients this crawl was asked to sync (the spider calls this once)."""
         for client in clients:
             run = self.runs[client.client_id] = ClientRun(client, Listing(self.page_size, self.max_campaigns))
             if self.dry_run:  # nothing is recorded, so no lock is taken: the run works for every client
@@ -173,16 +171,13 @@ class RunLedger:
         return self.runs[client]
 
     def held(self) -> list[str]:
-        """The clients this run works for (it holds their locks)."""
         return [c for c, run in self.runs.items() if run.state is State.HELD]
 
     def owned(self) -> list[str]:
-        """The clients this run records: held, or interrupted since."""
         return [c for c, run in self.runs.items() if run.state in (State.HELD, State.INTERRUPTED)]
 
     def reported(self) -> list[str]:
-        """The clients whose outcome this run reports: those it owns, and those it could not start
-        for a reason it knows (the database down, their run record refused)."""
+        """Owned, or not started for a reason the run knows (the database down...)."""
         return [c for c, run in self.runs.items()
                 if run.state in (State.HELD, State.INTERRUPTED) or (run.state is State.WAITING and run.faults)]
 
@@ -191,7 +186,6 @@ class RunLedger:
         return run is None or (run.state is State.HELD and not run.unavailable)
 
     def starting(self, client: str) -> datetime:
-        """The recorder takes the client: its run starts now."""
         run = self.runs[client]
         run.started_at = run.started_at or self.clock()
         return run.started_at
@@ -202,7 +196,6 @@ class RunLedger:
         self.starting(client)
 
     def skip(self, client: str) -> None:
-        """Another run holds the client: nothing is sent for it."""
         self.runs[client].state = State.SKIPPED
         self.stats.set("locked", 1, client)
 
@@ -211,7 +204,6 @@ class RunLedger:
         self.runs[client].resumable = done
 
     def interrupt(self, client: str, reason: str) -> None:
-        """Stop working for ``client`` at once: nothing more is sent for it."""
         run = self.runs[client]
         if run.state is not State.HELD:
             return
@@ -220,8 +212,7 @@ class RunLedger:
         logger.error("Client %s: %s; nothing more is sent for it", client, reason, extra={"client": client})
 
     def unavailable(self, client: str, since: float, outage: float) -> None:
-        """The platform failed every request of the client since ``since`` (Unix time), ``outage``
-        seconds: nothing more is sent for it."""
+        """The platform failed every request since ``since`` (Unix time): nothing more is sent."""
         run = self.runs[client]
         if run.unavailable:
             return
@@ -232,7 +223,7 @@ class RunLedger:
                      run.unavailable, outage, extra={"client": client})
 
     def fail_auth(self, client: str, reason: str) -> bool:
-        """The client could not authenticate; True when no held client is left that can."""
+        """True when no held client is left that can authenticate."""
         self.runs[client].auth_failure = reason
         self.stats.inc("auth_failed", client)
         self.stats.set("auth_failure", reason, client)
@@ -312,8 +303,7 @@ class RunLedger:
                      reason, extra={"client": client})
 
     def to_sync(self, client: str, campaign_id: str, storable: bool = True) -> bool:
-        """A usable id listed: whether to send its sync now (not a duplicate, not stored by an
-        interrupted attempt, not a dry run)."""
+        """Whether to send this listed id's sync now."""
         run = self.runs[client]
         if campaign_id in run.syncable:  # the same id under another representation on this list
             self.stats.inc("campaigns_duplicate", client)
@@ -329,8 +319,7 @@ class RunLedger:
         return True
 
     def relisted(self, client: str, campaign: Campaign) -> str:
-        """A campaign listed again with other contents, kept instead: ``synced``, ``failed`` or
-        ``pending`` (its sync's answer stores it)."""
+        """A campaign listed again with other contents: ``synced``, ``failed`` or ``pending``."""
         run, cid = self.runs[client], campaign.campaign_id
         run.latest[cid] = campaign
         if cid in run.failed:
@@ -338,8 +327,7 @@ class RunLedger:
         return "synced" if cid in run.synced else "failed" if cid in run.failed else "pending"
 
     def quarantined(self, client: str, problem: str | None = None) -> None:
-        """A record was quarantined; ``problem`` says whether an earlier run quarantined the same
-        one for the same reason (then it is counted, but does not make the run partial)."""
+        """A ``problem`` an earlier run quarantined too is counted, but does not make the run partial."""
         self.stats.inc("campaigns_quarantined", client)
         run = self.runs.get(client)
         if run is None:
@@ -354,7 +342,7 @@ class RunLedger:
         self.runs[client].pending += 1
 
     def synced(self, client: str, campaign_id: str, campaign: Campaign | None) -> Campaign | None:
-        """A sync succeeded; returns the version of the campaign to store (the latest listed)."""
+        """Returns the version of the campaign to store: the latest listed."""
         run = self.runs[client]
         run.pending -= 1
         run.synced.add(campaign_id)
@@ -365,7 +353,7 @@ class RunLedger:
         return run.latest.get(campaign_id, campaign)
 
     def sync_failed(self, client: str, campaign_id: str, failed: FailedSync) -> Campaign | None:
-        """A sync failed for this pass; returns the campaign to store as failed the first time, else None."""
+        """The campaign to store as failed the first time, else None."""
         run = self.runs[client]
         run.pending -= 1
         first = campaign_id not in run.failed
@@ -379,7 +367,7 @@ class RunLedger:
         return campaign
 
     def next_pass(self, client: str) -> dict[str, FailedSync]:
-        """Once the client's pass is over: the failed syncs to try again, while passes remain."""
+        """Once a pass is over: the failed syncs to try again, while passes remain."""
         run = self.runs[client]
         retry = {cid: f for cid, f in run.failed.items() if f.retryable}
         if not run.listing_done or run.pending or not retry or run.passes >= SYNC_PASSES \
@@ -401,7 +389,6 @@ class RunLedger:
         self.runs[client].recorded = (synced, failed)
 
     def stored(self, item: CampaignItem) -> None:
-        """``item`` was written (a campaign stored twice in a run counts once)."""
         run = self.runs.get(item.client_id)
         if run is None or item.campaign_id in run.stored:
             return
@@ -413,9 +400,8 @@ class RunLedger:
                 self.stats.inc("flags", item.client_id, reason=flag)
 
     def listings(self) -> dict[str, tuple[set[str], bool]]:
-        """Each held client's listed campaign ids, and whether its listing was complete: read to its
-        end, no page unreadable, not truncated or stopped, every announced campaign and every record
-        with an id (only a complete listing says a campaign is gone)."""
+        """Each held client's listed ids, and whether the listing was complete (only a complete
+        listing says a campaign is gone)."""
         out = {}
         for client, run in self.runs.items():
             if run.state is not State.HELD or not run.listing.pages:
@@ -448,8 +434,7 @@ class RunLedger:
         return run.fields_seen, run.fields_in_every or set()
 
     def fields_changed(self, client: str, before: tuple[set[str], set[str]] | None) -> None:
-        """Say once which fields appeared since the last complete listing (and are not modelled),
-        and which every record had then and none has now."""
+        """Fields new since the last complete listing, and those every record had then and none has now."""
         run = self.runs[client]
         seen, every = before or (set(), set())
         new = sorted(run.fields_seen - MODELLED - seen)
@@ -472,8 +457,7 @@ class RunLedger:
 
     # -- the end -----------------------------------------------------------------------------
     def spider_closed(self, spider: Any, reason: str) -> None:
-        """Settle each client's outcome and timing; connected after the spider's own handler and
-        before every other extension's (the ledger is first in EXTENSIONS)."""
+        """Runs before every other extension's handler (the ledger is first in EXTENSIONS)."""
         self.finish_reason = reason
         for run in self.runs.values():
             if run.state in (State.HELD, State.INTERRUPTED):
@@ -516,11 +500,8 @@ class RunLedger:
 # -- outcomes (pure logic) ---------------------------------------------------------------------
 
 def client_outcome(run: ClientRun, stopped_early: bool, dry_run: bool = False) -> Outcome:
-    """A client's outcome. ``succeeded``: every announced campaign listed, synced and stored, nothing
-    newly quarantined, spooled or left out; ``partial``: anything between, with reasons; ``failed``:
-    the credentials refused, the token endpoint gone, or no listing at all; ``skipped``: another run
-    holds the client; ``interrupted``: the run stopped working for it midway. A dry run's says what
-    the run would have done."""
+    """``succeeded`` only when every announced campaign was listed, synced and stored (docs/reference.md
+    lists the outcomes)."""
     if run.state is State.SKIPPED:
         return Outcome(Result.SKIPPED, ("another run is syncing this client",))
     if run.state is State.INTERRUPTED:
@@ -572,9 +553,7 @@ def held_text(removals: Removals) -> str:
 
 
 def after_replay(outcome: str | None, reasons: str | None, unreadable: int = 0) -> tuple[str, str | None]:
-    """A run's outcome once a replay stored its spooled rows: the spool is no longer a reason,
-    unless ``unreadable`` of its lines could not be read back (kept in quarantine); a run that
-    never recorded its end (still ``running``) is closed as interrupted."""
+    """A run's outcome once a replay stored its spooled rows; a run still ``running`` is closed as interrupted."""
     kept = [r for r in (reasons or "").split(", ") if r and SPOOLED not in r]
     if unreadable:
         kept.append(f"{unreadable} spooled row(s) unreadable, kept in quarantine")
