@@ -139,8 +139,3 @@ def client_stats(stats: dict[str, Any], client: str) -> dict[str, Any]:
     head = key("", client)
     return {name[len(head):]: v for name, v in stats.items() if name.startswith(head)}
 
-
-def clients_in(stats: dict[str, Any]) -> list[str]:
-    """Client ids that have stats."""
-    head = f"{PREFIX}/client/"
-    return sorted({name[len(head):].partition("/")[0] for name in stats if name.startswith(head)})
