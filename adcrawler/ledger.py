@@ -4,6 +4,7 @@ happened through its methods; what it settles is what the record, metrics and ex
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -96,7 +97,7 @@ class ClientRun:
     # Problems quarantined by earlier runs, and how many quarantines of this run repeat one.
     known_problems: set[str] = field(default_factory=set)
     quarantined_again: int = 0
-    spooled: dict[str, int] = field(default_factory=dict)  # rows spooled, by cause
+    spooled: Counter[str] = field(default_factory=Counter)  # rows spooled, by cause
     auth_failure: str | None = None
     unavailable: str | None = None  # the platform failed everything for longer than allowed: since when
     recovered: int = 0  # failed syncs that succeeded in this pass
@@ -333,7 +334,7 @@ class RunLedger:
         if run is None:
             return
         run.quarantined += 1
-        if problem is not None and problem in run.known_problems:
+        if problem in run.known_problems:
             run.quarantined_again += 1
             self.stats.inc("campaigns_quarantined_again", client)
 
@@ -404,13 +405,11 @@ class RunLedger:
         listing says a campaign is gone)."""
         out = {}
         for client, run in self.runs.items():
-            if run.state is not State.HELD or not run.listing.pages:
-                continue
-            keys, listing = run.listing.keys, run.listing
-            listed = {key[3:] for key in keys if key.startswith("id:")}
-            out[client] = (listed, run.listing_done and not (run.list_failed or listing.truncated or listing.missing
-                                                             or listing.stop_reason or run.unavailable)
-                           and len(listed) == len(keys))
+            listing = run.listing
+            if run.state is State.HELD and listing.pages:
+                listed = {key[3:] for key in listing.keys if key.startswith("id:")}
+                out[client] = (listed, run.listing_done and len(listed) == len(listing.keys) and not (
+                    run.list_failed or listing.truncated or listing.missing or listing.stop_reason or run.unavailable))
         return out
 
     def removed(self, client: str, removals: Removals) -> None:
@@ -420,9 +419,8 @@ class RunLedger:
         self.stats.inc("campaigns_back", client, removals.back)
         self.stats.inc("campaigns_removal_held", client, removals.held)
         if removals.removed:
-            shown = ", ".join(removals.removed[:10]) + (" ..." if len(removals.removed) > 10 else "")
             logger.info("Client %s: %d campaign(s) no longer listed, marked removed: %s", client,
-                        len(removals.removed), shown, extra={"client": client})
+                        len(removals.removed), _shown(removals.removed, 10), extra={"client": client})
         if removals.back:
             logger.info("Client %s: %d campaign(s) marked removed are listed again", client, removals.back,
                         extra={"client": client})
@@ -443,16 +441,14 @@ class RunLedger:
         self.stats.inc("fields_vanished", client, len(gone))
         if new:
             logger.info("Client %s: the records carry field(s) the campaigns do not model, new since the last "
-                        "listing: %s (kept in raw)", client, _names(new),
-                        extra={"client": client})
+                        "listing: %s (kept in raw)", client, _shown(new, 20, 64), extra={"client": client})
         if gone:
             logger.warning("Client %s: field(s) every record had at the last listing and none has now: %s", client,
-                           _names(gone), extra={"client": client})
+                           _shown(gone, 20, 64), extra={"client": client})
 
     def spooled(self, client: str, cause: str, rows: int = 1) -> None:
         if client in self.runs:
-            spooled = self.runs[client].spooled
-            spooled[cause] = spooled.get(cause, 0) + rows
+            self.runs[client].spooled[cause] += rows
         self.stats.inc("rows_spooled", client, rows, reason=cause.replace(" ", "_"))
 
     # -- the end -----------------------------------------------------------------------------
@@ -470,9 +466,8 @@ class RunLedger:
         self.stats.set("campaigns_sync_failed", len(run.failed), client)
         self.stats.set("campaigns_not_attempted", run.not_attempted, client)
         if run.failed:
-            shown = ", ".join(sorted(run.failed)[:10]) + (" ..." if len(run.failed) > 10 else "")
-            logger.error("Client %s: %d campaign(s) could not be synced: %s", client, len(run.failed), shown,
-                         extra={"client": client})
+            logger.error("Client %s: %d campaign(s) could not be synced: %s", client, len(run.failed),
+                         _shown(sorted(run.failed), 10), extra={"client": client})
         elapsed = (run.last_answer_at - run.started_at).total_seconds() if run.started_at else 0.0
         self.stats.set("elapsed_seconds", round(elapsed, 3), client)
         self.stats.set("lower_bound_seconds", round(lower_bound_seconds(run.requests_sent, *self.rate,
@@ -542,9 +537,9 @@ def client_outcome(run: ClientRun, stopped_early: bool, dry_run: bool = False) -
     return Outcome(Result.PARTIAL if reasons else Result.SUCCEEDED, tuple(reasons))
 
 
-def _names(fields: list[str]) -> str:
-    """Field names for a log line (the log escapes them; a name may be any length)."""
-    return ", ".join(name[:64] for name in fields[:20]) + (" ..." if len(fields) > 20 else "")
+def _shown(names: list[str], most: int, width: int | None = None) -> str:
+    """The first ``most`` names for a log line, each cut to ``width`` (a field name may be any length)."""
+    return ", ".join(name[:width] for name in names[:most]) + (" ..." if len(names) > most else "")
 
 
 def held_text(removals: Removals) -> str:
