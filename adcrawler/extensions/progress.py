@@ -50,12 +50,11 @@ class ProgressLog:
         self.task = create_looping_call(self.log)
         self.task.start(self.interval, now=False)
 
-    def _eta(self, progress: Progress, client: str | None) -> str:
-        if not progress.listing_done and not progress.known:
-            return "ETA unknown (listing)"
-        eta = eta_seconds(progress.known - progress.done, progress.done, self.stats.get("requests_sent", client),
-                          *self.rate)
-        return f"ETA {math.ceil(eta)}s"
+    def _eta(self, p: Progress, client: str) -> float:
+        """Infinite while the listing has not said how many campaigns there are."""
+        if not p.listing_done and not p.known:
+            return math.inf
+        return eta_seconds(p.known - p.done, p.done, self.stats.get("requests_sent", client), *self.rate)
 
     def log(self) -> None:
         ledger = RunLedger.of(self.crawler)
@@ -65,23 +64,23 @@ class ProgressLog:
         progress = {c: ledger.run(c).progress() for c in clients}
         finished = sum(1 for p in progress.values() if p.listing_done and p.done >= p.known and not p.retrying)
         listing = sum(1 for p in progress.values() if not p.listing_done)
+        etas = {c: self._eta(p, c) for c, p in progress.items()}
+        said = {c: f"ETA {math.ceil(eta)}s" if eta < math.inf else "ETA unknown (listing)" for c, eta in etas.items()}
         # The run ends with its slowest client: each has a budget of its own.
-        slowest = max(progress, key=lambda c: (not progress[c].listing_done and not progress[c].known,
-                                                eta_seconds(progress[c].known - progress[c].done, progress[c].done,
-                                                            self.stats.get("requests_sent", c), *self.rate)))
+        slowest = max(etas, key=etas.__getitem__)
         g = self.stats.get
         logger.info("Progress: %d/%d clients done%s, %d/%d campaigns done (%d synced, %d quarantined), %d retries, "
                     "%d 429s, %s", finished, len(clients), f" ({listing} listing)" if listing else "",
                     sum(p.done for p in progress.values()), sum(p.known for p in progress.values()),
                     g("campaigns_synced"), g("campaigns_quarantined"), g("retries"), g("responses_429"),
-                    self._eta(progress[slowest], slowest))
+                    said[slowest])
         if logger.isEnabledFor(logging.DEBUG):
             for client, p in progress.items():
                 known = p.known if p.listing_done or p.known else "?"
                 logger.debug("Progress %s: %d/%s done (%d synced, %d quarantined), %d retrying, %d retries, %d 429s, "
                              "%s", client, p.done, known, g("campaigns_synced", client),
                              g("campaigns_quarantined", client), p.retrying, g("retries", client),
-                             g("responses_429", client), self._eta(p, client), extra={"client": client})
+                             g("responses_429", client), said[client], extra={"client": client})
 
     def spider_closed(self, spider: Any, reason: str) -> None:
         if self.task and self.task.running:
