@@ -117,16 +117,17 @@ class StatsMetrics(Collector):
 
 
 class PrometheusMetrics:
-    def __init__(self, crawler: Crawler, port: int, pushgateway: str, rate: tuple[int, float],
-                 interval: float = PUSH_INTERVAL, max_age: float = 43200.0):
+    def __init__(self, crawler: Crawler, port: int, pushgateway: str):
+        s = crawler.settings
         self.crawler = crawler
         self.port = port
         self.pushgateway = pushgateway
-        self.interval = interval
+        self.interval = scaled(s, PUSH_INTERVAL, 1.0)
         # Values of the run, not of a stat; the configured budget stands where nothing changed it.
-        self.run = {"rate_limit_effective": float(rate[0]), "rate_window_effective": float(rate[1]),
-                    "adcrawler_run_in_progress": 1.0, "adcrawler_sync_max_age_seconds": max_age,
-                    "adcrawler_push_interval_seconds": interval,
+        self.run = {"rate_limit_effective": float(value(s, "ADCRAWLER_RATE_LIMIT")),
+                    "rate_window_effective": float(scaled(s, value(s, "ADCRAWLER_RATE_WINDOW"))),
+                    "adcrawler_sync_max_age_seconds": value(s, "ADCRAWLER_SYNC_MAX_AGE"),
+                    "adcrawler_run_in_progress": 1.0, "adcrawler_push_interval_seconds": self.interval,
                     "adcrawler_run_start_timestamp_seconds": time.time(), "adcrawler_run_end_timestamp_seconds": 0.0}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsMetrics(self.snapshot, self.clients))
@@ -144,9 +145,7 @@ class PrometheusMetrics:
             pushgateway = ""  # a dry run's figures are not a run's
         if not port and not pushgateway:
             raise NotConfigured
-        ext = cls(crawler, port, pushgateway, (value(s, "ADCRAWLER_RATE_LIMIT"),
-                                                scaled(s, value(s, "ADCRAWLER_RATE_WINDOW"))),
-                  scaled(s, PUSH_INTERVAL, 1.0), value(s, "ADCRAWLER_SYNC_MAX_AGE"))
+        ext = cls(crawler, port, pushgateway)
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)  # after the recorder's
         return ext

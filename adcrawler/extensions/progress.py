@@ -11,7 +11,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.utils.asyncio import create_looping_call
 
-from adcrawler.config import scaled, value
+from adcrawler.config import scaled
 from adcrawler.ledger import Progress, RunLedger
 from adcrawler.stats import RunStats
 
@@ -30,18 +30,15 @@ def eta_seconds(remaining: int, settled: int, requests_sent: int, limit: int, wi
 
 
 class ProgressLog:
-    def __init__(self, crawler: Crawler, interval: float, limit: int, window: float):
+    def __init__(self, crawler: Crawler, interval: float):
         self.crawler = crawler
         self.interval = interval
-        self.rate = (limit, window)
         self.stats = RunStats(crawler)
         self.task: Any = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ProgressLog:
-        s = crawler.settings
-        ext = cls(crawler, scaled(s, INTERVAL, 1.0), value(s, "ADCRAWLER_RATE_LIMIT"),
-                  scaled(s, value(s, "ADCRAWLER_RATE_WINDOW")))
+        ext = cls(crawler, scaled(crawler.settings, INTERVAL, 1.0))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
@@ -50,11 +47,11 @@ class ProgressLog:
         self.task = create_looping_call(self.log)
         self.task.start(self.interval, now=False)
 
-    def _eta(self, p: Progress, client: str) -> float:
+    def _eta(self, p: Progress, client: str, rate: tuple[int, float]) -> float:
         """Infinite while the listing has not said how many campaigns there are."""
         if not p.listing_done and not p.known:
             return math.inf
-        return eta_seconds(p.known - p.done, p.done, self.stats.get("requests_sent", client), *self.rate)
+        return eta_seconds(p.known - p.done, p.done, self.stats.get("requests_sent", client), *rate)
 
     def log(self) -> None:
         ledger = RunLedger.of(self.crawler)
@@ -64,7 +61,7 @@ class ProgressLog:
         progress = {c: ledger.run(c).progress() for c in clients}
         finished = sum(1 for p in progress.values() if p.listing_done and p.done >= p.known and not p.retrying)
         listing = sum(1 for p in progress.values() if not p.listing_done)
-        etas = {c: self._eta(p, c) for c, p in progress.items()}
+        etas = {c: self._eta(p, c, ledger.rate) for c, p in progress.items()}
         said = {c: f"ETA {math.ceil(eta)}s" if eta < math.inf else "ETA unknown (listing)" for c, eta in etas.items()}
         # The run ends with its slowest client: each has a budget of its own.
         slowest = max(etas, key=etas.__getitem__)

@@ -40,15 +40,16 @@ def run_log(data_dir: str, run_id: str) -> Path:
 
 
 class RunRecorder:
-    def __init__(self, crawler: Crawler, jobdir: str | None, origin: RunOrigin,
-                 check_interval: float = LOCK_CHECK_INTERVAL, keep_days: float = 0):
+    def __init__(self, crawler: Crawler):
+        s, job = crawler.settings, crawler.settings.get(JOB)
         self.crawler = crawler
-        self.keep_days = keep_days  # history and run records kept this long (0: for ever)
-        self.origin = origin
-        self.check_interval = check_interval
-        self.job = JobState.load(jobdir)
+        self.keep_days = value(s, "ADCRAWLER_KEEP_DAYS")  # history and run records kept this long (0: for ever)
+        self.origin = RunOrigin(job_id=job, node=s.get(NODE) or socket.gethostname(),
+                                egg_version=os.environ.get("SCRAPYD_EGG_VERSION") if job else None, pid=os.getpid())
+        self.check_interval = scaled(s, LOCK_CHECK_INTERVAL, 0.05)
+        self.job = JobState.load(s.get("JOBDIR") or None)
         self.stats = RunStats(crawler)
-        self.policy = RetryPolicy.from_settings(crawler.settings)
+        self.policy = RetryPolicy.from_settings(s)
         self.stats.set("run_id", self.job.run_id)
         logs.set_run_id(self.job.run_id)
         self.store: Store | None = None
@@ -60,11 +61,7 @@ class RunRecorder:
         s = crawler.settings
         if s.getbool(DRY_RUN):
             raise NotConfigured  # a dry run is not a run: nothing recorded, no lock
-        job = s.get(JOB)
-        origin = RunOrigin(job_id=job, node=s.get(NODE) or socket.gethostname(),
-                           egg_version=os.environ.get("SCRAPYD_EGG_VERSION") if job else None, pid=os.getpid())
-        ext = cls(crawler, s.get("JOBDIR") or None, origin, scaled(s, LOCK_CHECK_INTERVAL, 0.05),
-                  value(s, "ADCRAWLER_KEEP_DAYS"))
+        ext = cls(crawler)
         logs.keep_copy(run_log(value(s, "ADCRAWLER_DATA_DIR"), ext.job.run_id))
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
