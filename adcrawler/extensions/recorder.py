@@ -54,7 +54,6 @@ class RunRecorder:
         logs.set_run_id(self.job.run_id)
         self.store: Store | None = None
         self.heartbeat: asyncio.Task | None = None
-        self.last_success: dict[str, float] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RunRecorder:
@@ -86,10 +85,9 @@ class RunRecorder:
         call, run_id = self.database.call, self.job.run_id
         if self.job.resumed:
             logger.info("Resuming run %s from the job directory", run_id)
-        origin = self.origin
-        self.store.lease_as(run_id, f"job {origin.job_id} on {origin.node}" if origin.job_id
-                            else f"pid {origin.pid} on {origin.node}", self.database.lease)
-        scheduled = scheduled_at(origin.job_id or "")
+        holder = f"job {self.origin.job_id}" if self.origin.job_id else f"pid {self.origin.pid}"
+        self.store.lease_as(run_id, f"{holder} on {self.origin.node}", self.database.lease)
+        scheduled = scheduled_at(self.origin.job_id or "")
         for client in list(self.ledger.runs):
             reason = None
             if not await call(self.store.try_lock, client):
@@ -123,8 +121,7 @@ class RunRecorder:
                 logger.warning("Client %s: run %s (started %s) never finished: the process ended first; recorded "
                                "as interrupted", client, stale_id, started, extra={"client": client})
             # In the stats from the start (0: never): every progress push carries it.
-            self.last_success[client] = last.timestamp() if last is not None else 0.0
-            self.stats.set("last_success_timestamp", self.last_success[client], client)
+            self.stats.set("last_success_timestamp", last.timestamp() if last is not None else 0.0, client)
         if not self.ledger.held():
             return  # a process that holds no client leaves the job directory alone
         self._save_job("running")
@@ -147,9 +144,7 @@ class RunRecorder:
         now = time.time()
         for client in self.ledger.owned():
             if self.ledger.run(client).outcome.name is Result.SUCCEEDED:
-                self.last_success[client] = now
-            if client in self.last_success:
-                self.stats.set("last_success_timestamp", self.last_success[client], client)
+                self.stats.set("last_success_timestamp", now, client)
         if self.store is None:
             return
         all_stats = dict(self.crawler.stats.get_stats())
