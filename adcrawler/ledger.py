@@ -111,10 +111,6 @@ class ClientRun:
     recorded: tuple[int, int] | None = None  # (synced, failed) as the run record counts them
 
     @property
-    def client_id(self) -> str:
-        return self.client.client_id
-
-    @property
     def seen(self) -> int:
         return self.listing.seen
 
@@ -462,7 +458,7 @@ class RunLedger:
             self._settle(run)
 
     def _close(self, run: ClientRun) -> None:
-        client = run.client_id
+        client = run.client.client_id
         self.stats.set("campaigns_sync_failed", len(run.failed), client)
         self.stats.set("campaigns_not_attempted", run.not_attempted, client)
         if run.failed:
@@ -475,8 +471,8 @@ class RunLedger:
 
     def _settle(self, run: ClientRun) -> None:
         run.outcome = client_outcome(run, self.finish_reason != "finished", self.dry_run)
-        self.stats.set("outcome", str(run.outcome.name), run.client_id)
-        self.stats.set("outcome_reasons", ", ".join(run.outcome.reasons), run.client_id)
+        self.stats.set("outcome", str(run.outcome.name), run.client.client_id)
+        self.stats.set("outcome_reasons", ", ".join(run.outcome.reasons), run.client.client_id)
 
     def outcomes(self) -> dict[str, Outcome]:
         return {c: run.outcome for c, run in self.runs.items() if run.outcome is not None}
