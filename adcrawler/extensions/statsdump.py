@@ -39,7 +39,6 @@ class StatsDump:
         self.crawler = crawler
         self.directory = directory
         self.keep_days = keep_days
-        self.path: Path | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StatsDump:
@@ -57,11 +56,11 @@ class StatsDump:
         stats = dict(self.crawler.stats.get_stats())
         started = stats.get("start_time") or datetime.now()
         # Named by time first: a directory listing is in the order runs started.
-        self.path = self.directory / f"{started:%Y%m%dT%H%M%S%f}-{stats.get(key('run_id'), 'run')}.json"
+        path = self.directory / f"{started:%Y%m%dT%H%M%S%f}-{stats.get(key('run_id'), 'run')}.json"
         text = json.dumps(stats, default=lambda o: o.isoformat() if isinstance(o, datetime) else str(o), indent=2,
                           sort_keys=True)
-        await run_in_thread(write_private, self.path, text)
-        logger.info("Run stats written to %s", self.path)
+        await run_in_thread(write_private, path, text)
+        logger.info("Run stats written to %s", path)
         removed = await run_in_thread(prune, self.directory, self.keep_days, time.time())
         removed_logs = await run_in_thread(prune, self.directory.parent / "logs", self.keep_days, time.time(), "*.log")
         if removed or removed_logs:
