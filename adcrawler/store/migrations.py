@@ -193,7 +193,7 @@ MIGRATIONS: list[tuple[int, list[str | dict[str, str]]]] = [
             run_id TEXT NOT NULL,
             holder TEXT NOT NULL,
             expires_at {ts} NOT NULL
-        )""".format(ts="TIMESTAMPTZ")},
+        )"""},
     ]),
     (8, [
         # A campaign gone from a complete listing is marked, never deleted: its history stays.
@@ -316,27 +316,8 @@ DOCS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 def statements(dialect: str, version: int) -> list[str]:
-    types = TYPES[dialect]
-    for number, sqls in MIGRATIONS:
-        if number == version:
-            return [sql.get(dialect) if isinstance(sql, dict) else sql.format(**types) for sql in sqls
-                    if not isinstance(sql, dict) or dialect in sql]
-    raise KeyError(version)
-
-
-def comments(dialect: str) -> list[str]:
-    """:data:`DOCS` as the statements that attach it to the tables (PostgreSQL only)."""
-    if dialect != "postgresql":
-        return []
-
-    def quoted(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
-    out = []
-    for table, (doc, columns) in DOCS.items():
-        out.append(f"COMMENT ON TABLE {table} IS {quoted(doc)}")
-        out += [f"COMMENT ON COLUMN {table}.{column} IS {quoted(text)}" for column, text in columns.items()]
-    return out
+    sqls = ({dialect: sql} if isinstance(sql, str) else sql for sql in dict(MIGRATIONS)[version])
+    return [sql[dialect].format(**TYPES[dialect]) for sql in sqls if dialect in sql]
 
 
 class Migrations(Connection):
@@ -348,29 +329,28 @@ class Migrations(Connection):
         if current == target:
             return current
         try:
-            return self._migrate(target)
+            with self._transaction("migrate") as cur:
+                self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+                done = self._execute(cur, "SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+                if done > LATEST:
+                    raise StoreError(f"database schema version {done} is newer than this code ({LATEST})")
+                for version in range(done + 1, target + 1):
+                    for statement in statements(self.dialect, version):
+                        self._execute(cur, statement)
+                    self._execute(cur, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                if target > done and target >= 3:  # applied_at exists from version 3 on
+                    self._execute(cur, "UPDATE schema_version SET applied_at = %s WHERE version > %s",
+                                  (datetime.now(timezone.utc), done))
+                if target > done and target == LATEST and self.dialect == "postgresql":
+                    for table, (doc, columns) in DOCS.items():  # DOCS as PostgreSQL's comments
+                        self._execute(cur, f"COMMENT ON TABLE {table} IS %s", (doc,))
+                        for column, text in columns.items():
+                            self._execute(cur, f"COMMENT ON COLUMN {table}.{column} IS %s", (text,))
+            return max(done, target)
         except self.no_privilege as exc:
             raise SchemaBehind(f"the database schema is at version {current} and this code needs {target}, "
                                f"but this database role may not change the schema ({first_line(exc)}): run "
                                "`scrapy migrate` as the database's owner") from None
-
-    def _migrate(self, target: int) -> int:
-        with self._transaction("migrate") as cur:
-            self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
-            current = self._execute(cur, "SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
-            if current > LATEST:
-                raise StoreError(f"database schema version {current} is newer than this code ({LATEST})")
-            for version in range(current + 1, target + 1):
-                for statement in statements(self.dialect, version):
-                    self._execute(cur, statement)
-                self._execute(cur, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
-            if target > current and target >= 3:  # applied_at exists from version 3 on
-                self._execute(cur, "UPDATE schema_version SET applied_at = %s WHERE version > %s",
-                              (datetime.now(timezone.utc), current))
-            if target > current and target == LATEST:
-                for statement in comments(self.dialect):
-                    self._execute(cur, statement)
-        return max(current, target)
 
     def version(self) -> int:
         """The schema version this database is at (0: none yet)."""
