@@ -40,14 +40,9 @@ class Connection:
     refusal: tuple[type[BaseException], ...] = ()
     # "This role may not do that" (create a table, for one).
     no_privilege: tuple[type[BaseException], ...] = ()
-
-    def __init__(self) -> None:
-        self.conn: Any = None
+    conn: Any = None  # None: not connected (lost), the next call connects
 
     # -- backend hooks ------------------------------------------------------------------
-    def connect(self) -> None:
-        raise NotImplementedError
-
     def cause(self, exc: BaseException) -> str:
         """What kept a batch out: ``lock timeout``, ``statement timeout``, ``permission``, ``disk``
         or ``connection`` (the rest)."""
@@ -55,9 +50,6 @@ class Connection:
 
     def _begin(self, cur: Any, kind: str) -> None:
         """Start a transaction of ``kind``: ``read``, ``write`` or ``migrate`` (one process at a time)."""
-
-    def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:
-        raise NotImplementedError
 
     def _sql(self, sql: str) -> str:
         return sql
@@ -123,6 +115,3 @@ class Connection:
         if conn is not None:
             with suppress(Exception):  # already closed by the server or the network
                 conn.close()
-
-    def close(self) -> None:
-        self.drop()

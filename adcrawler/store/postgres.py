@@ -37,7 +37,6 @@ class PostgresStore(Store):
     no_privilege = (psycopg2.errors.InsufficientPrivilege,)
 
     def __init__(self, url: str, waits: Waits = Waits()):
-        super().__init__()
         self.url = url
         self.waits = waits
         self.lease = Lease()
@@ -124,7 +123,7 @@ class PostgresStore(Store):
                 cur.execute("DELETE FROM client_leases WHERE run_id = %s AND client_id = ANY(%s)",
                             (self.lease.owner[0], list(self.lease.held)))
             self.lease.held.clear()
-        super().close()
+        self.drop()
 
     def _insert_many(self, cur: Any, sql: str, rows: list[tuple], fetch: bool) -> list[tuple]:
         # execute_values sends many rows per statement, parameters escaped by libpq.

@@ -27,7 +27,6 @@ class SqliteStore(Store):
     refusal = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, UnicodeEncodeError)
 
     def __init__(self, path: str, waits: Waits = Waits()):
-        super().__init__()
         self.path = path
         self.waits = waits
         self._locks: dict[str, Any] = {}
@@ -113,11 +112,10 @@ class SqliteStore(Store):
         return lost
 
     def close(self) -> None:
-        super().close()
+        self.drop()
         for fh in self._locks.values():
             fh.close()  # closing the file releases its lock
         self._locks.clear()
-
 
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", "?")
