@@ -114,12 +114,8 @@ class CampaignItem(Campaign):
 
 def columns(model: type[BaseModel] = CampaignItem) -> dict[str, Column]:
     """The stored fields of ``model`` and how each is stored, in declaration order."""
-    found = {}
-    for name, info in model.model_fields.items():
-        column = next((m for m in info.metadata if isinstance(m, Column)), None)
-        if column is not None:
-            found[name] = column
-    return found
+    return {name: column for name, info in model.model_fields.items() for column in info.metadata
+            if isinstance(column, Column)}
 
 
 class RejectedRecord(BaseModel):
