@@ -103,11 +103,9 @@ class Registry:
 
     def find(self, name: str) -> Client:
         """The client a slug or a client id names; ClientConfigError lists the known names."""
-        if name in self.clients:
-            return self.clients[name]
-        for client in self.clients.values():
-            if client.client_id == name:
-                return client
+        found = self.clients.get(name) or next((c for c in self.clients.values() if c.client_id == name), None)
+        if found is not None:
+            return found
         if self.allow_unregistered and SLUG.match(name):
             return Client(name, name)
         known = ", ".join(c.name for c in sorted(self.clients.values(), key=lambda c: c.slug)) or "none"
@@ -128,11 +126,8 @@ class Registry:
             if not self.clients:
                 raise ClientConfigError("-a client=all needs clients in the registry file")
             return list(self.clients.values())
-        found: dict[str, Client] = {}
-        for name in (n.strip() for n in argument.split(",")):
-            client = self.find(name)
-            found[client.client_id] = client
-        return list(found.values())
+        found = (self.find(name.strip()) for name in argument.split(","))
+        return list({client.client_id: client for client in found}.values())
 
     def digest(self) -> str:
         """Names everything that decides what each client is (slug, client id, credential variables,
@@ -148,12 +143,9 @@ class Registry:
         if chosen - set(self.clients):
             unknown = sorted(chosen - set(self.clients))[:3]
             raise ClientConfigError(f"a shard holds registry clients only, not {unknown}")
-        order = sorted(self.clients)
-        bits = bytearray((len(order) + 7) // 8)
-        for i, slug in enumerate(order):
-            if slug in chosen:
-                bits[i // 8] |= 1 << (i % 8)
-        packed = base64.urlsafe_b64encode(zlib.compress(bytes(bits), 9)).decode().rstrip("=")
+        bits = sum(1 << i for i, slug in enumerate(sorted(self.clients)) if slug in chosen)
+        packed = zlib.compress(bits.to_bytes((len(self.clients) + 7) // 8, "little"), 9)
+        packed = base64.urlsafe_b64encode(packed).decode().rstrip("=")
         return f"{SHARD}{self.digest()}:{packed}"
 
     def _unshard(self, argument: str) -> list[Client]:
@@ -166,7 +158,7 @@ class Registry:
             bits = zlib.decompress(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
         except (ValueError, zlib.error):
             raise ClientConfigError("the shard argument is damaged (not what the dispatcher wrote)") from None
-        order = sorted(self.clients)
-        if len(bits) != (len(order) + 7) // 8:
+        if len(bits) != (len(self.clients) + 7) // 8:
             raise ClientConfigError("the shard argument is damaged (its size does not fit the registry)")
-        return [self.clients[slug] for i, slug in enumerate(order) if bits[i // 8] >> (i % 8) & 1]
+        chosen = int.from_bytes(bits, "little")
+        return [self.clients[slug] for i, slug in enumerate(sorted(self.clients)) if chosen >> i & 1]
