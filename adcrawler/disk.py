@@ -9,7 +9,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -63,23 +63,13 @@ def entries(run_id: str, items: list[Any]) -> str:
                                "item": item.model_dump(mode="json")}) + "\n" for item in items)
 
 
-def spool_path(directory: Path, run_id: str, client: str) -> Path:
-    # One file per run and client ("+" is in neither): whatever happens to a line, the
-    # file still says whose it was.
-    return Path(directory) / f"{run_id}+{client}.jsonl"
-
-
-def owner(path: Path) -> tuple[str, str | None]:
-    """(run id, client) a spool file belongs to; client None for a file that does not say."""
-    run_id, _, client = path.name.removesuffix(".jsonl").partition("+")
-    return run_id, client or None
-
-
 def append_spool(directory: Path, run_id: str, batch: list[Any]) -> list[Path]:
     """Append ``batch`` to its clients' spool files of ``run_id``; returns the files written."""
     paths = []
     for client in sorted({item.client_id for item in batch}):
-        path = spool_path(directory, run_id, client)
+        # One file per run and client ("+" is in neither): whatever happens to a line, the
+        # file still says whose it was.
+        path = Path(directory) / f"{run_id}+{client}.jsonl"
         with open_private(path, "a") as fh:
             fh.write(entries(run_id, [item for item in batch if item.client_id == client]))
         paths.append(path)
@@ -113,7 +103,7 @@ def _entry(line: str) -> tuple[str, CampaignItem | RejectedRecord]:
 
 
 def _unreadable(path: Path, number: int, line: str, exc: Exception) -> tuple[str, RejectedRecord]:
-    run_id, client = owner(path)
+    run_id, _, client = path.name.removesuffix(".jsonl").partition("+")  # as append_spool names it
     try:
         partial = json.loads(line)
     except ValueError:
@@ -183,13 +173,13 @@ def claim(jobdir: str) -> None:
     _claimed.append(fd)
 
 
+@dataclass
 class Journal:
     """Items not yet committed, on disk, one JSON line each."""
 
-    def __init__(self, path: Path, run_id: str):
-        self.path = path
-        self.run_id = run_id
-        self._fh: Any = None
+    path: Path
+    run_id: str
+    _fh: Any = field(default=None, init=False, repr=False)
 
     def pending(self) -> list[CampaignItem | RejectedRecord]:
         """What the journal holds; a line a kill cut short is left out: its item was never stored,
