@@ -72,21 +72,17 @@ class SqliteStore(Store):
     def _timestamp(self, value: Any) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
 
-    @property
-    def _locks_dir(self) -> Path:
-        # Beside the file itself, whatever path (symlink, relative) reached it: one file, one set of locks.
-        return Path(f"{os.path.realpath(self.path)}.locks")
-
     def _lock_path(self, client: str) -> Path:
-        return self._locks_dir / (hashlib.sha1(client.encode()).hexdigest()[:16] + ".lock")
+        # Beside the file itself, whatever path (symlink, relative) reached it: one file, one set of locks.
+        return Path(f"{os.path.realpath(self.path)}.locks", hashlib.sha1(client.encode()).hexdigest()[:16] + ".lock")
 
     def try_lock(self, client: str) -> bool:
         # An OS file lock beside the database: released by the kernel if the
         # process dies, so a killed run never leaves a stale lock behind.
         if client in self._locks:
             return True  # this store holds it already
-        private_dir(self._locks_dir)
         path = self._lock_path(client)
+        private_dir(path.parent)
         fh = path.open("a")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
