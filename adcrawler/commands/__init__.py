@@ -10,7 +10,7 @@ import resource
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import suppress
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import urlsplit
 
 from scrapy.settings import BaseSettings
@@ -47,7 +47,7 @@ def prepare(settings: BaseSettings, log: bool = True, names: Iterable[str] = BY_
             print(f"adcrawler: warning: {warning}", file=sys.stderr)
 
 
-def fail(message: str, settings: BaseSettings | None = None) -> None:
+def fail(message: str, settings: BaseSettings | None = None) -> NoReturn:
     """One line (JSON when the logs are), also in a scrapyd job's log file; exit status 2."""
     line = logs.error_line(message, settings)
     print(line, file=sys.stderr, flush=True)
@@ -86,7 +86,6 @@ class OperatorCommand:
             return Registry.load(value(self.settings, "ADCRAWLER_CLIENTS_FILE"))
         except ClientConfigError as exc:
             fail(str(exc), self.settings)
-            raise  # not reached: fail exits
 
     def with_store(self, what: str, work: Callable[[Store], Any]) -> Any:
         """``work(store)`` on the database the settings name; on failure one line (never a

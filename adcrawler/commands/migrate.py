@@ -8,7 +8,7 @@ import argparse
 
 from scrapy.commands import ScrapyCommand
 
-from adcrawler.store import LATEST, Store
+from adcrawler.store import LATEST
 
 from . import OperatorCommand
 
@@ -18,10 +18,7 @@ class Command(OperatorCommand, ScrapyCommand):
         return "Apply the database migrations this database lacks"
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        def migrate(store: Store) -> tuple[str, int, int]:
-            return store.dialect, store.version(), store.migrate()
-
-        done = self.with_store("migrate", migrate)
+        done = self.with_store("migrate", lambda store: (store.dialect, store.version(), store.migrate()))
         if done is None:
             return
         dialect, before, after = done
