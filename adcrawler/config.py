@@ -74,16 +74,14 @@ def _http_url(text: str) -> str:
 
 def _database_url(text: str) -> str:
     text = text.strip()
-    if not text:
-        return text
     if text.startswith("sqlite:///"):
-        if not text[len("sqlite:///"):].strip():
-            raise ValueError
-        return text
-    if not text.startswith(("postgresql://", "postgres://")):
-        raise ValueError
-    parts = _url_parts(text)  # the host may also come from the query (a socket directory)
-    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        ok = bool(text[len("sqlite:///"):].strip())
+    elif text.startswith(("postgresql://", "postgres://")):
+        parts = _url_parts(text)  # the host may also come from the query (a socket directory)
+        ok = bool(parts.path.strip("/")) or "dbname=" in parts.query
+    else:
+        ok = not text
+    if not ok:
         raise ValueError
     return text
 
