@@ -4,6 +4,7 @@ history row, and the quarantine; a batch refused for its content is halved down 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -135,20 +136,19 @@ class CampaignWrites(Connection):
         # The last word wins within a batch.
         latest = {(i.client_id, i.campaign_id): i for i in items if isinstance(i, CampaignItem)}
         rejected = [i for i in items if isinstance(i, RejectedRecord)]
-        results: dict[str, BatchResult] = {}
+        results: dict[str, BatchResult] = defaultdict(BatchResult)
         for r in rejected:
-            results.setdefault(r.client_id, BatchResult()).rejected += 1
+            results[r.client_id].rejected += 1
         with self._transaction() as cur:
             changed = self._upsert(cur, run_id, [campaign_row(i, now) for i in latest.values()]) if latest else {}
             for key in latest:
-                result = results.setdefault(key[0], BatchResult())
                 change = row_change(changed.get(key))
-                setattr(result, change, getattr(result, change) + 1)
+                setattr(results[key[0]], change, getattr(results[key[0]], change) + 1)
             if rejected:
                 self._insert_many(cur, REJECTED, [
                     (run_id, r.client_id, r.campaign_id, r.reason, r.payload, r.payload_sha1, r.seen_at)
                     for r in rejected], fetch=False)
-        return results
+        return dict(results)
 
     def _upsert(self, cur: Any, run_id: str, rows: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
         """Upsert ``rows`` and their history rows; returns the keys inserted (True) or updated (False).
