@@ -161,6 +161,7 @@ def storable_text(text: str) -> str:
 
 KNOWN_STATUSES = frozenset({"active", "paused", "completed", "draft", "archived"})
 
+
 class InvalidRecord(ValueError):
     """The record cannot be stored; ``campaign_id`` is its id when that is usable
     (the campaign can still be synced on the platform)."""

@@ -27,6 +27,7 @@ def changes(run: dict) -> str:
     counts = ((stats.get(key(name, run["client_id"]), 0), text) for name, text in CHANGES)
     return ", ".join(text.format(n) for n, text in counts if n) or "-"
 
+
 class Command(OperatorCommand, ScrapyCommand):
     reads = (*OperatorCommand.reads, "ADCRAWLER_SYNC_MAX_AGE")
 
@@ -82,7 +83,6 @@ class Command(OperatorCommand, ScrapyCommand):
                   f"run {r['run_id'][:12]}: log {path.relative_to(data_dir)} under ADCRAWLER_DATA_DIR on "
                   f"{r['node'] or 'the host that ran it'}")
         print(f"{len(rows)} run(s)" + (f" of {client.name}" if client else ""))
-
 
     def stale(self, registry: Registry, age: float) -> None:
         states = self.with_store("read the runs", lambda store: store.client_states())
