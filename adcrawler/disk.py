@@ -25,13 +25,9 @@ PRIVATE_UMASK = 0o077
 def private_dir(path: str | Path) -> Path:
     """Create ``path`` and any missing parents with mode 0700; return it."""
     path = Path(path)
-    missing = []
-    for parent in (path, *path.parents):
-        if parent.exists():
-            break
-        missing.append(parent)
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists():
+        private_dir(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)
     return path
 
 
