@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partialmethod
 from typing import Any
 
 import requests
@@ -44,18 +45,15 @@ class Node(ScrapydClient):
         super().__init__(url.rstrip("/"), username, password)
         self.timeout = timeout
 
-    def _get(self, basename: str, params: dict | None = None) -> dict:
-        return self._call("GET", basename, params=params or {})
-
-    def _post(self, basename: str, data: object) -> dict:
-        return self._call("POST", basename, data=data)
-
-    def _call(self, method: str, basename: str, **kwargs: object) -> dict:
-        response = requests.request(method, f"{self.url}/{basename}.json", headers=HEADERS, auth=self.auth,
-                                    timeout=self.timeout, **kwargs)
+    def _call(self, method: str, basename: str, params: dict | None = None, data: object = None) -> dict:
+        response = requests.request(method, f"{self.url}/{basename}.json", params=params, data=data, headers=HEADERS,
+                                    auth=self.auth, timeout=self.timeout)
         if response.status_code == 401:
             raise CredentialsRefused("credentials refused (SCRAPYD_USERNAME / SCRAPYD_PASSWORD)")
         return _process_response(response)
+
+    _get = partialmethod(_call, "GET")
+    _post = partialmethod(_call, "POST")
 
 
 def first(slugs: list[str]) -> str:
