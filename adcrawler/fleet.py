@@ -123,11 +123,10 @@ class Fleet:
                 said = (f"{exc}" if isinstance(exc, CredentialsRefused) else
                         f"{exc} (deploy with scrapyd-deploy)" if isinstance(exc, ErrorResponse) else
                         f"not answering ({type(exc).__name__})")
+            else:
+                said = "" if versions else f"project {self.project} has no version (deploy with scrapyd-deploy)"
+            if said:
                 self.err(f"node {url}: {said}; its clients go to their next node")
-                continue
-            if not versions:
-                self.err(f"node {url}: project {self.project} has no version (deploy with scrapyd-deploy); "
-                         "its clients go to their next node")
                 continue
             self.alive.add(url)
             self.versions[url] = versions[-1]  # scrapyd sorts them: the last is the one it runs
