@@ -112,11 +112,10 @@ class RunQueries(Connection):
                 reason = "another run holds the client" + (
                     f": run {holder[0]}" + (f", job {holder[1]} on {holder[2]}" if holder[1] else "") if holder else "")
             # A resumed run keeps the row of its first attempt.
-            if self._execute(cur, "SELECT 1 FROM sync_runs WHERE run_id = %s AND client_id = %s",
-                             (run_id, client)).fetchone() is None:
-                self._insert_many(cur, RUN_STARTED, [(run_id, client, at, "skipped", *origin)], fetch=False)
-                self._execute(cur, "UPDATE sync_runs SET finished_at = %s, outcome_reasons = %s, finish_reason = "
-                                   "'skipped' WHERE run_id = %s AND client_id = %s", (at, reason, run_id, client))
+            self._execute(cur, "INSERT INTO sync_runs (run_id, client_id, started_at, finished_at, outcome, "
+                               f"outcome_reasons, finish_reason, {', '.join(ORIGIN_COLUMNS)}) VALUES (%s, %s, %s, %s, "
+                               "'skipped', %s, 'skipped', %s, %s, %s, %s) ON CONFLICT (run_id, client_id) DO NOTHING",
+                          (run_id, client, at, at, reason, *origin))
         return reason
 
     def running(self) -> list[tuple[str, str | None]]:
