@@ -178,10 +178,9 @@ MODELLED = frozenset(("id", *OPTIONAL))  # the record's fields the campaign decl
 
 def record_key(record: Any, text: str = "") -> str:
     """What makes two records the same campaign: the id as sent, else the content (its text, when given)."""
-    if isinstance(record, dict):
-        cid = record.get("id")
-        if isinstance(cid, (str, int)) and not isinstance(cid, bool):
-            return f"id:{cid}"
+    cid = record.get("id") if isinstance(record, dict) else None
+    if isinstance(cid, (str, int)) and not isinstance(cid, bool):
+        return f"id:{cid}"
     text = text or json.dumps(record, sort_keys=True, default=str, ensure_ascii=True)
     return "sha1:" + hashlib.sha1(text.encode()).hexdigest()
 
