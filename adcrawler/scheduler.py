@@ -10,6 +10,7 @@ import itertools
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,6 @@ from adcrawler.retry import (
     CLIENT,
     GIVEN_UP,
     NOT_BEFORE,
-    OUTAGE_LIMIT,
     PAUSE,
     PROBE,
     RETRY_AFTER_MAX,
@@ -50,23 +50,23 @@ STATUS = "_adcrawler_status"  # the HTTP status of its answer, if one came
 
 class BudgetScheduler:
     def __init__(self, crawler: Crawler, limit: int, window: float, clock: Callable[[], float] = time.monotonic,
-                 timer: Timer = call_later, ceiling: int | None = None, wait_cap: float = 300.0,
-                 wall: Callable[[], float] = time.time, least_window: float = 0.0,
-                 outage_limit: float = OUTAGE_LIMIT, backoff: tuple[float, float] = BACKOFF):
+                 timer: Timer = call_later):
+        s = crawler.settings
         self.crawler = crawler
         self.limit = limit
         self.window = window
-        self.ceiling = ceiling
-        self.wait_cap = wait_cap  # the longest time a platform's signal is believed for
-        self.least_window = least_window
-        self.outage = (outage_limit, backoff)
-        self.outages: dict[str, Outage] = {}  # by client
-        self.wall = wall  # Unix time, for resets given as epochs
+        self.ceiling = CEILING * limit
+        self.wait_cap = scaled(s, RETRY_AFTER_MAX)  # the longest time a platform's signal is believed for
+        self.least_window = scaled(s, LEAST_WINDOW)
+        outage = (scaled(s, value(s, "ADCRAWLER_OUTAGE_LIMIT")), (scaled(s, BACKOFF[0]), scaled(s, BACKOFF[1])))
+        self.outages: defaultdict[str, Outage] = defaultdict(lambda: Outage(*outage))  # by client
+        self.wall = time.time  # Unix time, for resets given as epochs
         self.clock = clock
         self.timer = timer  # with the clock, injected by tests: waits never depend on real time
         self.stats = RunStats(crawler)
         self.ledger = RunLedger.of(crawler)
-        self.budgets: dict[str, RollingWindowBudget] = {}  # by budget key
+        self.budgets: defaultdict[str, RollingWindowBudget] = defaultdict(  # by budget key
+            lambda: RollingWindowBudget(self.limit, self.window, self.clock, ceiling=self.ceiling))
         self.shares: dict[str, str] = {}  # client -> the key of the budget it draws from
         self._members: dict[str, list[str]] = {}  # budget key -> the clients drawing from it
         self._moved: set[str] = set()  # clients that moved to a platform's partition
@@ -79,16 +79,12 @@ class BudgetScheduler:
         self._queued = 0
         self._seq = itertools.count()
         self._timer: CallLaterResult | None = None
-        self._timer_at = math.inf
+        self._timer_at = math.inf  # when _timer fires; inf while there is none
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "BudgetScheduler":
         s = crawler.settings
-        limit = value(s, "ADCRAWLER_RATE_LIMIT")
-        scheduler = cls(crawler, limit, scaled(s, value(s, "ADCRAWLER_RATE_WINDOW")), ceiling=CEILING * limit,
-                        wait_cap=scaled(s, RETRY_AFTER_MAX), least_window=scaled(s, LEAST_WINDOW),
-                        outage_limit=scaled(s, value(s, "ADCRAWLER_OUTAGE_LIMIT")),
-                        backoff=(scaled(s, BACKOFF[0]), scaled(s, BACKOFF[1])))
+        scheduler = cls(crawler, value(s, "ADCRAWLER_RATE_LIMIT"), scaled(s, value(s, "ADCRAWLER_RATE_WINDOW")))
         crawler.signals.connect(scheduler.response_downloaded, signal=signals.response_downloaded)
         crawler.signals.connect(scheduler.request_left_downloader, signal=signals.request_left_downloader)
         crawler.signals.connect(scheduler.headers_received, signal=signals.headers_received)
@@ -100,12 +96,11 @@ class BudgetScheduler:
             call.cancel()
         if self._timer is not None:
             self._timer.cancel()
-        if self._queued or self._sleeping:
-            logger.info("Scheduler closed with %d requests never sent (%s)", self._queued + len(self._sleeping),
-                        reason)
+        if len(self):
+            logger.info("Scheduler closed with %d requests never sent (%s)", len(self), reason)
 
     def has_pending_requests(self) -> bool:
-        return bool(self._queued or self._sleeping)
+        return len(self) > 0
 
     def __len__(self) -> int:
         return self._queued + len(self._sleeping)
@@ -117,7 +112,7 @@ class BudgetScheduler:
             self._rate_limited(client, pause)
         delay = request.meta.pop(NOT_BEFORE, None)
         if delay and delay > 0:
-            self._sleep(request, delay)
+            self._sleeping[id(request)] = (request, self.timer(delay, self._wake_with, id(request)))
             return True
         if SEQ not in request.meta:
             request.meta[SEQ] = next(self._seq)
@@ -135,8 +130,8 @@ class BudgetScheduler:
             queue = self._queues.get(client)
             if not queue:
                 continue
-            outage = self.outages.get(client)
-            if outage is not None and outage.over(now):
+            outage = self.outages[client]
+            if outage.over(now):
                 lasted = now - (outage.since or now)
                 self.ledger.unavailable(client, self.wall() - lasted, lasted)
             given_up = self.ledger.runs[client].unavailable if client in self.ledger.runs else None
@@ -153,10 +148,9 @@ class BudgetScheduler:
                 self._queued -= len(queue)
                 queue.clear()
                 continue
-            wait = outage.wait(now) if outage is not None else 0.0
+            wait = outage.wait(now)
             if wait > 0:  # one probe at a time, one per backoff: its answer wakes the client
-                if wait < math.inf:
-                    self._mark_ready(client, now + wait)
+                self._mark_ready(client, now + wait)
                 continue
             wait = self.budget(client).wait_time() if client else 0.0
             if wait == math.inf and not self.budget(client).in_flight:
@@ -165,9 +159,8 @@ class BudgetScheduler:
                 wait = self.budget(client).window
             if client:
                 self._report(client, "quiet windows")  # a lowered limit probed back up
-            if wait > 0:
-                if wait < math.inf:  # else a finishing request wakes it (request_left_downloader)
-                    self._mark_ready(client, now + wait)
+            if wait > 0:  # at inf, a finishing request wakes it (request_left_downloader)
+                self._mark_ready(client, now + wait)
                 continue
             _, _, request = heapq.heappop(queue)
             self._queued -= 1
@@ -178,7 +171,7 @@ class BudgetScheduler:
                 self.budget(client).acquire(client)
                 self._last_sent[client] = next(self._seq)
                 request.meta[HELD] = now
-                if outage is not None and outage.sent():
+                if outage.sent():
                     request.meta[PROBE] = True
                     logger.debug("Client %s: probing with %s", client, request.url, extra={"client": client})
                 self.ledger.sent(client)
@@ -195,12 +188,7 @@ class BudgetScheduler:
             group = run.client.budget if run is not None else None
             self.shares[client] = f"group:{group}" if group else f"client:{client}"
             self._members.setdefault(self.shares[client], []).append(client)
-        return self._budget(self.shares[client])
-
-    def _budget(self, key: str) -> RollingWindowBudget:
-        if key not in self.budgets:
-            self.budgets[key] = RollingWindowBudget(self.limit, self.window, self.clock, ceiling=self.ceiling)
-        return self.budgets[key]
+        return self.budgets[self.shares[client]]
 
     def sharing(self, client: str) -> list[str]:
         """The clients drawing from ``client``'s budget, itself included."""
@@ -224,9 +212,8 @@ class BudgetScheduler:
         self._wake(client)
 
     def _share(self, client: str, key: str) -> None:
-        """``client`` draws from the budget ``key`` from now on. Only its own places (its
-        requests in flight, its sends and finishes in the window) move with it: the budget it
-        leaves keeps the other clients' places and its own state."""
+        """``client`` draws from the budget ``key`` from now on, taking only its own places (in flight,
+        sent and finished in the window): the budget it leaves keeps the others' and its state."""
         if self.budget(client) is self.budgets.get(key):
             return
         places = self.budget(client).take(client)
@@ -237,7 +224,7 @@ class BudgetScheduler:
             self.budgets.pop(old, None)
         self.shares[client] = key
         self._members.setdefault(key, []).append(client)
-        self._budget(key).give(places)
+        self.budgets[key].give(places)
         if self._members.get(old):  # the clients left behind may have room now
             self._wake(self._members[old][0])
         # The partition key is the platform's and may name an account: logged as a digest; a
@@ -289,7 +276,7 @@ class BudgetScheduler:
     def _observe(self, client: str, url: str, status: int | None, probe: bool) -> None:
         """An API call's end, for the client's outage: an answer (a 429 included: the platform is
         there), or a transient failure (no answer, or a status worth a retry)."""
-        outage = self.outages.setdefault(client, Outage(*self.outage))
+        outage = self.outages[client]
         if status is not None and status not in RETRY_CODES:
             if outage.answered():
                 logger.info("Client %s: the platform answers again", client, extra={"client": client})
@@ -320,25 +307,17 @@ class BudgetScheduler:
         heapq.heappush(self._ready, (when, next(self._seq), client))
         self._in_ready.add(client)
 
-    def _sleep(self, request: Request, delay: float) -> None:
-        key = id(request)
-        self._sleeping[key] = (request, self.timer(delay, self._wake_with, key))
-
     def _wake_with(self, key: int) -> None:
-        request, _ = self._sleeping.pop(key)
-        self._hand_back(request)
+        self._hand_back(self._sleeping.pop(key)[0])
 
     def _arm(self) -> None:
         """Make sure the engine asks again when the earliest waiting client is due."""
-        if not self._ready:
-            return
-        when = self._ready[0][0]
-        if self._timer is not None and self._timer_at <= when:
+        if not self._ready or self._timer_at <= self._ready[0][0]:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = when
-        self._timer = self.timer(max(0.0, when - self.clock()), self._due)
+        self._timer_at = self._ready[0][0]
+        self._timer = self.timer(max(0.0, self._timer_at - self.clock()), self._due)
 
     def _due(self) -> None:
         self._timer, self._timer_at = None, math.inf
