@@ -11,10 +11,11 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
+from statistics import median_high
 from typing import Any
 
 import http_sfv
@@ -54,7 +55,7 @@ class Signals:
     reset: float | None = None  # seconds from now until (part of) the quota returns
     partition: str | None = None  # the budget this answer speaks of, when the platform names it
     retry_after: float | None = None
-    malformed: tuple[str, ...] = field(default=())
+    malformed: tuple[str, ...] = ()
 
     @property
     def said(self) -> bool:
@@ -254,7 +255,7 @@ class RollingWindowBudget:
             for limit, window in self.policies:
                 held = [t for t, _ in self._sent if t + window + self.margin > now]
                 if len(held) >= limit:  # the oldest places free first
-                    wait = max(wait, held[len(held) - limit] + window + self.margin - now)
+                    wait = max(wait, held[-limit] + window + self.margin - now)
             return wait
         if self.in_flight + len(self._finished) < self.limit:
             return wait
@@ -286,8 +287,7 @@ class RollingWindowBudget:
         and a limit that drops mid-run costs one request at most, not a burst."""
         if not self._latencies:
             return 0.0
-        typical = sorted(self._latencies)[len(self._latencies) // 2]
-        return min(1.25 * typical, min(w / n for n, w in self.policies))
+        return min(1.25 * median_high(self._latencies), min(w / n for n, w in self.policies))
 
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds``."""
@@ -313,8 +313,7 @@ class RollingWindowBudget:
     def observe(self, signals: Signals) -> bool:
         """Follow an answer's rate-limit signals; True when the limit in force changed."""
         before = (self.limit, self.window)
-        if signals.said:
-            self.told = True
+        self.told = self.told or signals.said
         policies = []
         for limit, window in signals.policies:
             window = window or self.configured[1]
