@@ -61,8 +61,7 @@ PROBE = "_adcrawler_probe"  # sent while the client's platform was failing every
 GIVEN_UP = "_adcrawler_given_up"  # why the client was given up: the request goes to its errback, unsent
 
 def json_body(body: bytes) -> Any:
-    """The JSON value of a sync, token or 429 answer, or :data:`NOT_JSON` (list pages are read
-    record by record: :func:`adcrawler.listing.read_page`)."""
+    """The JSON value of a sync, token or 429 answer, or :data:`NOT_JSON` (list pages: ``read_page``)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -191,10 +190,6 @@ class RetryPolicy:
         """A request given up on: is another pass over it, later in the run, worth it?"""
         return decision is not None and self.kind(what, decision) is not None
 
-    @staticmethod
-    def count(stats: RunStats, what: str, decision: Decision, client: str | None) -> None:
-        stats.inc(_STAT.get(what, "retries"), client, reason=decision.reason)
-
 
 OUTAGE_AFTER = 5  # different requests failing in a row, with no answer between them, that make an outage
 OUTAGE_LIMIT = 600.0  # ADCRAWLER_OUTAGE_LIMIT's default, real seconds (scaled)
@@ -260,14 +255,13 @@ def retry_request(request: Request, decision: Decision, policy: RetryPolicy, sta
     free = outage and kind == "transient"
     attempt = attempts.get(kind, 0) + (not free)
     limit = request.meta.get("max_retry_times") if kind == "transient" else None
-    wait = 0.0 if free else policy.delay(what, decision, attempt, limit) if kind else None
+    wait = 0.0 if free else policy.delay(what, decision, attempt, limit)
     tried = request.meta.get("retry_times", 0)
     if wait is None:
         request.meta[VERDICT] = decision
-        if kind:  # Scrapy's "Gave up retrying" line (a warning when a later pass may try again)
+        if kind:  # Scrapy's "Gave up retrying" line (a warning when a later pass may try again: a sync)
             get_retry_request(request, spider=spider, reason=decision.reason, max_retry_times=tried,
-                              give_up_log_level=logging.WARNING if policy.worth_another_pass(what, decision)
-                              and what == "sync" else logging.ERROR)
+                              give_up_log_level=logging.WARNING if what == "sync" else logging.ERROR)
         return None
     # Allowed one more whatever RETRY_TIMES says: the policy has decided.
     again = get_retry_request(request, spider=spider, reason=decision.reason, max_retry_times=tried + 1)
@@ -277,15 +271,8 @@ def retry_request(request: Request, decision: Decision, policy: RetryPolicy, sta
     again.meta[PAUSE if kind == "rate_limited" else NOT_BEFORE] = wait
     again.meta.pop(SIGNALS, None)
     again.meta.pop(PROBE, None)
-    policy.count(stats, what, decision, client)
+    stats.inc(_STAT.get(what, "retries"), client, reason=decision.reason)
     return again
-
-
-async def pause(seconds: float, stopping: Callable[[], bool] = lambda: False) -> None:
-    """Wait ``seconds``, but no longer once the crawl is being stopped."""
-    end = time.monotonic() + seconds
-    while not stopping() and (left := end - time.monotonic()) > 0:
-        await sleep(min(left, 0.25))
 
 
 async def keep_trying(what: str, attempt: Callable[[], Awaitable[tuple[Decision, T]]], policy: RetryPolicy,
@@ -305,13 +292,14 @@ async def keep_trying(what: str, attempt: Callable[[], Awaitable[tuple[Decision,
         delay = None if stopping() else policy.delay(what, decision, n, n if patient else None)
         if delay is None:
             raise GaveUp(decision, n, time.monotonic() - first_failure)
-        policy.count(stats, what, decision, client)
+        stats.inc(_STAT.get(what, "retries"), client, reason=decision.reason)
         logger.warning("%s%s failed (%s%s); retry %d in %.2fs", f"Client {client}: " if client else "",
                        {"auth": "Token request", "database": "Database write"}.get(what, what), decision.reason,
                        f": {decision.detail}" if decision.detail else "", n, delay,
                        extra={"client": client} if client else None)
-        await pause(delay, stopping)
-    raise AssertionError("unreachable")
+        end = time.monotonic() + delay  # the wait ends early once the crawl is being stopped
+        while not stopping() and (left := end - time.monotonic()) > 0:
+            await sleep(min(left, 0.25))
 
 
 class RetryMiddleware:
@@ -319,14 +307,14 @@ class RetryMiddleware:
     429 (sent again with a new token after a 401); gives up to the callback or errback with the
     verdict. A probe of an outage (:class:`Outage`) is retried at no cost to its tries."""
 
-    def __init__(self, crawler: Crawler, policy: RetryPolicy):
+    def __init__(self, crawler: Crawler):
         self.crawler = crawler
-        self.policy = policy
+        self.policy = RetryPolicy.from_settings(crawler.settings)
         self.stats = RunStats(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RetryMiddleware:
-        return cls(crawler, RetryPolicy.from_settings(crawler.settings))
+        return cls(crawler)
 
     def process_request(self, request: Request) -> None:
         if GIVEN_UP in request.meta:  # before the token middleware: no token is asked for it
