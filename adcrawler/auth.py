@@ -9,7 +9,6 @@ import base64
 import itertools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -28,7 +27,6 @@ from adcrawler.retry import (
     CLIENT,
     ENDPOINT,
     NOT_JSON,
-    OUTAGE_LIMIT,
     SIGNALS,
     TOKEN_FOR,
     Decision,
@@ -102,16 +100,16 @@ class _ClientAuth:
 
 
 class BearerTokenMiddleware:
-    def __init__(self, crawler: Crawler, api_url: str, margin: float, timeout: float, policy: RetryPolicy,
-                 clock: Callable[[], float] = time.monotonic, outage_limit: float = OUTAGE_LIMIT):
+    def __init__(self, crawler: Crawler):
+        s = crawler.settings
+        api_url = value(s, "AD_PLATFORM_API_URL")
         self.crawler = crawler
-        self.outage_limit = outage_limit  # a token endpoint that fails is tried again for this long
+        self.outage_limit = scaled(s, value(s, "ADCRAWLER_OUTAGE_LIMIT"))  # how long a failing token endpoint is tried
         self.token_url = f"{api_url}/auth/token"
         self.origin = origin(api_url)
-        self.margin = margin
-        self.timeout = timeout
-        self.policy = policy
-        self.clock = clock
+        self.margin = scaled(s, REFRESH_MARGIN)
+        self.timeout = timeout(s, "auth")
+        self.policy = RetryPolicy.from_settings(s)
         self.stats = RunStats(crawler)
         self.ledger = RunLedger.of(crawler)
         self.clients: dict[str, _ClientAuth] = {}
@@ -121,9 +119,7 @@ class BearerTokenMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> BearerTokenMiddleware:
-        s = crawler.settings
-        return cls(crawler, value(s, "AD_PLATFORM_API_URL"), scaled(s, REFRESH_MARGIN), timeout(s, "auth"),
-                   RetryPolicy.from_settings(s), outage_limit=scaled(s, value(s, "ADCRAWLER_OUTAGE_LIMIT")))
+        return cls(crawler)
 
     # -- credentials on the wire ------------------------------------------------------
     async def process_request(self, request: Request) -> None:
@@ -170,7 +166,7 @@ class BearerTokenMiddleware:
         auth = self.clients.setdefault(client, _ClientAuth())
         if auth.failure:
             raise AuthenticationFailed(auth.failure)
-        if auth.token and not auth.token.needs_refresh(self.clock(), self.margin):
+        if auth.token and not auth.token.needs_refresh(time.monotonic(), self.margin):
             return auth.token
         if auth.refreshing is None:
             auth.refreshing = asyncio.ensure_future(self._refresh(client, auth))
@@ -232,7 +228,7 @@ class BearerTokenMiddleware:
                 return decision, None
             payload = json_body(response.body)
             try:
-                token = Token.from_payload(None if payload is NOT_JSON else payload, self.clock())
+                token = Token.from_payload(None if payload is NOT_JSON else payload, time.monotonic())
             except ValueError as exc:
                 logger.warning("Client %s: unusable token answer: %s", client, exc, extra={"client": client})
                 return Decision(Verdict.RETRY, "unusable_token"), None
