@@ -42,10 +42,6 @@ logger = logging.getLogger(__name__)
 LIST_PRIORITY = 10  # discover all work before spending budget on syncs
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _reason(failure: Failure) -> str:
     exc = failure.value
     if isinstance(exc, HttpError):
@@ -134,10 +130,11 @@ class CampaignsSpider(scrapy.Spider):
                              cb_kwargs={"client": client, "campaign_id": campaign_id, "campaign": campaign,
                                         "fetched_at": fetched_at})
 
-    def _again(self, response: Response, reason: str) -> scrapy.Request | None:
-        """A 200 whose body is not what it should be: retried like a 503 (Scrapy's pattern of
-        ``get_retry_request`` from the callback), or None when the policy gives up."""
-        return retry_request(response.request, Decision(Verdict.RETRY, reason), self.policy, self.stats, self)
+    def _again(self, response: Response, body: Any, reason: str) -> scrapy.Request | None:
+        """A 200 whose body is not JSON, or not what it should be (``reason``): retried like a 503
+        (Scrapy's pattern of ``get_retry_request`` from the callback), or None when the policy gives up."""
+        decision = Decision(Verdict.RETRY, "invalid_json" if body is NOT_JSON else reason)
+        return retry_request(response.request, decision, self.policy, self.stats, self)
 
     # -- listing ------------------------------------------------------------------------
     def parse_list(self, response: Response, client: str, page: int) -> Iterator[Any]:
@@ -145,8 +142,7 @@ class CampaignsSpider(scrapy.Spider):
         pagination = body.fields.get("pagination") if isinstance(body, Page) else None
         if not isinstance(body, Page) or body.entries is None or not isinstance(pagination or {}, dict):
             what = "not JSON" if body is NOT_JSON else "not a campaign list"
-            again = self._again(response, "invalid_json" if body is NOT_JSON else "not_a_list")
-            if again is not None:
+            if (again := self._again(response, body, "not_a_list")) is not None:
                 yield again
                 return
             self.ledger.list_failed(client, page, f"the answer is {what}")
@@ -154,7 +150,7 @@ class CampaignsSpider(scrapy.Spider):
             return
         pagination = pagination or {}
         self.ledger.page_read(client, pagination.get("total"))
-        fetched_at, new, beyond = _now(), 0, self.ledger.run(client).listing.beyond
+        fetched_at, new, beyond = datetime.now(timezone.utc), 0, self.ledger.run(client).listing.beyond
         for entry in body.entries:
             record = entry.value if entry.error is None else {"id": entry.id}
             seen = self.ledger.listed(client, record_key(record, entry.text),
@@ -219,8 +215,7 @@ class CampaignsSpider(scrapy.Spider):
                    fetched_at: datetime) -> Iterator[Any]:
         body = json_body(response.body)
         if not (isinstance(body, dict) and body.get("success") is True and body.get("campaign_id") == campaign_id):
-            again = self._again(response, "invalid_json" if body is NOT_JSON else "sync_not_a_success")
-            if again is not None:
+            if (again := self._again(response, body, "sync_not_a_success")) is not None:
                 yield again
                 return
             # Out of retries for a transient fault: worth another pass, as a 503 is.
@@ -229,7 +224,7 @@ class CampaignsSpider(scrapy.Spider):
         try:
             synced_at = datetime.fromisoformat(str(body.get("synced_at")).replace("Z", "+00:00"))
         except ValueError:
-            synced_at = _now()
+            synced_at = datetime.now(timezone.utc)
         latest = self.ledger.synced(client, campaign_id, campaign)
         if latest is not None:
             yield CampaignItem.of(client, latest, fetched_at, sync_status="synced", synced_at=synced_at)
