@@ -31,18 +31,21 @@ FLUSH_INTERVAL = 5.0  # the longest a row waits in memory, real seconds (scaled)
 
 
 class StorePipeline:
-    def __init__(self, stats: RunStats, ledger: RunLedger, database: Database, flush_interval: float,
-                 policy: RetryPolicy, spool_dir: Path, stopping: Callable[[], bool] = lambda: False,
-                 removal_guard: float = 0.5, confirm_removals: bool = False, resume_runs: tuple[str, ...] = ()):
-        self.stats = stats
-        self.ledger = ledger
-        self.database = database
-        self.flush_interval = flush_interval
-        self.policy = policy
-        self.spool_dir = spool_dir
-        self.stopping = stopping  # True once the crawl is being stopped (SIGTERM): no more retries
-        self.removal_guard, self.confirm_removals = removal_guard, confirm_removals
-        self.resume_runs = resume_runs  # earlier runs whose synced campaigns this one does not sync again
+    def __init__(self, crawler: Crawler):
+        s = crawler.settings
+        if s.getbool(DRY_RUN):
+            raise NotConfigured  # a dry run writes nothing (the spider says so at start)
+        self.stats = RunStats(crawler)
+        self.ledger = RunLedger.of(crawler)
+        self.database = Database.of(crawler)
+        self.flush_interval = scaled(s, FLUSH_INTERVAL)
+        self.policy = RetryPolicy.from_settings(s)
+        self.spool_dir = Path(value(s, "ADCRAWLER_DATA_DIR"), "spool")
+        self.stopping = lambda: not crawler.engine.running  # True once the crawl is stopping (SIGTERM): no more retries
+        self.removal_guard = value(s, "ADCRAWLER_REMOVAL_GUARD")
+        self.confirm_removals = s.getbool(CONFIRM_REMOVALS)
+        # Earlier runs whose synced campaigns this one does not sync again.
+        self.resume_runs = tuple(r for r in (s.get(RESUME_RUNS) or "").split(",") if r)
         self.run_id = ""
         self.journal: Journal | None = None
         self.store: Store | None = None
@@ -51,18 +54,11 @@ class StorePipeline:
         self._timer: CallLaterResult | None = None
         self._timed_flush: asyncio.Future | None = None
         self.unsaved: list[Item] = []  # neither written nor spooled: tried again at close
+        crawler.signals.connect(self.start_run, signal=CLIENTS_HELD)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StorePipeline:
-        s = crawler.settings
-        if s.getbool(DRY_RUN):
-            raise NotConfigured  # a dry run writes nothing (the spider says so at start)
-        pipeline = cls(RunStats(crawler), RunLedger.of(crawler), Database.of(crawler), scaled(s, FLUSH_INTERVAL),
-                       RetryPolicy.from_settings(s), Path(value(s, "ADCRAWLER_DATA_DIR"), "spool"),
-                       lambda: not crawler.engine.running, value(s, "ADCRAWLER_REMOVAL_GUARD"),
-                       s.getbool(CONFIRM_REMOVALS), tuple(r for r in (s.get(RESUME_RUNS) or "").split(",") if r))
-        crawler.signals.connect(pipeline.start_run, signal=CLIENTS_HELD)
-        return pipeline
+        return cls(crawler)
 
     async def open_spider(self) -> None:
         try:
