@@ -272,8 +272,7 @@ class RollingWindowBudget:
         self._sent.append((self.clock(), client))
 
     def release(self, latency: float | None = None, client: str = "") -> None:
-        """Record that a request of ``client`` admitted by ``acquire`` has finished (any outcome),
-        after ``latency`` seconds."""
+        """A request of ``client`` admitted by ``acquire`` finished (any outcome) after ``latency`` seconds."""
         if self.flying.get(client):
             self.flying[client] -= 1
         self._finished.append((self.clock(), client))
@@ -294,8 +293,7 @@ class RollingWindowBudget:
         self._paused_until = max(self._paused_until, self.clock() + seconds)
 
     def take(self, client: str) -> "Places":
-        """Remove and return ``client``'s own places: it draws from another budget from now on.
-        The other clients' places stay."""
+        """Remove and return ``client``'s own places (it moves to another budget); the others' stay."""
         places = Places(client, self.flying.pop(client, 0), [t for t, c in self._sent if c == client],
                         [t for t, c in self._finished if c == client])
         self._sent = deque(e for e in self._sent if e[1] != client)

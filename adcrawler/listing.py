@@ -126,9 +126,7 @@ def _entries(text: str, i: int) -> tuple[list[Entry], int]:
 
 def scan(text: str, i: int) -> tuple[int, Any]:
     """Skip the JSON value at ``i`` without a stack: (where it ends, its top-level ``id`` if a scalar).
-
-    Checks the brackets balance and the strings close; what is between is not
-    checked further (the value is only kept as text)."""
+    Only the brackets' balance and the strings' ends are checked: the value is kept as text."""
     depth, key, expect_key, found = 0, None, False, None
     while True:
         m = _TOKEN.match(text, i)

@@ -240,7 +240,7 @@ class Outage:
         return self.on
 
     def over(self, now: float) -> bool:
-        return self.on and self.since is not None and now - self.since >= self.limit
+        return self.on and now - self.since >= self.limit  # on: since is set
 
 
 def retry_request(request: Request, decision: Decision, policy: RetryPolicy, stats: RunStats,
