@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -127,8 +128,7 @@ class StorePipeline:
         if self.unsaved:  # one last try, database first, then the spool
             unsaved, self.unsaved = self.unsaved, []
             await self._write(unsaved)
-            for client in sorted({item.client_id for item in self.unsaved}):
-                count = sum(1 for item in self.unsaved if item.client_id == client)
+            for client, count in sorted(Counter(item.client_id for item in self.unsaved).items()):
                 self.ledger.fault(client, f"{count} records could be neither written nor spooled")
         self._journal(Journal.close)
         await self._after_listings()
