@@ -68,11 +68,6 @@ class CampaignsSpider(scrapy.Spider):
         "_version": "the project version scrapyd runs (scrapyd sets it)",
     }
 
-    def __init__(self, client: str = "", dry_run: str = "", confirm_removals: str = "", resume: str = "",
-                 *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.client_argument = client  # the others: read as settings (the crawl command sets them)
-
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> CampaignsSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
@@ -83,7 +78,8 @@ class CampaignsSpider(scrapy.Spider):
         spider.dry_run = s.getbool(DRY_RUN)
         spider.run_id = ""  # a dry run holds no client and sends no sync
         spider.policy = RetryPolicy.from_settings(s)
-        spider.clients = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None).select(spider.client_argument)
+        # Of the arguments, only client is read here: the others are read as settings (the crawl command sets them).
+        spider.clients = Registry.load(value(s, "ADCRAWLER_CLIENTS_FILE") or None).select(kwargs.get("client", ""))
         spider.stats = RunStats(crawler)
         # Connected before any extension's handler (the spider exists first): the ledger knows
         # the clients before the recorder locks them.
