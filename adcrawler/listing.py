@@ -133,10 +133,10 @@ def scan(text: str, i: int) -> tuple[int, Any]:
         if m is None:
             raise SyntaxError(f"unreadable JSON at {i}")
         token, i = m.group(1), m.end()
-        if token in "{[" and len(token) == 1:
+        if token in ("{", "["):
             depth += 1
             expect_key = token == "{" and depth == 1
-        elif token in "}]" and len(token) == 1:
+        elif token in ("}", "]"):
             depth -= 1
             if depth < 0:
                 raise SyntaxError("unbalanced brackets")
