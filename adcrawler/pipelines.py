@@ -78,8 +78,7 @@ class StorePipeline:
         once it holds the clients)."""
         self.run_id, self.journal = job.run_id, job.journal()
         if self.journal is not None:
-            pending = self.journal.pending()
-            if pending:
+            if pending := self.journal.pending():
                 logger.info("Resuming run %s: storing %d journaled records first", self.run_id, len(pending))
                 await self._write(pending, count=False)  # counted by the attempt that fetched them
             self._journal(Journal.rewrite, [])
