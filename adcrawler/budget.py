@@ -289,7 +289,6 @@ class RollingWindowBudget:
         return min(1.25 * median_high(self._latencies), min(w / n for n, w in self.policies))
 
     def pause(self, seconds: float) -> None:
-        """Send nothing for ``seconds``."""
         self._paused_until = max(self._paused_until, self.clock() + seconds)
 
     def take(self, client: str) -> "Places":
