@@ -3,11 +3,13 @@ address each (127.0.0.2, .3, ...), the project's egg deployed, stopped by PID at
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,12 @@ BIN = Path(sys.executable).parent
 
 
 def build_egg(out: Path) -> Path:
-    subprocess.run([str(BIN / "scrapyd-deploy"), "--build-egg", str(out)], cwd=ROOT, check=True,
-                   capture_output=True, timeout=120)
+    # scrapyd-deploy builds in the project directory (build/, *.egg-info): two test workers building
+    # at once break each other's build, so they take turns.
+    with open(Path(tempfile.gettempdir()) / "adcrawler-build-egg.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([str(BIN / "scrapyd-deploy"), "--build-egg", str(out)], cwd=ROOT, check=True,
+                       capture_output=True, timeout=120)
     return out
 
 
