@@ -20,6 +20,7 @@ from scrapyd_client.pyclient import HEADERS, ScrapydClient, _process_response
 
 from adcrawler.config import value
 from adcrawler.ledger import Result
+from adcrawler.logs import shown
 from adcrawler.registry import STAMP, Client, ClientConfigError, Registry, scheduled_at
 from adcrawler.store import Store, first_line, open_store
 
@@ -54,11 +55,6 @@ class Node(ScrapydClient):
 
     _get = partialmethod(_call, "GET")
     _post = partialmethod(_call, "POST")
-
-
-def first(slugs: list[str]) -> str:
-    """The first 20, and `` ...`` when there are more."""
-    return ", ".join(slugs[:20]) + (" ..." if len(slugs) > 20 else "")
 
 
 def rank(key: str, nodes: list[str]) -> list[str]:
@@ -195,7 +191,7 @@ class Dispatch:
         plan = assign(clients, list(fleet.nodes), fleet.alive - self.avoid)
         homeless = [c.slug for c in clients if c.slug not in plan]
         if homeless:
-            fleet.err(f"{len(homeless)} clients have no node that answers: {', '.join(homeless[:20])}")
+            fleet.err(f"{len(homeless)} clients have no node that answers: {shown(homeless)}")
             self.status = 1
         for node in fleet.nodes:
             mine = [c for c in clients if plan.get(c.slug) == node]
@@ -279,13 +275,13 @@ def dispatch(fleet: Fleet, clients: list[Client], shard_size: int, store: Store 
             freed += [fleet.registry.clients[slug] for slug in job.slugs if fleet.busy.pop(slug, None)]
     held = sorted(wanted & set(fleet.busy))
     if held:
-        fleet.out(f"{len(held)} clients already pending or running, not scheduled again: {first(held)}")
+        fleet.out(f"{len(held)} clients already pending or running, not scheduled again: {shown(held)}")
         run.placed.update((slug, fleet.busy[slug]) for slug in held)
     todo = [c.slug for c in clients if c.slug not in fleet.busy and c not in freed] + [c.slug for c in freed]
     ready, waiting = run.free(todo, store)
     if waiting:  # (a dry run has no store: none waits)
         fleet.out(f"{len(waiting)} clients wait for the lease of a run that ended without releasing it: "
-                  + first(waiting))
+                  + shown(waiting))
         while waiting:  # an unrenewed lease ends within store.LEASE, a minute
             time.sleep(1)
             more, waiting = run.free(waiting, store)

@@ -17,6 +17,7 @@ from scrapy.crawler import Crawler
 from adcrawler.budget import lower_bound_seconds
 from adcrawler.config import DRY_RUN, scaled, value
 from adcrawler.listing import Listing
+from adcrawler.logs import shown
 from adcrawler.model import MODELLED, Campaign, CampaignItem
 from adcrawler.registry import Client
 from adcrawler.stats import RunStats
@@ -416,7 +417,7 @@ class RunLedger:
         self.stats.inc("campaigns_removal_held", client, removals.held)
         if removals.removed:
             logger.info("Client %s: %d campaign(s) no longer listed, marked removed: %s", client,
-                        len(removals.removed), _shown(removals.removed, 10), extra={"client": client})
+                        len(removals.removed), shown(removals.removed, 10), extra={"client": client})
         if removals.back:
             logger.info("Client %s: %d campaign(s) marked removed are listed again", client, removals.back,
                         extra={"client": client})
@@ -437,10 +438,10 @@ class RunLedger:
         self.stats.inc("fields_vanished", client, len(gone))
         if new:
             logger.info("Client %s: the records carry field(s) the campaigns do not model, new since the last "
-                        "listing: %s (kept in raw)", client, _shown(new, 20, 64), extra={"client": client})
+                        "listing: %s (kept in raw)", client, shown(new, 20, 64), extra={"client": client})
         if gone:
             logger.warning("Client %s: field(s) every record had at the last listing and none has now: %s", client,
-                           _shown(gone, 20, 64), extra={"client": client})
+                           shown(gone, 20, 64), extra={"client": client})
 
     def spooled(self, client: str, cause: str, rows: int = 1) -> None:
         if client in self.runs:
@@ -463,7 +464,7 @@ class RunLedger:
         self.stats.set("campaigns_not_attempted", run.not_attempted, client)
         if run.failed:
             logger.error("Client %s: %d campaign(s) could not be synced: %s", client, len(run.failed),
-                         _shown(sorted(run.failed), 10), extra={"client": client})
+                         shown(sorted(run.failed), 10), extra={"client": client})
         elapsed = (run.last_answer_at - run.started_at).total_seconds() if run.started_at else 0.0
         self.stats.set("elapsed_seconds", round(elapsed, 3), client)
         self.stats.set("lower_bound_seconds", round(lower_bound_seconds(run.requests_sent, *self.rate,
@@ -531,11 +532,6 @@ def client_outcome(run: ClientRun, stopped_early: bool, dry_run: bool = False) -
     if stopped_early and not reasons:
         reasons.append("the crawl stopped early")
     return Outcome(Result.PARTIAL if reasons else Result.SUCCEEDED, tuple(reasons))
-
-
-def _shown(names: list[str], most: int, width: int | None = None) -> str:
-    """The first ``most`` names for a log line, each cut to ``width`` (a field name may be any length)."""
-    return ", ".join(name[:width] for name in names[:most]) + (" ..." if len(names) > most else "")
 
 
 def held_text(removals: Removals) -> str:

@@ -150,6 +150,11 @@ def keep_copy(path: Path) -> None:
     logging.getLogger().addHandler(copy)
 
 
+def shown(names: list[str], most: int = 20, width: int | None = None) -> str:
+    """The first ``most`` names for a log line, each cut to ``width`` (a field name may be any length)."""
+    return ", ".join(name[:width] for name in names[:most]) + (" ..." if len(names) > most else "")
+
+
 def error_line(message: str, settings: BaseSettings | None = None) -> str:
     """``message`` as the one line a start-up error prints: JSON when the logs are."""
     try:
